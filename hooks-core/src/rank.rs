@@ -1,0 +1,293 @@
+//! Hooks that work on a tensor of any rank, so one value can be appended to
+//! every site of a tree (`append_all`), and the ready-made ones: record,
+//! detach, zero, scale.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+
+use crate::Ctx;
+use crate::hook::{Hook, HookFn};
+
+/// A hook generic over the tensor rank.
+///
+/// Sites have different ranks (`[B,S,D]` residuals, `[B,S,K,H]` attention),
+/// so a hook meant for all of them has a generic method instead of a closure
+/// type. Implement it on a small struct:
+///
+/// ```
+/// use burn::tensor::{backend::Backend, Tensor};
+/// use hooks_core::{AnyRankHook, Ctx};
+///
+/// struct Clamp(f32);
+/// impl<B: Backend> AnyRankHook<B> for Clamp {
+///     fn call<const D: usize>(&self, x: Tensor<B, D>, _: &Ctx) -> Tensor<B, D> {
+///         x.clamp(-self.0, self.0)
+///     }
+/// }
+/// ```
+pub trait AnyRankHook<B: Backend>: Send + Sync + 'static {
+    /// Runs the hook on a tensor of rank `D`.
+    fn call<const D: usize>(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D>;
+
+    /// A short name for tree renderings.
+    fn name(&self) -> Cow<'_, str> {
+        let full = std::any::type_name::<Self>();
+        Cow::Owned(full.rsplit("::").next().unwrap_or(full).to_string())
+    }
+}
+
+/// Makes a site hook of rank `D` from a shared rank-generic hook; `site`,
+/// when given, is exposed to the hook as [`Ctx::site`].
+pub fn at_rank<B: Backend, const D: usize, H: AnyRankHook<B>>(
+    hook: Arc<H>,
+    site: Option<Arc<str>>,
+) -> Hook<Tensor<B, D>> {
+    Arc::new(RankAdapter::<B, D, H> {
+        hook,
+        site,
+        _b: PhantomData,
+    })
+}
+
+struct RankAdapter<B, const D: usize, H> {
+    hook: Arc<H>,
+    site: Option<Arc<str>>,
+    _b: PhantomData<fn() -> B>,
+}
+
+impl<B: Backend, const D: usize, H: AnyRankHook<B>> HookFn<Tensor<B, D>> for RankAdapter<B, D, H> {
+    fn call(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
+        match &self.site {
+            Some(site) => self.hook.call(x, &ctx.with_site(site)),
+            None => self.hook.call(x, ctx),
+        }
+    }
+
+    fn name(&self) -> Cow<'_, str> {
+        self.hook.name()
+    }
+}
+
+/// Detaches the value from the autodiff graph (the reference's pattern for
+/// the norm `scale`: gradients then flow only through the numerator).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Detach;
+
+impl<B: Backend> AnyRankHook<B> for Detach {
+    fn call<const D: usize>(&self, x: Tensor<B, D>, _: &Ctx<'_>) -> Tensor<B, D> {
+        x.detach()
+    }
+}
+
+/// Replaces the value by zeros (zero-ablation).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Zero;
+
+impl<B: Backend> AnyRankHook<B> for Zero {
+    fn call<const D: usize>(&self, x: Tensor<B, D>, _: &Ctx<'_>) -> Tensor<B, D> {
+        x.zeros_like()
+    }
+}
+
+/// Multiplies the value by a constant.
+#[derive(Clone, Copy, Debug)]
+pub struct Scale(pub f32);
+
+impl<B: Backend> AnyRankHook<B> for Scale {
+    fn call<const D: usize>(&self, x: Tensor<B, D>, _: &Ctx<'_>) -> Tensor<B, D> {
+        x * self.0
+    }
+
+    fn name(&self) -> Cow<'_, str> {
+        Cow::Owned(format!("Scale({})", self.0))
+    }
+}
+
+/// Records the value into a [`Recorder`] and passes it on unchanged.
+#[derive(Clone)]
+pub struct Record<B: Backend> {
+    recorder: Recorder<B>,
+}
+
+impl<B: Backend> Record<B> {
+    /// Records into `recorder` (a shared handle: keep a clone to read it).
+    pub fn into(recorder: &Recorder<B>) -> Self {
+        Record {
+            recorder: recorder.clone(),
+        }
+    }
+}
+
+impl<B: Backend> AnyRankHook<B> for Record<B> {
+    fn call<const D: usize>(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
+        self.recorder.record(ctx.site().unwrap_or("?"), ctx.layer(), x.clone());
+        x
+    }
+
+    fn name(&self) -> Cow<'_, str> {
+        Cow::Borrowed("Record")
+    }
+}
+
+/// A tensor whose rank is known at run time only: what a recorder holds.
+#[derive(Clone, Debug)]
+pub struct ErasedTensor<B: Backend> {
+    primitive: TensorPrimitive<B>,
+    shape: Vec<usize>,
+}
+
+impl<B: Backend> ErasedTensor<B> {
+    /// Forgets the rank of `t` (no copy: Burn tensors are shared handles).
+    pub fn new<const D: usize>(t: Tensor<B, D>) -> Self {
+        let shape = t.dims().to_vec();
+        ErasedTensor {
+            primitive: t.into_primitive(),
+            shape,
+        }
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The rank.
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    /// The tensor at rank `D`, or `None` if it has another rank.
+    pub fn tensor<const D: usize>(&self) -> Option<Tensor<B, D>> {
+        (self.shape.len() == D).then(|| Tensor::from_primitive(self.primitive.clone()))
+    }
+
+    /// The values (reads the device: this is where recording synchronises).
+    pub fn to_data(&self) -> TensorData {
+        match self.rank() {
+            1 => self.tensor::<1>().map(|t| t.into_data()),
+            2 => self.tensor::<2>().map(|t| t.into_data()),
+            3 => self.tensor::<3>().map(|t| t.into_data()),
+            4 => self.tensor::<4>().map(|t| t.into_data()),
+            5 => self.tensor::<5>().map(|t| t.into_data()),
+            6 => self.tensor::<6>().map(|t| t.into_data()),
+            r => panic!("recorded tensors have rank 1 to 6, not {r}"),
+        }
+        .expect("rank checked by the match")
+    }
+}
+
+/// Where [`Record`] hooks put tensors, keyed by site and layer.
+///
+/// A shared handle (clones see the same store). Recording the same key again
+/// replaces the old tensor, so memory stays bounded by the number of sites
+/// and layers recorded, however many forward passes run.
+/// Keys follow the `hooks cache` scheme: `layers.<i>.<site>` inside blocks,
+/// `<site>` outside.
+pub struct Recorder<B: Backend> {
+    inner: Arc<Mutex<Store<B>>>,
+}
+
+struct Store<B: Backend> {
+    order: Vec<(String, ErasedTensor<B>)>,
+    index: HashMap<String, usize>,
+}
+
+impl<B: Backend> Clone for Recorder<B> {
+    fn clone(&self) -> Self {
+        Recorder {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<B: Backend> Default for Recorder<B> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The key of a recording: `layers.<i>.<site>` or `<site>`.
+pub fn record_key(site: &str, layer: Option<usize>) -> String {
+    match layer {
+        Some(l) => format!("layers.{l}.{site}"),
+        None => site.to_string(),
+    }
+}
+
+impl<B: Backend> Recorder<B> {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Recorder {
+            inner: Arc::new(Mutex::new(Store {
+                order: Vec::new(),
+                index: HashMap::new(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store<B>> {
+        // A hook that panicked while recording leaves consistent data behind.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores `t` under `site` and `layer`, replacing an earlier recording.
+    pub fn record<const D: usize>(&self, site: &str, layer: Option<usize>, t: Tensor<B, D>) {
+        self.insert(record_key(site, layer), ErasedTensor::new(t));
+    }
+
+    /// Stores a tensor under an explicit key.
+    pub fn insert(&self, key: String, t: ErasedTensor<B>) {
+        let mut store = self.lock();
+        match store.index.get(&key) {
+            Some(&i) => store.order[i].1 = t,
+            None => {
+                let i = store.order.len();
+                store.index.insert(key.clone(), i);
+                store.order.push((key, t));
+            }
+        }
+    }
+
+    /// The tensor recorded at `site` and `layer`, if it has rank `D`.
+    pub fn get<const D: usize>(&self, site: &str, layer: Option<usize>) -> Option<Tensor<B, D>> {
+        self.get_key(&record_key(site, layer))?.tensor::<D>()
+    }
+
+    /// The tensor recorded under `key`.
+    pub fn get_key(&self, key: &str) -> Option<ErasedTensor<B>> {
+        let store = self.lock();
+        store.index.get(key).map(|&i| store.order[i].1.clone())
+    }
+
+    /// Every key, in first-recorded order.
+    pub fn keys(&self) -> Vec<String> {
+        self.lock().order.iter().map(|(k, _)| k.clone()).collect()
+    }
+
+    /// Every recording, in first-recorded order.
+    pub fn entries(&self) -> Vec<(String, ErasedTensor<B>)> {
+        self.lock().order.clone()
+    }
+
+    /// How many tensors are held.
+    pub fn len(&self) -> usize {
+        self.lock().order.len()
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drops every recording.
+    pub fn clear(&self) {
+        let mut store = self.lock();
+        store.order.clear();
+        store.index.clear();
+    }
+}

@@ -1,0 +1,484 @@
+//! Operations on whole hook trees, each a visitor over the one traversal
+//! ([`HookNode::walk`] / [`HookNode::walk_mut`]).
+
+use std::sync::Arc;
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+
+use crate::hook::IntoHook;
+use crate::node::{HookNode, Schema, Visitor, VisitorMut};
+use crate::path::{PathError, ResolvedPath, glob_matches, resolve};
+use crate::rank::{AnyRankHook, at_rank};
+use crate::render::Renderer;
+use crate::site::{FwdStage, Stage};
+use crate::{HookError, Path, Site, Value};
+
+/// One site of a tree, as iteration yields it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteInfo {
+    /// The dotted string path.
+    pub path: String,
+    /// The rank of the site's tensors.
+    pub rank: usize,
+}
+
+/// What every hook tree can do. Implemented for every [`HookNode`]: derived
+/// collections, sites, autoencoder splices.
+///
+/// ```
+/// use burn_ndarray::NdArray;
+/// use hooks_core::{HookCollection, HookTree, Site, Zero, FwdStage};
+///
+/// #[derive(HookCollection, Clone, Default)]
+/// struct Mlp<B: burn::tensor::backend::Backend> {
+///     pre_act: Site<B, 3>,
+///     post_act: Site<B, 3>,
+/// }
+///
+/// let mut hooks = Mlp::<NdArray>::default();
+/// assert!(hooks.is_empty());
+/// hooks.bind("layer", 3).unwrap();
+/// assert!(hooks.bind("layer", 4).is_err()); // a key binds once
+/// hooks.append_all(FwdStage::Fwd, Zero);
+/// assert!(!hooks.is_empty());
+/// let paths: Vec<_> = hooks.sites().into_iter().map(|s| s.path).collect();
+/// assert_eq!(paths, ["pre_act", "post_act"]);
+/// let err = hooks.append_to_path("post_atc.fwd", Zero).err().unwrap();
+/// assert!(err.to_string().contains("did you mean `post_act`?"));
+/// ```
+pub trait HookTree: HookNode {
+    /// Binds `key` on every stage of every site. Fails, changing nothing, if
+    /// any stage already has it (the error names the first such site).
+    fn bind(&mut self, key: &str, value: impl Into<Value>) -> Result<&mut Self, HookError> {
+        let value = value.into();
+        if let Some(site) = first_site_where(self, |b| b.contains(key)) {
+            return Err(HookError::AlreadyBound {
+                key: key.to_string(),
+                site: Some(site),
+            });
+        }
+        self.walk_mut(&mut ForEachSite(|_: &[&str], s: &mut dyn SiteBindings| {
+            s.bind_all(key, &value)
+        }));
+        Ok(self)
+    }
+
+    /// Unbinds `key` from every stage of every site. Fails, changing nothing,
+    /// if any stage lacks it.
+    fn unbind(&mut self, key: &str) -> Result<&mut Self, HookError> {
+        if let Some(site) = first_site_where(self, |b| !b.contains(key)) {
+            return Err(HookError::NotBound {
+                key: key.to_string(),
+                site: Some(site),
+            });
+        }
+        self.walk_mut(&mut ForEachSite(|_: &[&str], s: &mut dyn SiteBindings| {
+            s.unbind_all(key)
+        }));
+        Ok(self)
+    }
+
+    /// Whether no site has a hook.
+    fn is_empty(&self) -> bool {
+        struct AllEmpty(bool);
+        impl<B: Backend> Visitor<B> for AllEmpty {
+            fn enter(&mut self, _: &'static str) -> bool {
+                self.0
+            }
+            fn site<const D: usize>(&mut self, site: &Site<B, D>) {
+                self.0 &= site.is_empty();
+            }
+        }
+        let mut v = AllEmpty(true);
+        self.walk(&mut v);
+        v.0
+    }
+
+    /// Appends one rank-generic forward hook to a stage of every site; the
+    /// hook sees each site's path in [`Ctx::site`](crate::Ctx::site).
+    fn append_all<H: AnyRankHook<Self::Backend>>(&mut self, stage: FwdStage, hook: H) -> &mut Self {
+        let hook = Arc::new(hook);
+        self.walk_mut(&mut AppendFwd {
+            path: Vec::new(),
+            target: None,
+            stage,
+            hook,
+        });
+        self
+    }
+
+    /// Appends one rank-generic gradient hook to the `bwd` stage of every site.
+    fn append_all_grad<H>(&mut self, hook: H) -> &mut Self
+    where
+        Self::Backend: AutodiffBackend,
+        H: AnyRankHook<<Self::Backend as AutodiffBackend>::InnerBackend>,
+    {
+        let hook = Arc::new(hook);
+        self.walk_mut(&mut AppendGrad {
+            path: Vec::new(),
+            target: None,
+            hook,
+        });
+        self
+    }
+
+    /// Appends a rank-generic forward hook at a string path ending in a stage,
+    /// e.g. `"resid.torso.post_mlp.fwd"`. `bwd` paths are refused (they need
+    /// [`append_grad_to_path`](Self::append_grad_to_path)).
+    fn append_to_path<H: AnyRankHook<Self::Backend>>(
+        &mut self,
+        path: &str,
+        hook: H,
+    ) -> Result<&mut Self, HookError> {
+        let (resolved, stage) = resolve_stage(Self::schema(), path)?;
+        let stage = match stage {
+            Stage::Fwd => FwdStage::Fwd,
+            Stage::Fwd2 => FwdStage::Fwd2,
+            Stage::Bwd => {
+                return Err(HookError::GradStageNeedsGradHook {
+                    path: path.to_string(),
+                });
+            }
+        };
+        self.walk_mut(&mut AppendFwd {
+            path: Vec::new(),
+            target: Some(&resolved.segments),
+            stage,
+            hook: Arc::new(hook),
+        });
+        Ok(self)
+    }
+
+    /// Appends a rank-generic gradient hook at a string path ending in `.bwd`.
+    fn append_grad_to_path<H>(&mut self, path: &str, hook: H) -> Result<&mut Self, HookError>
+    where
+        Self::Backend: AutodiffBackend,
+        H: AnyRankHook<<Self::Backend as AutodiffBackend>::InnerBackend>,
+    {
+        let (resolved, stage) = resolve_stage(Self::schema(), path)?;
+        if stage != Stage::Bwd {
+            return Err(PathError::UnknownStage {
+                segment: stage.name().to_string(),
+                site: resolved.node_path(),
+                path: path.to_string(),
+                suggestion: Some("bwd".to_string()),
+            }
+            .into());
+        }
+        self.walk_mut(&mut AppendGrad {
+            path: Vec::new(),
+            target: Some(&resolved.segments),
+            hook: Arc::new(hook),
+        });
+        Ok(self)
+    }
+
+    /// Appends a hook written for rank `D` at a string path ending in `fwd` or
+    /// `fwd2`; a site of another rank is an error naming both ranks.
+    fn append_typed_to_path<const D: usize>(
+        &mut self,
+        path: &str,
+        hook: impl IntoHook<Tensor<Self::Backend, D>>,
+    ) -> Result<&mut Self, HookError> {
+        let (resolved, stage) = resolve_stage(Self::schema(), path)?;
+        let rank = resolved.rank.expect("resolve_stage returns sites");
+        if rank != D {
+            return Err(HookError::RankMismatch {
+                site: resolved.node_path(),
+                site_rank: rank,
+                hook: D,
+            });
+        }
+        let stage = match stage {
+            Stage::Fwd => FwdStage::Fwd,
+            Stage::Fwd2 => FwdStage::Fwd2,
+            Stage::Bwd => {
+                return Err(HookError::GradStageNeedsGradHook {
+                    path: path.to_string(),
+                });
+            }
+        };
+        let mut hook = Some(hook.into_hook());
+        self.walk_mut(&mut AtSite {
+            path: Vec::new(),
+            target: &resolved.segments,
+            f: |site: &mut dyn std::any::Any| {
+                if let (Some(site), Some(h)) = (site.downcast_mut::<Site<Self::Backend, D>>(), hook.take()) {
+                    site.fwd_stage_mut(stage).append(h);
+                }
+            },
+        });
+        Ok(self)
+    }
+
+    /// Every site with its path and rank, in declaration order.
+    fn sites(&self) -> Vec<SiteInfo> {
+        struct Collect(Vec<&'static str>, Vec<SiteInfo>);
+        impl<B: Backend> Visitor<B> for Collect {
+            fn enter(&mut self, name: &'static str) -> bool {
+                self.0.push(name);
+                true
+            }
+            fn exit(&mut self, _: &'static str) {
+                self.0.pop();
+            }
+            fn site<const D: usize>(&mut self, _: &Site<B, D>) {
+                self.1.push(SiteInfo {
+                    path: self.0.join("."),
+                    rank: D,
+                });
+            }
+        }
+        let mut v = Collect(Vec::new(), Vec::new());
+        self.walk(&mut v);
+        v.1
+    }
+
+    /// The sites whose paths match any of `patterns` (see
+    /// [`glob_matches`](crate::path::glob_matches)); a pattern that matches
+    /// nothing is an error, with a suggestion when it looks like a typo.
+    fn sites_matching(&self, patterns: &[&str]) -> Result<Vec<SiteInfo>, HookError> {
+        let all = self.sites();
+        for p in patterns {
+            if !all.iter().any(|s| glob_matches(p, &s.path)) {
+                // Reuse the path checker for the precise message.
+                resolve(&Self::schema(), p)?;
+                return Err(PathError::NotASite {
+                    path: p.to_string(),
+                    available: Vec::new(),
+                }
+                .into());
+            }
+        }
+        Ok(all
+            .into_iter()
+            .filter(|s| patterns.iter().any(|p| glob_matches(p, &s.path)))
+            .collect())
+    }
+
+    /// Checks a string path against this tree's schema.
+    fn resolve(path: &str) -> Result<ResolvedPath, PathError> {
+        resolve(&Self::schema(), path)
+    }
+
+    /// The node a typed path names.
+    fn at<T: HookNode>(&self, path: &Path<Self, T>) -> &T {
+        path.get(self)
+    }
+
+    /// The node a typed path names, mutably.
+    fn at_mut<T: HookNode>(&mut self, path: &Path<Self, T>) -> &mut T {
+        path.get_mut(self)
+    }
+
+    /// A readable rendering in the reference's `__repr__` shape: four-space
+    /// indentation, each node under its full dotted path, bound values after
+    /// a stage's name, and below each stage its hooks.
+    fn render(&self) -> String {
+        let name = match Self::schema() {
+            Schema::Collection { type_name, .. } => type_name,
+            Schema::Site { .. } => "Site",
+        };
+        render_node(self, name)
+    }
+}
+
+impl<T: HookNode> HookTree for T {}
+
+pub(crate) fn render_node<T: HookNode>(node: &T, name: &str) -> String {
+    struct Render {
+        out: Renderer,
+        path: Vec<&'static str>,
+    }
+    impl<B: Backend> Visitor<B> for Render {
+        fn enter(&mut self, name: &'static str) -> bool {
+            self.path.push(name);
+            self.out.line(&self.path.join("."));
+            self.out.indent();
+            true
+        }
+        fn exit(&mut self, _: &'static str) {
+            self.path.pop();
+            self.out.outdent();
+        }
+        fn site<const D: usize>(&mut self, site: &Site<B, D>) {
+            let prefix = if self.path.is_empty() {
+                String::new()
+            } else {
+                format!("{}.", self.path.join("."))
+            };
+            site.fwd.render_as(&format!("{prefix}fwd"), &mut self.out);
+            site.bwd.render_as(&format!("{prefix}bwd"), &mut self.out);
+            site.fwd2.render_as(&format!("{prefix}fwd2"), &mut self.out);
+        }
+    }
+    let mut r = Render {
+        out: Renderer::new(),
+        path: Vec::new(),
+    };
+    r.out.line(name);
+    r.out.indent();
+    node.walk(&mut r);
+    r.out.finish()
+}
+
+fn resolve_stage(schema: Schema, path: &str) -> Result<(ResolvedPath, Stage), PathError> {
+    let resolved = resolve(&schema, path)?;
+    match (resolved.rank, resolved.stage) {
+        (Some(_), Some(stage)) => Ok((resolved, stage)),
+        (Some(_), None) => Err(PathError::MissingStage {
+            path: path.to_string(),
+        }),
+        (None, _) => Err(PathError::NotASite {
+            path: path.to_string(),
+            available: {
+                let mut node = schema;
+                for seg in &resolved.segments {
+                    node = (node.child(seg).expect("resolved").schema)();
+                }
+                node.child_names().into_iter().map(str::to_string).collect()
+            },
+        }),
+    }
+}
+
+/// The bindings of a site's three stages, without the rank.
+trait SiteBindings {
+    fn bind_all(&mut self, key: &str, value: &Value);
+    fn unbind_all(&mut self, key: &str);
+    fn any_stage(&self, pred: &dyn Fn(&crate::Bindings) -> bool) -> bool;
+}
+
+impl<B: Backend, const D: usize> SiteBindings for Site<B, D> {
+    fn bind_all(&mut self, key: &str, value: &Value) {
+        // Checked beforehand by the caller, so these cannot fail.
+        let _ = self.fwd.bind(key, value.clone());
+        let _ = self.bwd.bind(key, value.clone());
+        let _ = self.fwd2.bind(key, value.clone());
+    }
+    fn unbind_all(&mut self, key: &str) {
+        let _ = self.fwd.unbind(key);
+        let _ = self.bwd.unbind(key);
+        let _ = self.fwd2.unbind(key);
+    }
+    fn any_stage(&self, pred: &dyn Fn(&crate::Bindings) -> bool) -> bool {
+        pred(self.fwd.bindings()) || pred(self.bwd.bindings()) || pred(self.fwd2.bindings())
+    }
+}
+
+/// Calls `f(path, site)` on every site.
+struct ForEachSite<F>(F);
+
+impl<B: Backend, F: FnMut(&[&str], &mut dyn SiteBindings)> VisitorMut<B> for ForEachSite<F> {
+    fn site<const D: usize>(&mut self, site: &mut Site<B, D>) {
+        (self.0)(&[], site);
+    }
+}
+
+fn first_site_where<T: HookNode>(
+    tree: &T,
+    pred: impl Fn(&crate::Bindings) -> bool,
+) -> Option<String> {
+    struct Find<P> {
+        path: Vec<&'static str>,
+        found: Option<String>,
+        pred: P,
+    }
+    impl<B: Backend, P: Fn(&crate::Bindings) -> bool> Visitor<B> for Find<P> {
+        fn enter(&mut self, name: &'static str) -> bool {
+            if self.found.is_some() {
+                return false;
+            }
+            self.path.push(name);
+            true
+        }
+        fn exit(&mut self, _: &'static str) {
+            self.path.pop();
+        }
+        fn site<const D: usize>(&mut self, site: &Site<B, D>) {
+            if self.found.is_none() && site.any_stage(&self.pred) {
+                self.found = Some(self.path.join("."));
+            }
+        }
+    }
+    let mut v = Find {
+        path: Vec::new(),
+        found: None,
+        pred,
+    };
+    tree.walk(&mut v);
+    v.found
+}
+
+/// Descends only along `target` (all sites when `None`).
+fn descend(path: &mut Vec<&'static str>, target: Option<&[&'static str]>, name: &'static str) -> bool {
+    let ok = match target {
+        None => true,
+        Some(t) => t.get(path.len()) == Some(&name),
+    };
+    if ok {
+        path.push(name);
+    }
+    ok
+}
+
+struct AppendFwd<'t, H> {
+    path: Vec<&'static str>,
+    target: Option<&'t [&'static str]>,
+    stage: FwdStage,
+    hook: Arc<H>,
+}
+
+impl<B: Backend, H: AnyRankHook<B>> VisitorMut<B> for AppendFwd<'_, H> {
+    fn enter(&mut self, name: &'static str) -> bool {
+        descend(&mut self.path, self.target, name)
+    }
+    fn exit(&mut self, _: &'static str) {
+        self.path.pop();
+    }
+    fn site<const D: usize>(&mut self, site: &mut Site<B, D>) {
+        let name: Arc<str> = self.path.join(".").into();
+        site.fwd_stage_mut(self.stage)
+            .append(at_rank::<B, D, H>(self.hook.clone(), Some(name)));
+    }
+}
+
+struct AppendGrad<'t, H> {
+    path: Vec<&'static str>,
+    target: Option<&'t [&'static str]>,
+    hook: Arc<H>,
+}
+
+impl<B: AutodiffBackend, H: AnyRankHook<B::InnerBackend>> VisitorMut<B> for AppendGrad<'_, H> {
+    fn enter(&mut self, name: &'static str) -> bool {
+        descend(&mut self.path, self.target, name)
+    }
+    fn exit(&mut self, _: &'static str) {
+        self.path.pop();
+    }
+    fn site<const D: usize>(&mut self, site: &mut Site<B, D>) {
+        let name: Arc<str> = self.path.join(".").into();
+        site.bwd
+            .append(at_rank::<B::InnerBackend, D, H>(self.hook.clone(), Some(name)));
+    }
+}
+
+/// Calls `f` on the one site at `target`, as `dyn Any` for a rank check.
+struct AtSite<'t, F> {
+    path: Vec<&'static str>,
+    target: &'t [&'static str],
+    f: F,
+}
+
+impl<B: Backend, F: FnMut(&mut dyn std::any::Any)> VisitorMut<B> for AtSite<'_, F> {
+    fn enter(&mut self, name: &'static str) -> bool {
+        descend(&mut self.path, Some(self.target), name)
+    }
+    fn exit(&mut self, _: &'static str) {
+        self.path.pop();
+    }
+    fn site<const D: usize>(&mut self, site: &mut Site<B, D>) {
+        (self.f)(site);
+    }
+}

@@ -1,0 +1,126 @@
+//! Emits the `HookNode` impl.
+
+use proc_macro2::{Span, TokenStream};
+use proc_macro_crate::{FoundCrate, crate_name};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{DeriveInput, Ident};
+
+use crate::ast::Input;
+
+pub fn derive(input: &DeriveInput) -> TokenStream {
+    let mut errors = Vec::new();
+    let parsed = Input::from_syn(input, &mut errors);
+    let mut out = match (&parsed, errors.is_empty()) {
+        (Some(parsed), true) => impl_hook_node(parsed),
+        _ => TokenStream::new(),
+    };
+    for e in errors {
+        out.extend(e.to_compile_error());
+    }
+    out
+}
+
+/// Where the runtime lives: `#[hooks(crate = ...)]`, else `hooks-core` or the
+/// `burn-hooks` facade, whichever the user's Cargo.toml names.
+fn runtime_path(input: &Input) -> TokenStream {
+    if let Some(path) = &input.attrs.krate {
+        return quote!(#path);
+    }
+    for package in ["hooks-core", "burn-hooks"] {
+        match crate_name(package) {
+            Ok(FoundCrate::Itself) => {
+                let ident = Ident::new(&package.replace('-', "_"), Span::call_site());
+                return quote!(::#ident);
+            }
+            Ok(FoundCrate::Name(name)) => {
+                let ident = Ident::new(&name, Span::call_site());
+                return quote!(::#ident);
+            }
+            Err(_) => continue,
+        }
+    }
+    quote!(::hooks_core)
+}
+
+fn impl_hook_node(input: &Input) -> TokenStream {
+    let krate = runtime_path(input);
+    let ident = &input.original.ident;
+    let type_name = ident.to_string();
+    let (impl_generics, ty_generics, where_clause) = input.original.generics.split_for_impl();
+
+    let first_ty = input.nodes[0].ty;
+    let backend = quote_spanned!(first_ty.span()=> <#first_ty as #krate::HookNode>::Backend);
+
+    // No per-field where-clauses: bounds on concrete field types would stop
+    // rustc from normalising `<Site<B, 3> as HookNode>::Backend` through the
+    // impl. A field that is not a hook node fails at the uses below, which
+    // are all spanned on its type and so report one deduplicated error there.
+    let predicates: Vec<TokenStream> = where_clause
+        .map(|w| w.predicates.iter().map(|p| quote!(#p)).collect())
+        .unwrap_or_default();
+
+    let children = input.nodes.iter().map(|node| {
+        let name = &node.name;
+        let field = node.ident.to_string();
+        let ty = node.ty;
+        let schema = quote_spanned!(ty.span()=> <#ty as #krate::HookNode>::schema);
+        quote! {
+            #krate::SchemaChild {
+                name: #name,
+                field: #field,
+                schema: #schema,
+            }
+        }
+    });
+    let walk = input.nodes.iter().map(|node| {
+        let name = &node.name;
+        let field = node.ident;
+        let ty = node.ty;
+        let call = quote_spanned!(ty.span()=> <#ty as #krate::HookNode>::walk);
+        quote! {
+            if __visitor.enter(#name) {
+                #call(&self.#field, __visitor);
+                __visitor.exit(#name);
+            }
+        }
+    });
+    let walk_mut = input.nodes.iter().map(|node| {
+        let name = &node.name;
+        let field = node.ident;
+        let ty = node.ty;
+        let call = quote_spanned!(ty.span()=> <#ty as #krate::HookNode>::walk_mut);
+        quote! {
+            if __visitor.enter(#name) {
+                #call(&mut self.#field, __visitor);
+                __visitor.exit(#name);
+            }
+        }
+    });
+
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::HookNode for #ident #ty_generics
+        where
+            #(#predicates,)*
+            Self: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,
+        {
+            type Backend = #backend;
+
+            fn schema() -> #krate::Schema {
+                #krate::Schema::Collection {
+                    type_name: #type_name,
+                    children: ::std::vec![#(#children),*],
+                }
+            }
+
+            fn walk<__V: #krate::Visitor<Self::Backend>>(&self, __visitor: &mut __V) {
+                #(#walk)*
+            }
+
+            fn walk_mut<__V: #krate::VisitorMut<Self::Backend>>(&mut self, __visitor: &mut __V) {
+                #(#walk_mut)*
+            }
+        }
+    }
+}
