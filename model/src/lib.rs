@@ -1,1 +1,32 @@
-pub fn placeholder_to_remove() {}
+//! The reference GPT-2 in Burn, faithful at every hook site.
+//!
+//! - [`Gpt2`]: the model; `forward(&batch, &hooks)` calls a
+//!   [`TransformerHooks`] at every site of `SITES.md`, with the layer in the
+//!   context inside blocks and none outside.
+//! - [`TokenBatch`]: token rows (optionally padded), checked before any
+//!   tensor work; [`KvCache`] and [`sample`] for generation.
+//! - [`checkpoint`]: Hugging Face GPT-2 checkpoints in and out.
+//! - [`tokenizer`]: GPT-2's BPE (tiktoken's bundled `r50k_base`).
+//! - [`backend`]: the CPU backends and CUDA behind the `cuda` feature.
+
+#![warn(missing_docs)]
+
+pub mod backend;
+mod batch;
+pub mod checkpoint;
+mod config;
+mod error;
+mod gpt2;
+mod hooks;
+pub mod layers;
+pub mod sample;
+pub mod tokenizer;
+
+pub use batch::TokenBatch;
+pub use config::Gpt2Config;
+pub use error::ModelError;
+pub use gpt2::{Gpt2, KvCache};
+pub use hooks::{
+    AttentionHooks, MlpHooks, NormalizationHooks, ResidualStreamHooks, ResidualStreamTorsoHooks,
+    TransformerHooks,
+};

@@ -1,0 +1,194 @@
+//! The GPT-2 model: embeddings, blocks, final norm, unembedding, calling the
+//! hook tree at every site.
+
+use burn::module::{Module, Param};
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::backend::Backend;
+use burn::tensor::module::embedding;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use hooks_core::Ctx;
+
+use crate::batch::{Layout, TokenBatch};
+use crate::layers::{Attention, Block, LayerCache, Mlp, Norm};
+use crate::{Gpt2Config, ModelError, TransformerHooks};
+
+/// GPT-2, as the reference model computes it.
+///
+/// Hooks stay out of the module: `forward` borrows a [`TransformerHooks`], so
+/// one model serves many experiments at once.
+#[derive(Module, Debug)]
+pub struct Gpt2<B: Backend> {
+    /// Token embedding `[V, D]`.
+    pub wte: Param<Tensor<B, 2>>,
+    /// Position embedding `[n_positions, D]`.
+    pub wpe: Param<Tensor<B, 2>>,
+    /// The blocks.
+    pub blocks: Vec<Block<B>>,
+    /// Final norm.
+    pub ln_f: Norm<B>,
+    /// Unembedding `[D, V]` (Hugging Face's `lm_head.weight`, transposed). A
+    /// parameter of its own, as in the reference, even when the checkpoint
+    /// ties it to `wte`.
+    pub unembed: Param<Tensor<B, 2>>,
+    /// Hyper-parameters.
+    #[module(skip)]
+    pub config: Gpt2Config,
+}
+
+/// Keys and values of earlier positions, per layer, for sampling.
+#[derive(Clone, Debug)]
+pub struct KvCache<B: Backend> {
+    layers: Vec<Option<LayerCache<B>>>,
+    pad: Vec<Vec<bool>>,
+}
+
+impl<B: Backend> KvCache<B> {
+    /// An empty cache for `model`.
+    pub fn new(model: &Gpt2<B>) -> Self {
+        KvCache {
+            layers: vec![None; model.config.n_layer],
+            pad: Vec::new(),
+        }
+    }
+
+    /// How many positions are cached.
+    pub fn len(&self) -> usize {
+        self.pad.first().map_or(0, Vec::len)
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<B: Backend> Gpt2<B> {
+    /// A randomly initialised model (GPT-2's init: normal(0, 0.02) weights,
+    /// zero biases, unit norm weights).
+    pub fn init(config: &Gpt2Config, device: &B::Device) -> Result<Self, ModelError> {
+        config.validate()?;
+        let d = config.n_embd;
+        let normal = |shape: [usize; 2]| {
+            Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 0.02), device))
+        };
+        let linear = |d_in: usize, d_out: usize| {
+            let mut l: Linear<B> = LinearConfig::new(d_in, d_out).init(device);
+            l.weight = normal([d_in, d_out]);
+            l.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
+            l
+        };
+        let norm = || Norm {
+            weight: Param::from_tensor(Tensor::ones([d], device)),
+            bias: Param::from_tensor(Tensor::zeros([d], device)),
+            eps: config.layer_norm_epsilon,
+        };
+        let blocks = (0..config.n_layer)
+            .map(|_| Block {
+                ln_1: norm(),
+                attn: Attention {
+                    c_attn: linear(d, 3 * d),
+                    c_proj: linear(d, d),
+                    n_head: config.n_head,
+                },
+                ln_2: norm(),
+                mlp: Mlp {
+                    c_fc: linear(d, config.d_mlp()),
+                    c_proj: linear(config.d_mlp(), d),
+                },
+            })
+            .collect();
+        let wte = normal([config.vocab_size, d]);
+        let unembed = Param::from_tensor(wte.val().transpose());
+        Ok(Gpt2 {
+            wte,
+            wpe: normal([config.n_positions, d]),
+            blocks,
+            ln_f: norm(),
+            unembed,
+            config: config.clone(),
+        })
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> B::Device {
+        self.wte.val().device()
+    }
+
+    /// Logits `[B,S,V]` for a batch, calling `hooks` at every site.
+    ///
+    /// Token ids and lengths are checked first: a bad batch is an error
+    /// before any tensor work.
+    pub fn forward(&self, batch: &TokenBatch, hooks: &TransformerHooks<B>) -> Result<Tensor<B, 3>, ModelError> {
+        batch.check(&self.config, 0)?;
+        let pad = pad_rows(batch);
+        let layout = Layout::new(&pad, batch.len());
+        Ok(self.run(batch.tokens_tensor(&self.device()), &layout, hooks, None))
+    }
+
+    /// Logits for new tokens after the ones in `cache`, which is extended.
+    /// The rows must continue the cached rows (same batch size).
+    pub fn forward_cached(
+        &self,
+        batch: &TokenBatch,
+        cache: &mut KvCache<B>,
+        hooks: &TransformerHooks<B>,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        batch.check(&self.config, cache.len())?;
+        if !cache.pad.is_empty() && cache.pad.len() != batch.batch_size() {
+            return Err(ModelError::BadBatch(format!(
+                "the cache holds {} rows but the new tokens have {}",
+                cache.pad.len(),
+                batch.batch_size()
+            )));
+        }
+        let new_pad = pad_rows(batch);
+        if cache.pad.is_empty() {
+            cache.pad = new_pad;
+        } else {
+            for (row, new) in cache.pad.iter_mut().zip(new_pad) {
+                row.extend(new);
+            }
+        }
+        let layout = Layout::new(&cache.pad, batch.len());
+        Ok(self.run(
+            batch.tokens_tensor(&self.device()),
+            &layout,
+            hooks,
+            Some(&mut cache.layers),
+        ))
+    }
+
+    /// The forward pass on checked inputs.
+    fn run(
+        &self,
+        tokens: Tensor<B, 2, Int>,
+        layout: &Layout,
+        hooks: &TransformerHooks<B>,
+        mut cache: Option<&mut Vec<Option<LayerCache<B>>>>,
+    ) -> Tensor<B, 3> {
+        let device = self.device();
+        let (b, s, k) = (layout.batch, layout.queries, layout.keys);
+        let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(layout.positions.clone(), [b, s]), &device);
+        let mask = Tensor::<B, 4>::from_data(TensorData::new(layout.mask.clone(), [b, 1, s, k]), &device);
+
+        let root = Ctx::root();
+        let x = embedding(self.wte.val(), tokens) + embedding(self.wpe.val(), positions);
+        let mut x = hooks.resid.post_emb.call(x, &root);
+        for (layer, block) in self.blocks.iter().enumerate() {
+            let ctx = Ctx::at_layer(layer);
+            let layer_cache = cache.as_mut().map(|c| &mut c[layer]);
+            x = block.forward(x, &mask, hooks, &ctx, layer_cache);
+        }
+        let x = self.ln_f.forward(x, &hooks.resid.ln_f, &root);
+        let x = hooks.resid.post_ln_f.call(x, &root);
+        let logits = x.matmul(self.unembed.val().unsqueeze::<3>());
+        hooks.logits.call(logits, &root)
+    }
+}
+
+fn pad_rows(batch: &TokenBatch) -> Vec<Vec<bool>> {
+    match batch.pad_mask() {
+        Some(p) => p.to_vec(),
+        None => vec![vec![false; batch.len()]; batch.batch_size()],
+    }
+}

@@ -1,0 +1,192 @@
+//! The blocks of GPT-2, written out so that every hook site can be called at
+//! the point the reference calls it (SITES.md).
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use hooks_core::{Bindings, Ctx, Value};
+
+use crate::hooks::{AttentionHooks, MlpHooks, NormalizationHooks, TransformerHooks};
+
+/// Layer norm written out: `x - mean` → `post_mean_subtraction`,
+/// `sqrt(mean(x²) + eps)` → `scale`, `x / scale` → `post_scale`, then the
+/// affine weight and bias.
+#[derive(Module, Debug)]
+pub struct Norm<B: Backend> {
+    /// Affine weight `[D]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Affine bias `[D]`.
+    pub bias: Param<Tensor<B, 1>>,
+    /// Epsilon inside the square root.
+    pub eps: f64,
+}
+
+impl<B: Backend> Norm<B> {
+    /// Normalises over the last dimension, calling the three norm sites.
+    pub fn forward(&self, x: Tensor<B, 3>, hooks: &NormalizationHooks<B>, ctx: &Ctx<'_>) -> Tensor<B, 3> {
+        let mean = x.clone().mean_dim(2);
+        let x = hooks.post_mean_subtraction.call(x - mean, ctx);
+        let scale = (x.clone().square().mean_dim(2) + self.eps).sqrt();
+        let scale = hooks.scale.call(scale, ctx);
+        let x = hooks.post_scale.call(x / scale, ctx);
+        x * self.weight.val().unsqueeze::<3>() + self.bias.val().unsqueeze::<3>()
+    }
+}
+
+/// GPT-2's GELU, the tanh approximation.
+pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * SQRT_2_OVER_PI;
+    x.clone() * (inner.tanh() + 1.0) * 0.5
+}
+
+/// Cached keys and values of one layer, `[B,K,H,d]`, as they were before the
+/// `k`/`v` hooks (hooks then see, and may change, the whole cached length).
+#[derive(Clone, Debug)]
+pub struct LayerCache<B: Backend> {
+    /// Keys, scaled by d^-1/4.
+    pub k: Tensor<B, 4>,
+    /// Values.
+    pub v: Tensor<B, 4>,
+}
+
+/// Causal self-attention with GPT-2's fused `c_attn` (columns q|k|v).
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// `[D, 3D]` projection to queries, keys and values.
+    pub c_attn: Linear<B>,
+    /// `[D, D]` output projection.
+    pub c_proj: Linear<B>,
+    /// Number of heads.
+    pub n_head: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// `x` `[B,S,D]` → `delta_attn` `[B,S,D]`; `mask` is `[B or 1, 1, S, K]`
+    /// additive. With a cache, new keys/values are appended to it.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        mask: &Tensor<B, 4>,
+        hooks: &AttentionHooks<B>,
+        ctx: &Ctx<'_>,
+        cache: Option<&mut Option<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let [b, s, d_model] = x.dims();
+        let h = self.n_head;
+        let d = d_model / h;
+        // d^-1/4 on both q and k: their product carries the usual 1/sqrt(d).
+        let qk_scale = (d as f64).powf(-0.25);
+
+        let qkv = self.c_attn.forward(x);
+        let split = |i: usize| qkv.clone().slice([0..b, 0..s, i * d_model..(i + 1) * d_model]).reshape([b, s, h, d]);
+        let q = split(0) * qk_scale;
+        let mut k = split(1) * qk_scale;
+        let mut v = split(2);
+        if let Some(cache) = cache {
+            if let Some(old) = cache.take() {
+                k = Tensor::cat(vec![old.k, k], 1);
+                v = Tensor::cat(vec![old.v, v], 1);
+            }
+            *cache = Some(LayerCache {
+                k: k.clone(),
+                v: v.clone(),
+            });
+        }
+        let q = hooks.q.call(q, ctx);
+        let k = hooks.k.call(k, ctx);
+        let v = hooks.v.call(v, ctx);
+
+        // [B,H,S,d] x [B,H,d,K] -> [B,H,S,K], masked, then laid out [B,S,K,H].
+        let logits = q.permute([0, 2, 1, 3]).matmul(k.permute([0, 2, 3, 1])) + mask.clone();
+        let logits = hooks.qk_logits.call(logits.permute([0, 2, 3, 1]), ctx);
+
+        let probs = if hooks.qk_softmax_denominator.is_empty() {
+            softmax(logits, 2)
+        } else {
+            let max = logits.clone().max_dim(2).detach();
+            let numerator = (logits - max).exp();
+            let denominator = hooks
+                .qk_softmax_denominator
+                .call(numerator.clone().sum_dim(2), ctx);
+            numerator / denominator
+        };
+        let probs = hooks.qk_probs.call(probs, ctx);
+
+        // [B,H,S,K] x [B,H,K,d] -> [B,H,S,d] -> [B,S,H,d]
+        let v_out = probs
+            .permute([0, 3, 1, 2])
+            .matmul(v.permute([0, 2, 1, 3]))
+            .permute([0, 2, 1, 3]);
+        let v_out = hooks.v_out.call(v_out, ctx);
+        self.c_proj.forward(v_out.reshape([b, s, d_model]))
+    }
+}
+
+/// The MLP: `c_fc` → GELU → `c_proj`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    /// `[D, F]`.
+    pub c_fc: Linear<B>,
+    /// `[F, D]`.
+    pub c_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// `x` `[B,S,D]` → `delta_mlp` `[B,S,D]`.
+    pub fn forward(&self, x: Tensor<B, 3>, hooks: &MlpHooks<B>, ctx: &Ctx<'_>) -> Tensor<B, 3> {
+        let pre = hooks.pre_act.call(self.c_fc.forward(x), ctx);
+        let post = gelu_tanh(pre);
+        let post = if hooks.post_act.is_empty() {
+            post
+        } else {
+            // The reference hands post_act hooks the output projection.
+            let mut extra = Bindings::new();
+            extra
+                .bind("out_layer", Value::any("Linear", self.c_proj.clone()))
+                .expect("a fresh binding set");
+            hooks.post_act.call(post, &ctx.with_bindings(&extra))
+        };
+        self.c_proj.forward(post)
+    }
+}
+
+/// A pre-LN block: `x + attn(ln_1(x))`, then `x + mlp(ln_2(x))`.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    /// Norm before attention.
+    pub ln_1: Norm<B>,
+    /// Attention.
+    pub attn: Attention<B>,
+    /// Norm before the MLP.
+    pub ln_2: Norm<B>,
+    /// MLP.
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> Block<B> {
+    /// One block; `ctx` carries its layer.
+    pub fn forward(
+        &self,
+        x: Tensor<B, 3>,
+        mask: &Tensor<B, 4>,
+        hooks: &TransformerHooks<B>,
+        ctx: &Ctx<'_>,
+        cache: Option<&mut Option<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let torso = &hooks.resid.torso;
+        let h = self.ln_1.forward(x.clone(), &torso.ln_attn, ctx);
+        let h = torso.post_ln_attn.call(h, ctx);
+        let delta = self.attn.forward(h, mask, &hooks.attn, ctx, cache);
+        let delta = torso.delta_attn.call(delta, ctx);
+        let x = torso.post_attn.call(x + delta, ctx);
+
+        let h = self.ln_2.forward(x.clone(), &torso.ln_mlp, ctx);
+        let h = torso.post_ln_mlp.call(h, ctx);
+        let delta = self.mlp.forward(h, &hooks.mlp, ctx);
+        let delta = torso.delta_mlp.call(delta, ctx);
+        torso.post_mlp.call(x + delta, ctx)
+    }
+}

@@ -1,0 +1,139 @@
+//! Sampling with a per-layer KV cache: greedy, temperature, top-p, seeded.
+
+use burn::tensor::backend::Backend;
+
+use crate::{Gpt2, KvCache, ModelError, TokenBatch, TransformerHooks};
+
+/// How to pick each next token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SampleConfig {
+    /// How many tokens to add.
+    pub max_new_tokens: usize,
+    /// 0 picks the most likely token (greedy); otherwise logits are divided
+    /// by it before sampling.
+    pub temperature: f32,
+    /// Nucleus sampling: sample among the most likely tokens whose
+    /// probabilities add up to at least this (1 keeps all).
+    pub top_p: f32,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        SampleConfig {
+            max_new_tokens: 20,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Extends `prompt` by `config.max_new_tokens` tokens, calling `hooks` at every
+/// site of every step (on later steps `attn.k`/`attn.v` see the whole cached
+/// length). Returns the new tokens only.
+pub fn generate<B: Backend>(
+    model: &Gpt2<B>,
+    prompt: &[u32],
+    config: &SampleConfig,
+    hooks: &TransformerHooks<B>,
+) -> Result<Vec<u32>, ModelError> {
+    if !(config.temperature >= 0.0 && config.temperature.is_finite()) {
+        return Err(ModelError::BadBatch(format!(
+            "temperature must be a finite number ≥ 0, not {}",
+            config.temperature
+        )));
+    }
+    if !(config.top_p > 0.0 && config.top_p <= 1.0) {
+        return Err(ModelError::BadBatch(format!("top_p must be in (0, 1], not {}", config.top_p)));
+    }
+    let total = prompt.len() + config.max_new_tokens;
+    if total > model.config.n_positions {
+        return Err(ModelError::TooLong {
+            row: 0,
+            len: total,
+            n_positions: model.config.n_positions,
+        });
+    }
+    let mut rng = SplitMix64(config.seed);
+    let mut cache = KvCache::new(model);
+    let mut next_input = TokenBatch::single(prompt.to_vec())?;
+    let mut out = Vec::with_capacity(config.max_new_tokens);
+    for _ in 0..config.max_new_tokens {
+        let logits = model.forward_cached(&next_input, &mut cache, hooks)?;
+        let [_, s, v] = logits.dims();
+        let last: Vec<f32> = logits
+            .slice([0..1, s - 1..s, 0..v])
+            .into_data()
+            .to_vec()
+            .expect("f32 logits");
+        let token = pick(&last, config, &mut rng);
+        out.push(token);
+        next_input = TokenBatch::single(vec![token])?;
+    }
+    Ok(out)
+}
+
+/// Picks a token from one row of logits.
+pub fn pick(logits: &[f32], config: &SampleConfig, rng: &mut SplitMix64) -> u32 {
+    let argmax = || {
+        logits
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .map_or(0, |(i, _)| i as u32)
+    };
+    if config.temperature == 0.0 {
+        return argmax();
+    }
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut probs: Vec<(usize, f64)> = logits
+        .iter()
+        .enumerate()
+        .map(|(i, &l)| (i, f64::from((l - max) / config.temperature).exp()))
+        .collect();
+    let total: f64 = probs.iter().map(|p| p.1).sum();
+    probs.iter_mut().for_each(|p| p.1 /= total);
+    probs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut kept = 0.0;
+    let mut cut = probs.len();
+    for (i, p) in probs.iter().enumerate() {
+        kept += p.1;
+        if kept >= f64::from(config.top_p) {
+            cut = i + 1;
+            break;
+        }
+    }
+    let probs = &probs[..cut];
+    let mass: f64 = probs.iter().map(|p| p.1).sum();
+    let mut u = rng.next_f64() * mass;
+    for p in probs {
+        if u < p.1 {
+            return p.0 as u32;
+        }
+        u -= p.1;
+    }
+    probs.last().map_or_else(argmax, |p| p.0 as u32)
+}
+
+/// A small seeded generator (SplitMix64): reproducible samples without a
+/// dependency.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform number in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
