@@ -12,6 +12,13 @@ use burn::tensor::backend::Backend;
 use crate::Site;
 
 /// A node of a hook tree: a [`Site`], or a collection of nodes.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a hook site or a hook collection",
+    label = "not a hook node",
+    note = "each field of a `#[derive(HookCollection)]` struct must be a `Site<B, D>`, an \
+            `AutoencoderHooks<B, D>` or a struct that itself derives `HookCollection`",
+    note = "to keep a field that is not part of the hook tree, mark it `#[hooks(skip)]`"
+)]
 pub trait HookNode: Clone + Send + Sync + 'static {
     /// The Burn backend of every tensor in this tree.
     type Backend: Backend;

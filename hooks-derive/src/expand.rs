@@ -49,8 +49,17 @@ fn impl_hook_node(input: &Input) -> TokenStream {
     let type_name = ident.to_string();
     let (impl_generics, ty_generics, where_clause) = input.original.generics.split_for_impl();
 
-    let first_ty = input.nodes[0].ty;
-    let backend = quote_spanned!(first_ty.span()=> <#first_ty as #krate::HookNode>::Backend);
+    // The backend is read off one field; every field must agree with it
+    // anyway. Prefer a field that is plainly a site, so that a first field
+    // which is not a hook node yields one error at its type instead of a
+    // cascade through `Self::Backend`.
+    let backend_ty = input
+        .nodes
+        .iter()
+        .find(|n| is_plainly_a_site(n.ty))
+        .unwrap_or(&input.nodes[0])
+        .ty;
+    let backend = quote_spanned!(backend_ty.span()=> <#backend_ty as #krate::HookNode>::Backend);
 
     // No per-field where-clauses: bounds on concrete field types would stop
     // rustc from normalising `<Site<B, 3> as HookNode>::Backend` through the
@@ -77,10 +86,13 @@ fn impl_hook_node(input: &Input) -> TokenStream {
         let name = &node.name;
         let field = node.ident;
         let ty = node.ty;
-        let call = quote_spanned!(ty.span()=> <#ty as #krate::HookNode>::walk);
+        // The whole call is spanned on the type: a field that is not a hook
+        // node then fails here with the same message at the same place as the
+        // schema entry, and rustc reports it once.
+        let call = quote_spanned!(ty.span()=> <#ty as #krate::HookNode>::walk(&self.#field, __visitor));
         quote! {
             if __visitor.enter(#name) {
-                #call(&self.#field, __visitor);
+                #call;
                 __visitor.exit(#name);
             }
         }
@@ -89,10 +101,11 @@ fn impl_hook_node(input: &Input) -> TokenStream {
         let name = &node.name;
         let field = node.ident;
         let ty = node.ty;
-        let call = quote_spanned!(ty.span()=> <#ty as #krate::HookNode>::walk_mut);
+        let call =
+            quote_spanned!(ty.span()=> <#ty as #krate::HookNode>::walk_mut(&mut self.#field, __visitor));
         quote! {
             if __visitor.enter(#name) {
-                #call(&mut self.#field, __visitor);
+                #call;
                 __visitor.exit(#name);
             }
         }
@@ -122,5 +135,17 @@ fn impl_hook_node(input: &Input) -> TokenStream {
                 #(#walk_mut)*
             }
         }
+    }
+}
+
+/// `Site<..>` or `AutoencoderHooks<..>`, however qualified.
+fn is_plainly_a_site(ty: &syn::Type) -> bool {
+    match ty {
+        syn::Type::Path(p) if p.qself.is_none() => p
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "Site" || s.ident == "AutoencoderHooks"),
+        _ => false,
     }
 }

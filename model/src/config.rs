@@ -78,7 +78,7 @@ impl Gpt2Config {
         if self.n_embd == 0 || self.n_layer == 0 || self.n_head == 0 {
             return bad("n_embd, n_layer and n_head must be positive".into());
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!(
                 "n_embd ({}) must be a multiple of n_head ({})",
                 self.n_embd, self.n_head

@@ -98,7 +98,9 @@ impl<B: Backend> Gpt2<B> {
             })
             .collect();
         let wte = normal([config.vocab_size, d]);
-        let unembed = Param::from_tensor(wte.val().transpose());
+        // A leaf of its own (a transposed view of `wte` is not a leaf, and on an
+        // autodiff backend `Param::from_tensor` panics on a non-leaf tensor).
+        let unembed = Param::from_tensor(Tensor::from_data(wte.val().transpose().into_data(), device));
         Ok(Gpt2 {
             wte,
             wpe: normal([config.n_positions, d]),

@@ -10,10 +10,15 @@
 //! - [`backend`]: the CPU backends and CUDA behind the `cuda` feature.
 
 #![warn(missing_docs)]
+// Errors name the file, key and shapes involved; they are returned while
+// loading or checking inputs, never per tensor operation.
+#![allow(clippy::result_large_err)]
 
 pub mod backend;
 mod batch;
 pub mod checkpoint;
+pub mod experiments;
+pub mod cli;
 mod config;
 mod error;
 mod gpt2;
@@ -21,6 +26,7 @@ mod hooks;
 pub mod layers;
 pub mod sample;
 pub mod tokenizer;
+pub mod train;
 
 pub use batch::TokenBatch;
 pub use config::Gpt2Config;

@@ -20,11 +20,7 @@ impl Tokenizer {
 
     /// Token ids of `text`.
     pub fn encode(&self, text: &str) -> Vec<u32> {
-        self.bpe
-            .encode_ordinary(text)
-            .into_iter()
-            .map(|t| t as u32)
-            .collect()
+        self.bpe.encode_ordinary(text)
     }
 
     /// Text of `tokens`; ids outside GPT-2's vocabulary are an error.
@@ -37,9 +33,8 @@ impl Tokenizer {
                 vocab_size: 50257,
             });
         }
-        let ids: Vec<_> = tokens.iter().map(|&t| t as _).collect();
         self.bpe
-            .decode(ids)
+            .decode(tokens.to_vec())
             .map_err(|e| ModelError::BadBatch(format!("cannot decode tokens: {e}")))
     }
 }

@@ -1,0 +1,174 @@
+//! The main job: real interpretability on the small trained model bundled in
+//! `checkpoints/induction-2l/` (2 layers, trained by `examples/train_induction.rs`
+//! on random token runs repeated twice).
+//!
+//! ```text
+//! cargo run --release --example quickstart
+//! ```
+//! 1. finds the induction heads from `attn.qk_probs` (a score per layer and head);
+//! 2. ablates the top head through a hook on `attn.v_out`: the loss on the
+//!    repeated half rises while the first half barely moves;
+//! 3. attributes one prediction to heads and positions by activation × gradient;
+//! 4. writes the top head's attention pattern to `quickstart-attention.png`.
+
+use std::error::Error;
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use burn_hooks::model::backend::{Cpu, CpuAutodiff};
+use burn_hooks::model::experiments::{ActivationCache, CacheSpec, ablate, act_times_grad, induction_scores};
+use burn_hooks::model::sample::SplitMix64;
+use burn_hooks::model::train::RepeatedBatch;
+use burn_hooks::model::{Gpt2, TokenBatch, TransformerHooks};
+use burn_hooks::path;
+use indicatif::ProgressBar;
+use plotters::prelude::*;
+
+const ROWS: usize = 32;
+const MIN_PERIOD: usize = 6;
+
+fn checkpoint() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/induction-2l")
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let device = Default::default();
+    let model = Gpt2::<Cpu>::load(checkpoint(), &device)?;
+    let c = &model.config;
+    println!(
+        "model: {} layers, width {}, {} heads, vocabulary {}",
+        c.n_layer, c.n_embd, c.n_head, c.vocab_size
+    );
+    let task = RepeatedBatch::random(&mut SplitMix64(99), ROWS, c.n_positions, MIN_PERIOD, c.vocab_size)?;
+    let batch = &task.batch;
+
+    // 1. Induction scores from attention probabilities.
+    let probs_path = path!(TransformerHooks<Cpu>: attn.qk_probs);
+    let mut hooks = TransformerHooks::<Cpu>::default();
+    let cache = ActivationCache::install(&mut hooks, &CacheSpec::new().site(&probs_path))?;
+    let baseline = model.forward(batch, &hooks)?;
+    println!("\ninduction score (attention from a repeated token to the token after its first occurrence):");
+    print!("         ");
+    (0..c.n_head).for_each(|h| print!("  head {h}"));
+    println!();
+    let mut top = (0, 0, f32::MIN);
+    for layer in 0..c.n_layer {
+        let probs = cache.at(&probs_path, Some(layer)).expect("recorded every layer");
+        let scores = induction_scores(&probs, &task);
+        print!("layer {layer}: ");
+        for (h, s) in scores.iter().enumerate() {
+            print!("  {s:6.3}");
+            if *s > top.2 {
+                top = (layer, h, *s);
+            }
+        }
+        println!();
+    }
+    let (layer, head, score) = top;
+    println!("top induction head: layer {layer}, head {head} (score {score:.3})");
+
+    // 2. Ablate it: zero its output at attn.v_out [B,S,H,d].
+    let (first, second) = task.copy_losses(baseline);
+    let mut ablated = TransformerHooks::<Cpu>::default();
+    let v_out = path!(TransformerHooks<Cpu>: attn.v_out);
+    let all = 0..usize::MAX;
+    ablate(&mut ablated, &v_out, Some(layer), [all.clone(), all.clone(), head..head + 1, all], 0.0);
+    let (first_ab, second_ab) = task.copy_losses(model.forward(batch, &ablated)?);
+    println!("\nmean next-token loss      first copy        repeat");
+    println!("  model                   {first:10.3}   {second:13.3}");
+    println!("  head {layer}.{head} ablated        {first_ab:10.3}   {second_ab:13.3}");
+
+    // 3. Act × grad: which heads and positions make one prediction.
+    let spinner = ProgressBar::new_spinner().with_message("attributing one prediction");
+    spinner.enable_steady_tick(std::time::Duration::from_millis(100));
+    let grad_model = Gpt2::<CpuAutodiff>::load(checkpoint(), &device)?;
+    let row = TokenBatch::single(batch.rows()[0].clone())?;
+    let len = batch.len();
+    let period = task.periods[0];
+    let q = len - 2;
+    let target = batch.rows()[0][q + 1] as usize;
+    let spec = CacheSpec::new().glob("attn.v_out").glob("resid.post_emb");
+    let attributions = act_times_grad(&grad_model, &row, TransformerHooks::default(), &spec, |logits| {
+        logit(logits, q, target)
+    })?;
+    spinner.finish_and_clear();
+    println!("\nact × grad of the logit of token {target} at position {q} (row 0, period {period}):");
+    for a in &attributions {
+        let shape = a.activation.shape.clone();
+        if a.key.ends_with("attn.v_out") {
+            // [1,S,H,d]: sum over positions and head width, per head
+            let (s, h, d) = (shape[1], shape[2], shape[3]);
+            let per_head: Vec<f32> = (0..h)
+                .map(|hh| (0..s).flat_map(|p| (0..d).map(move |dd| (p * h + hh) * d + dd)).map(|i| a.act_x_grad[i]).sum())
+                .collect();
+            let cells: Vec<String> = per_head.iter().map(|v| format!("{v:+.3}")).collect();
+            println!("  {:<22} per head: {}", a.key, cells.join("  "));
+        } else {
+            // [1,S,D]: per position
+            let (s, d) = (shape[1], shape[2]);
+            let mut per_pos: Vec<(usize, f32)> =
+                (0..s).map(|p| (p, a.act_x_grad[p * d..(p + 1) * d].iter().sum())).collect();
+            per_pos.sort_by(|x, y| y.1.abs().total_cmp(&x.1.abs()));
+            let cells: Vec<String> = per_pos.iter().take(3).map(|(p, v)| format!("pos {p}: {v:+.3}")).collect();
+            println!("  {:<22} top positions: {}", a.key, cells.join(", "));
+        }
+    }
+    println!(
+        "  (position {} holds the token after the first occurrence of token {}: the one an induction head copies)",
+        q + 1 - period,
+        batch.rows()[0][q]
+    );
+
+    // 4. Heatmap of the top head on the first sequence.
+    let probs = cache.at(&probs_path, Some(layer)).expect("recorded");
+    let out = "quickstart-attention.png";
+    heatmap(&probs, head, out, &format!("layer {layer} head {head}: attention (query down, key across)"))?;
+    println!("\nwrote {out}");
+    Ok(())
+}
+
+/// logits[0, q, target] as a one-element tensor (not the log-probability,
+/// which saturates once the model is sure).
+fn logit<B: Backend>(logits: Tensor<B, 3>, q: usize, target: usize) -> Tensor<B, 1> {
+    logits.slice([0..1, q..q + 1, target..target + 1]).reshape([1])
+}
+
+/// Draws probs[0, :, :, head] as a grid, labelled when a system font exists.
+fn heatmap<B: Backend>(probs: &Tensor<B, 4>, head: usize, out: &str, title: &str) -> Result<(), Box<dyn Error>> {
+    let [_, s, k, h] = probs.dims();
+    let values: Vec<f32> = probs.clone().into_data().to_vec().map_err(|e| format!("{e:?}"))?;
+    let labelled = register_font();
+    let root = BitMapBackend::new(out, (640, 680)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut builder = ChartBuilder::on(&root);
+    builder.margin(20);
+    if labelled {
+        builder.caption(title, ("sans-serif", 18)).x_label_area_size(30).y_label_area_size(30);
+    }
+    let mut chart = builder.build_cartesian_2d(0..k as i32, s as i32..0)?;
+    if labelled {
+        chart.configure_mesh().disable_mesh().x_desc("key").y_desc("query").draw()?;
+    }
+    chart.draw_series((0..s).flat_map(|q| (0..k).map(move |kk| (q, kk))).map(|(q, kk)| {
+        let p = values[(q * k + kk) * h + head];
+        let color = ViridisRGB::get_color(p);
+        Rectangle::new([(kk as i32, q as i32), (kk as i32 + 1, q as i32 + 1)], color.filled())
+    }))?;
+    root.present()?;
+    Ok(())
+}
+
+/// Uses DejaVu Sans for labels when the system has it; the heatmap is drawn
+/// either way.
+fn register_font() -> bool {
+    let candidates = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
+    for path in candidates {
+        if let Ok(bytes) = std::fs::read(path) {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                return true;
+            }
+        }
+    }
+    false
+}

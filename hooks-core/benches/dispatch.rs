@@ -1,0 +1,60 @@
+//! What calling a hook site costs, on a small tensor ([1, 4, 8] on NdArray):
+//! no hooks, one read-only hook, ten read-only hooks, and a baseline that
+//! moves the tensor through the same loop without calling the site.
+//!
+//! `cargo bench -p hooks-core --bench dispatch -- --warm-up-time 1 --measurement-time 3`
+//! (results in BENCHMARKS.md).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use burn::tensor::Tensor;
+use burn_ndarray::NdArray;
+use criterion::{Criterion, criterion_group, criterion_main};
+use hooks_core::{Ctx, Site};
+
+type T3 = Tensor<NdArray, 3>;
+
+fn site_with(n: usize, calls: &Arc<AtomicUsize>) -> Site<NdArray, 3> {
+    let mut site = Site::default();
+    for _ in 0..n {
+        let calls = calls.clone();
+        site.fwd.append(move |x: T3, _: &Ctx| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            x
+        });
+    }
+    site
+}
+
+fn dispatch(c: &mut Criterion) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let ctx = Ctx::at_layer(0);
+    let mut group = c.benchmark_group("site_dispatch");
+
+    // The tensor is moved in and out of the loop state so that no iteration
+    // clones, allocates or frees it: what remains is the call itself.
+    let mut slot = Some(T3::ones([1, 4, 8], &Default::default()));
+    group.bench_function("baseline (no site call)", |b| {
+        b.iter(|| {
+            let x = slot.take().unwrap();
+            slot = Some(black_box(black_box(x)));
+        })
+    });
+
+    for (label, n) in [("no hooks", 0), ("1 read-only hook", 1), ("10 read-only hooks", 10)] {
+        let site = site_with(n, &calls);
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let x = slot.take().unwrap();
+                slot = Some(black_box(site.call(black_box(x), black_box(&ctx))));
+            })
+        });
+    }
+    group.finish();
+    assert!(calls.load(Ordering::Relaxed) > 0);
+}
+
+criterion_group!(benches, dispatch);
+criterion_main!(benches);

@@ -1,0 +1,119 @@
+//! The command line, declared with clap's derive.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Hook sites of GPT-2: list them, record activations and gradients, sample.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hooks",
+    version,
+    about = "Hook sites of GPT-2: list them, record activations and gradients, sample text",
+    after_help = "Exit codes: 0 success, 1 other failure, 2 usage, 3 invalid input \
+                  (site pattern, tokens, grad target), 4 bad model files."
+)]
+pub struct Cli {
+    /// Backend that runs the model: flex (CPU), ndarray (CPU) or cuda
+    /// (NVIDIA GPU; needs a build with `--features cuda`).
+    #[arg(long, global = true, value_enum, default_value_t = BackendKind::Flex, hide_possible_values = true)]
+    pub backend: BackendKind,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The tensor backends the command can run on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Burn's Flex CPU backend (the default).
+    Flex,
+    /// Burn's NdArray CPU backend.
+    Ndarray,
+    /// NVIDIA GPUs through burn-cuda (only in builds with the `cuda` feature).
+    Cuda,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print every hook site with its shape, in forward order.
+    Sites(SitesArgs),
+    /// Run a forward pass (and optionally a backward pass) and record the
+    /// values at hook sites into one safetensors file.
+    Cache(CacheArgs),
+    /// Sample a continuation of a prompt.
+    Generate(GenerateArgs),
+}
+
+/// `hooks sites`.
+#[derive(Debug, Args)]
+pub struct SitesArgs {
+    /// Checkpoint folder whose `config.json` fills in the shapes [default: GPT-2 small's config].
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+}
+
+/// The input of `hooks cache`: token rows or a prompt.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct InputArgs {
+    /// One row of comma-separated token ids, e.g. `464,3290,318`; repeat for a
+    /// batch (rows must have equal lengths).
+    #[arg(long, value_name = "IDS")]
+    pub tokens: Vec<String>,
+    /// Text, tokenized with GPT-2's tokenizer (one row).
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+}
+
+/// `hooks cache`.
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    /// Checkpoint folder (`config.json` + `model.safetensors`, Hugging Face layout).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// What to run the model on.
+    #[command(flatten)]
+    pub input: InputArgs,
+    /// The safetensors file to write (f32 tensors).
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Site paths or globs to record, e.g. `attn.*`, `resid.**`, `logits`
+    /// (see `hooks sites`); repeat or separate with commas [default: every site].
+    #[arg(long, value_name = "GLOB", num_args = 1.., value_delimiter = ',')]
+    pub sites: Vec<String>,
+    /// Also record, at each selected site, the gradient of
+    /// Σ_b log_softmax(logits[b, last position])[ID], keyed `<key>.grad`
+    /// (runs on the autodiff version of the backend).
+    #[arg(long, value_name = "ID")]
+    pub grad_target: Option<u32>,
+}
+
+/// `hooks generate`.
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Checkpoint folder (`config.json` + `model.safetensors`, Hugging Face layout).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Text to continue, tokenized with GPT-2's tokenizer.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: String,
+    /// How many tokens to add.
+    #[arg(
+        short = 'n',
+        long = "max-new-tokens",
+        value_name = "N",
+        default_value_t = 20
+    )]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 always picks the most likely token.
+    #[arg(long, value_name = "T", default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus sampling: sample among the most likely tokens whose probabilities add up to P.
+    #[arg(long, value_name = "P", default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Seed of the sampler.
+    #[arg(long, value_name = "S", default_value_t = 0)]
+    pub seed: u64,
+}

@@ -1,0 +1,89 @@
+//! `hooks generate`: sample a continuation with [`sample::generate`] and an
+//! empty hook tree, and print the prompt followed by it.
+
+use burn::tensor::backend::Backend;
+
+use super::args::{BackendKind, GenerateArgs};
+use super::error::CliError;
+use super::progress::Spinner;
+use super::{OnBackend, input, on_backend, print_out};
+use crate::sample::{self, SampleConfig};
+use crate::tokenizer::Tokenizer;
+use crate::{Gpt2, TransformerHooks, checkpoint};
+
+/// Runs `hooks generate`.
+pub fn run(backend: BackendKind, args: &GenerateArgs) -> Result<(), CliError> {
+    let config =
+        checkpoint::load_config(&args.model).map_err(|e| CliError::model_files(&args.model, e))?;
+    let tokenizer = Tokenizer::gpt2();
+    let prompt = input::prompt_tokens(&tokenizer, &args.prompt, &config)?;
+    let sampling = SampleConfig {
+        max_new_tokens: args.max_new_tokens,
+        temperature: args.temperature,
+        top_p: args.top_p,
+        seed: args.seed,
+    };
+    check_sampling(&sampling)?;
+    let total = prompt.len() + sampling.max_new_tokens;
+    if total > config.n_positions {
+        return Err(CliError::Input(format!(
+            "the prompt's {} token(s) plus {} new token(s) exceed the context window of {} positions",
+            prompt.len(),
+            sampling.max_new_tokens,
+            config.n_positions
+        )));
+    }
+    let new = on_backend(
+        backend,
+        Generate {
+            args,
+            prompt: &prompt,
+            sampling: &sampling,
+        },
+    )?;
+    let text = input::decode_lossy(&tokenizer, &new);
+    print_out(&format!("{}{text}\n", args.prompt))
+}
+
+/// The checks `sample::generate` makes, done before the weights load.
+fn check_sampling(s: &SampleConfig) -> Result<(), CliError> {
+    if !(s.temperature >= 0.0 && s.temperature.is_finite()) {
+        return Err(CliError::Input(format!(
+            "--temperature must be a finite number ≥ 0, not {}",
+            s.temperature
+        )));
+    }
+    if !(s.top_p > 0.0 && s.top_p <= 1.0) {
+        return Err(CliError::Input(format!(
+            "--top-p must be in (0, 1], not {}",
+            s.top_p
+        )));
+    }
+    Ok(())
+}
+
+struct Generate<'a> {
+    args: &'a GenerateArgs,
+    prompt: &'a [u32],
+    sampling: &'a SampleConfig,
+}
+
+impl OnBackend for Generate<'_> {
+    type Output = Vec<u32>;
+
+    fn run<B: Backend>(self, device: B::Device) -> Result<Vec<u32>, CliError> {
+        let dir = &self.args.model;
+        let spinner = Spinner::start(format!("loading {}", dir.display()));
+        let model = Gpt2::<B>::load(dir, &device).map_err(|e| CliError::model_files(dir, e))?;
+        spinner.set_message(format!(
+            "generating {} tokens",
+            self.sampling.max_new_tokens
+        ));
+        Ok(sample::generate(
+            &model,
+            self.prompt,
+            self.sampling,
+            &TransformerHooks::default(),
+        )?)
+    }
+}

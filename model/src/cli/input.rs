@@ -1,0 +1,125 @@
+//! Token input: `--tokens` rows or a `--prompt`, checked against the model's
+//! config before the weights are loaded.
+
+use super::args::InputArgs;
+use super::error::CliError;
+use crate::tokenizer::Tokenizer;
+use crate::{Gpt2Config, TokenBatch};
+
+/// Parses one `--tokens` value (`464,3290,318`; spaces allowed).
+pub fn parse_row(row: usize, text: &str) -> Result<Vec<u32>, CliError> {
+    let ids: Vec<&str> = text.split(',').map(str::trim).collect();
+    if ids.iter().all(|s| s.is_empty()) {
+        return Err(CliError::Input(format!("--tokens row {row} is empty")));
+    }
+    ids.iter()
+        .enumerate()
+        .map(|(position, id)| {
+            id.parse::<u32>().map_err(|_| {
+                CliError::Input(format!(
+                    "--tokens row {row}, position {position}: `{id}` is not a token id \
+                     (expected comma-separated non-negative integers, e.g. 464,3290,318)"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The batch `input` describes, checked against `config` (vocabulary,
+/// context window, equal row lengths).
+pub fn batch(input: &InputArgs, config: &Gpt2Config) -> Result<TokenBatch, CliError> {
+    let rows = match &input.prompt {
+        Some(text) => vec![prompt_tokens(&Tokenizer::gpt2(), text, config)?],
+        None => input
+            .tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| parse_row(i, t))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if let Some(first) = rows.first()
+        && let Some((i, row)) = rows
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.len() != first.len())
+    {
+        return Err(CliError::Input(format!(
+            "--tokens rows must have equal lengths: row 0 has {} tokens, row {i} has {}",
+            first.len(),
+            row.len()
+        )));
+    }
+    let batch = TokenBatch::new(rows)?;
+    batch.check(config, 0)?;
+    Ok(batch)
+}
+
+/// Tokenizes a prompt; an empty prompt, or a token outside the model's
+/// vocabulary (a small model holds only the first GPT-2 ids), is an error
+/// naming the token.
+pub fn prompt_tokens(
+    tokenizer: &Tokenizer,
+    text: &str,
+    config: &Gpt2Config,
+) -> Result<Vec<u32>, CliError> {
+    let tokens = tokenizer.encode(text);
+    if tokens.is_empty() {
+        return Err(CliError::Input("the prompt is empty".into()));
+    }
+    if let Some((position, &token)) = tokens
+        .iter()
+        .enumerate()
+        .find(|(_, t)| **t as usize >= config.vocab_size)
+    {
+        let piece = tokenizer.decode(&[token]).unwrap_or_else(|_| "?".into());
+        return Err(CliError::Input(format!(
+            "prompt token {token} ({piece:?}) at position {position} is outside the model's \
+             vocabulary (size {}); the prompt tokenizes to {tokens:?}",
+            config.vocab_size
+        )));
+    }
+    Ok(tokens)
+}
+
+/// Text of `tokens`; never fails: bytes that do not form UTF-8 (a sampled
+/// token can end in the middle of a character) become U+FFFD, and ids beyond
+/// GPT-2's vocabulary print as `<|id|>`.
+pub fn decode_lossy(tokenizer: &Tokenizer, tokens: &[u32]) -> String {
+    if let Ok(text) = tokenizer.decode(tokens) {
+        return text;
+    }
+    let Ok(bpe) = tiktoken_rs::r50k_base() else {
+        return tokens.iter().map(|t| format!("<|{t}|>")).collect();
+    };
+    let mut bytes = Vec::new();
+    for &t in tokens {
+        if t < 50257 {
+            bytes.extend(bpe._decode_native_and_split(vec![t]).flatten());
+        } else {
+            bytes.extend(format!("<|{t}|>").into_bytes());
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows() {
+        assert_eq!(parse_row(0, "464, 3290,318").unwrap(), [464, 3290, 318]);
+        assert!(parse_row(0, "").unwrap_err().to_string().contains("empty"));
+        let err = parse_row(1, "1,x").unwrap_err().to_string();
+        assert!(err.contains("`x`") && err.contains("row 1"), "{err}");
+        assert!(parse_row(0, "-1").is_err());
+    }
+
+    #[test]
+    fn lossy() {
+        let tok = Tokenizer::gpt2();
+        // id 94 is the single byte 0xA1: not UTF-8 on its own.
+        assert_eq!(decode_lossy(&tok, &[64, 94]), "a\u{FFFD}");
+        assert_eq!(decode_lossy(&tok, &[64, 60000]), "a<|60000|>");
+    }
+}

@@ -1,0 +1,158 @@
+//! The `hooks` command line tool.
+//!
+//! ```text
+//! hooks sites    [--model DIR]
+//! hooks cache    --model DIR (--tokens IDS [--tokens IDS …] | --prompt TEXT) --out FILE
+//!                [--sites GLOB …] [--grad-target ID]
+//! hooks generate --model DIR --prompt TEXT [-n N] [--temperature T] [--top-p P] [--seed S]
+//! global:        --backend flex|ndarray|cuda
+//! ```
+//!
+//! Every command's work is generic over the backend (`B: Backend`, and
+//! `B: AutodiffBackend` for gradients); [`OnBackend`] and [`OnAutodiff`]
+//! pick the concrete one from `--backend`. Errors print as `error: <message>`
+//! and exit with the codes of [`exit`].
+
+mod args;
+mod cache;
+mod error;
+mod generate;
+mod input;
+mod progress;
+mod sites;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use burn::backend::Autodiff;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use clap::Parser;
+
+pub use args::{BackendKind, CacheArgs, Cli, Command, GenerateArgs, InputArgs, SitesArgs};
+pub use error::{CliError, exit};
+pub use sites::{Dim, SiteSpec, record_keys, site_specs};
+
+use crate::backend::{Cpu, NdArray};
+
+/// Parses the process arguments, runs the command, prints any error as
+/// `error: <message>` on stderr and returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE));
+        }
+    };
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: &Cli) -> Result<(), CliError> {
+    match &cli.command {
+        Command::Sites(args) => sites::run(args),
+        Command::Cache(args) => cache::run(cli.backend, args),
+        Command::Generate(args) => generate::run(cli.backend, args),
+    }
+}
+
+/// Work that runs on any backend.
+pub trait OnBackend {
+    /// What the work returns.
+    type Output;
+    /// Runs on backend `B`'s `device`.
+    fn run<B: Backend>(self, device: B::Device) -> Result<Self::Output, CliError>;
+}
+
+/// Work that needs gradients.
+pub trait OnAutodiff {
+    /// What the work returns.
+    type Output;
+    /// Runs on autodiff backend `B`'s `device`.
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Self::Output, CliError>;
+}
+
+/// Runs `job` on the backend `kind` names.
+pub fn on_backend<J: OnBackend>(kind: BackendKind, job: J) -> Result<J::Output, CliError> {
+    match kind {
+        BackendKind::Flex => job.run::<Cpu>(Default::default()),
+        BackendKind::Ndarray => job.run::<NdArray>(Default::default()),
+        BackendKind::Cuda => cuda::on_backend(job),
+    }
+}
+
+/// Runs `job` on the autodiff version of the backend `kind` names.
+pub fn on_autodiff<J: OnAutodiff>(kind: BackendKind, job: J) -> Result<J::Output, CliError> {
+    match kind {
+        BackendKind::Flex => job.run::<Autodiff<Cpu>>(Default::default()),
+        BackendKind::Ndarray => job.run::<Autodiff<NdArray>>(Default::default()),
+        BackendKind::Cuda => cuda::on_autodiff(job),
+    }
+}
+
+#[cfg(feature = "cuda")]
+mod cuda {
+    use burn::backend::Autodiff;
+
+    use super::{CliError, OnAutodiff, OnBackend};
+    use crate::backend::{Cuda, cuda_device};
+
+    /// [`cuda_device`], with the default panic hook silenced meanwhile: the
+    /// probe catches the runtime's panic when no driver exists, but the hook
+    /// would still print `thread 'main' panicked at …` before our error.
+    fn device() -> Result<burn_cuda::CudaDevice, CliError> {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let device = cuda_device();
+        std::panic::set_hook(previous);
+        Ok(device?)
+    }
+
+    pub fn on_backend<J: OnBackend>(job: J) -> Result<J::Output, CliError> {
+        job.run::<Cuda>(device()?)
+    }
+
+    pub fn on_autodiff<J: OnAutodiff>(job: J) -> Result<J::Output, CliError> {
+        job.run::<Autodiff<Cuda>>(device()?)
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod cuda {
+    use super::{CliError, OnAutodiff, OnBackend};
+
+    fn not_built() -> CliError {
+        CliError::Other(
+            "this `hooks` was built without CUDA support; rebuild it with `--features cuda` \
+             (e.g. `cargo build --release --bin hooks --features cuda`)"
+                .into(),
+        )
+    }
+
+    pub fn on_backend<J: OnBackend>(_: J) -> Result<J::Output, CliError> {
+        Err(not_built())
+    }
+
+    pub fn on_autodiff<J: OnAutodiff>(_: J) -> Result<J::Output, CliError> {
+        Err(not_built())
+    }
+}
+
+/// Writes `text` to stdout; a closed pipe (`hooks sites | head`) is not an error.
+fn print_out(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(CliError::Other(format!("cannot write to stdout: {e}"))),
+    }
+}

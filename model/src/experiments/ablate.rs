@@ -1,0 +1,158 @@
+//! Ablation, patching and steering hooks, typed by path: the ranges of an
+//! ablation are an array of the site's rank, so a wrong rank does not
+//! compile.
+
+use std::borrow::Cow;
+use std::ops::Range;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
+use hooks_core::{AnyRankHook, Ctx, HookFn, Hooks, Path, Recorder, Site, named, record_key};
+
+use crate::TransformerHooks;
+
+/// Clips `ranges` to `dims` (an end past the size means "to the end").
+fn clip<const D: usize>(ranges: &[Range<usize>; D], dims: [usize; D]) -> [Range<usize>; D] {
+    std::array::from_fn(|i| ranges[i].start.min(dims[i])..ranges[i].end.min(dims[i]))
+}
+
+/// Sets a slice of a site's value to a constant (e.g. zero one head of
+/// `attn.v_out` with `[0..usize::MAX, 0..usize::MAX, h..h + 1, 0..usize::MAX]`).
+#[derive(Clone, Debug)]
+pub struct Ablate<const D: usize> {
+    /// The slice, one range per dimension; ends are clipped to the size.
+    pub ranges: [Range<usize>; D],
+    /// The value written there.
+    pub value: f32,
+}
+
+impl<B: Backend, const D: usize> HookFn<Tensor<B, D>> for Ablate<D> {
+    fn call(&self, x: Tensor<B, D>, _: &Ctx<'_>) -> Tensor<B, D> {
+        let ranges = clip(&self.ranges, x.dims());
+        if ranges.iter().any(|r| r.is_empty()) {
+            return x;
+        }
+        let shape: [usize; D] = std::array::from_fn(|i| ranges[i].len());
+        let fill = Tensor::<B, D>::full(shape, self.value, &x.device());
+        x.slice_assign(ranges, fill)
+    }
+
+    fn name(&self) -> Cow<'_, str> {
+        Cow::Owned(format!("Ablate({:?} = {})", self.ranges, self.value))
+    }
+}
+
+/// Appends `hook` to the `fwd` stage of the site at `path`, only at `layer`
+/// when given (sites outside the blocks take `None`).
+fn append_at<B: Backend, const D: usize>(
+    hooks: &mut TransformerHooks<B>,
+    path: &Path<TransformerHooks<B>, Site<B, D>>,
+    layer: Option<usize>,
+    hook: impl HookFn<Tensor<B, D>>,
+) {
+    let site = path.get_mut(hooks);
+    match layer {
+        Some(l) => {
+            site.fwd.append(Hooks::at_layers(l).with(std::sync::Arc::new(hook) as hooks_core::Hook<_>));
+        }
+        None => {
+            site.fwd.append(std::sync::Arc::new(hook) as hooks_core::Hook<_>);
+        }
+    }
+}
+
+/// Sets a slice of the site at `path` (at `layer`) to `value`.
+pub fn ablate<B: Backend, const D: usize>(
+    hooks: &mut TransformerHooks<B>,
+    path: &Path<TransformerHooks<B>, Site<B, D>>,
+    layer: Option<usize>,
+    ranges: [Range<usize>; D],
+    value: f32,
+) {
+    append_at(hooks, path, layer, Ablate { ranges, value });
+}
+
+/// Replaces a slice of the site at `path` (at `layer`) by the same slice of
+/// `source`, an activation of the same shape from another run.
+pub fn patch_slice<B: Backend, const D: usize>(
+    hooks: &mut TransformerHooks<B>,
+    path: &Path<TransformerHooks<B>, Site<B, D>>,
+    layer: Option<usize>,
+    ranges: [Range<usize>; D],
+    source: Tensor<B, D>,
+) {
+    append_at(
+        hooks,
+        path,
+        layer,
+        named("PatchSlice", move |x: Tensor<B, D>, _: &Ctx<'_>| {
+            let r = clip(&ranges, x.dims());
+            assert_eq!(
+                source.dims(),
+                x.dims(),
+                "patch source shape must equal the site's value shape"
+            );
+            x.slice_assign(r.clone(), source.clone().slice(r))
+        }),
+    );
+}
+
+/// Adds `vector` along the last dimension of the site at `path` (a steering
+/// vector on the residual stream, for instance).
+pub fn add_at<B: Backend, const D: usize>(
+    hooks: &mut TransformerHooks<B>,
+    path: &Path<TransformerHooks<B>, Site<B, D>>,
+    layer: Option<usize>,
+    vector: Tensor<B, 1>,
+) {
+    append_at(
+        hooks,
+        path,
+        layer,
+        named("AddVector", move |x: Tensor<B, D>, _: &Ctx<'_>| {
+            x + vector.clone().unsqueeze::<D>()
+        }),
+    );
+}
+
+/// Replaces a site's value by the one a [`Recorder`] holds for the same site
+/// and layer (a clean run's activation, say): the hook of activation
+/// patching, rank-generic so one value serves a sweep over many sites.
+/// With `position`, only that position (dimension 1) is patched.
+#[derive(Clone)]
+pub struct PatchFrom<B: Backend> {
+    /// Where the source activations are.
+    pub source: Recorder<B>,
+    /// Patch only this position, or the whole value.
+    pub position: Option<usize>,
+    /// Patch only at this layer (`None`: sites outside the blocks).
+    pub layer: Option<usize>,
+}
+
+impl<B: Backend> AnyRankHook<B> for PatchFrom<B> {
+    fn call<const D: usize>(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
+        if ctx.layer() != self.layer {
+            return x;
+        }
+        let site = ctx.site().unwrap_or("?");
+        let Some(src) = self.source.get::<D>(site, ctx.layer()) else {
+            panic!(
+                "no recorded activation `{}` to patch from",
+                record_key(site, ctx.layer())
+            );
+        };
+        assert_eq!(src.dims(), x.dims(), "patch source shape differs at `{site}`");
+        match self.position {
+            None => src,
+            Some(p) => {
+                let ranges: [Range<usize>; D] =
+                    std::array::from_fn(|i| if i == 1 { p..p + 1 } else { 0..x.dims()[i] });
+                x.slice_assign(ranges.clone(), src.slice(ranges))
+            }
+        }
+    }
+
+    fn name(&self) -> Cow<'_, str> {
+        Cow::Borrowed("PatchFrom")
+    }
+}

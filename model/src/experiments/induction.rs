@@ -1,0 +1,33 @@
+//! Induction scores: how much each head attends from a token in the
+//! repeated run to the token right after its earlier occurrence.
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
+use crate::train::RepeatedBatch;
+
+/// For `probs` `[B,S,K,H]` of a [`RepeatedBatch`], the mean over rows and
+/// over queries `q` in the second copy of `probs[b, q, q - L + 1, h]` (`L` the
+/// row's period), one score per head. A perfect induction head scores 1.
+pub fn induction_scores<B: Backend>(probs: &Tensor<B, 4>, batch: &RepeatedBatch) -> Vec<f32> {
+    let [b, s, k, h] = probs.dims();
+    assert_eq!(
+        [b, s],
+        [batch.batch.batch_size(), batch.batch.len()],
+        "probabilities of another batch"
+    );
+    let values: Vec<f32> = probs.clone().into_data().convert::<f32>().to_vec().expect("f32");
+    let mut scores = vec![0f32; h];
+    let mut n = 0usize;
+    for (row, &period) in batch.periods.iter().enumerate() {
+        for q in s - period..s {
+            let key = q - period + 1;
+            for (head, score) in scores.iter_mut().enumerate() {
+                *score += values[((row * s + q) * k + key) * h + head];
+            }
+            n += 1;
+        }
+    }
+    scores.iter_mut().for_each(|x| *x /= n as f32);
+    scores
+}

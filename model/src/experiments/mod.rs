@@ -1,0 +1,20 @@
+//! What researchers do with the hook tree, as library calls: cache
+//! activations and gradients, ablate and patch, attribute, splice sparse
+//! autoencoders. Typed paths first (a wrong rank does not compile), glob
+//! strings for configs and CLIs.
+
+mod ablate;
+mod attribution;
+mod cache;
+mod export;
+mod induction;
+mod patching;
+mod sae;
+
+pub use ablate::{Ablate, PatchFrom, ablate, add_at, patch_slice};
+pub use attribution::{Attribution, act_times_grad, detach_norm_scales};
+pub use cache::{ActivationCache, CacheSpec};
+pub use induction::induction_scores;
+pub use export::{read_safetensors, write_safetensors, write_safetensors_with_metadata};
+pub use patching::{PatchRow, patching_table};
+pub use sae::{Activation, SaeSite, SparseAutoencoder, splice_sae};

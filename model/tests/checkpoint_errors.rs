@@ -1,0 +1,565 @@
+//! Checkpoint loading and saving: broken copies of the fixtures give errors
+//! that name the file, key and shapes; both fixture layouts load; save → load
+//! is exact and writes the Hugging Face layout.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::tensor::backend::Backend;
+use common::{Expected, HostTensor, TempDir, assert_close, fixture, host};
+use hooks_model::backend::{Cpu, NdArray};
+use hooks_model::checkpoint::{CONFIG_FILE, WEIGHTS_FILE, load_config};
+use hooks_model::{Gpt2, Gpt2Config, ModelError, TokenBatch};
+use safetensors::SafeTensors;
+use safetensors::tensor::{Dtype, TensorView};
+
+/// One tensor of a safetensors file, owned.
+#[derive(Clone, Debug)]
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+fn read_entries(path: &Path) -> BTreeMap<String, Entry> {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let e = Entry {
+                dtype: v.dtype(),
+                shape: v.shape().to_vec(),
+                data: v.data().to_vec(),
+            };
+            (k, e)
+        })
+        .collect()
+}
+
+fn write_entries(path: &Path, entries: &BTreeMap<String, Entry>) {
+    let views: Vec<(String, TensorView<'_>)> = entries
+        .iter()
+        .map(|(k, e)| {
+            (
+                k.clone(),
+                TensorView::new(e.dtype, e.shape.clone(), &e.data).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, path).unwrap();
+}
+
+/// Rewrites a temp copy's weights file through `f`.
+fn edit_weights(dir: &TempDir, f: impl FnOnce(&mut BTreeMap<String, Entry>)) {
+    let path = dir.join(WEIGHTS_FILE);
+    let mut entries = read_entries(&path);
+    f(&mut entries);
+    write_entries(&path, &entries);
+}
+
+/// Rewrites a temp copy's config through `f`.
+fn edit_config(dir: &TempDir, f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) {
+    let path = dir.join(CONFIG_FILE);
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    f(value.as_object_mut().unwrap());
+    std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
+}
+
+fn load_err(dir: &Path) -> ModelError {
+    match Gpt2::<NdArray>::load(dir, &Default::default()) {
+        Ok(_) => panic!("{} should not load", dir.display()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn missing_config_is_io_error_naming_the_file() {
+    let dir = TempDir::copy_of("tiny");
+    std::fs::remove_file(dir.join(CONFIG_FILE)).unwrap();
+    let err = load_err(dir.path());
+    let msg = err.to_string();
+    match err {
+        ModelError::Io { path, source } => {
+            assert_eq!(path, dir.join(CONFIG_FILE));
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected Io, got {other:?}"),
+    }
+    assert!(
+        msg.contains(&dir.join(CONFIG_FILE).display().to_string()),
+        "{msg}"
+    );
+}
+
+#[test]
+fn missing_weights_is_io_error_naming_the_file() {
+    let dir = TempDir::copy_of("untied");
+    std::fs::remove_file(dir.join(WEIGHTS_FILE)).unwrap();
+    let err = load_err(dir.path());
+    let msg = err.to_string();
+    match err {
+        ModelError::Io { path, source } => {
+            assert_eq!(path, dir.join(WEIGHTS_FILE));
+            assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+        }
+        other => panic!("expected Io, got {other:?}"),
+    }
+    assert!(msg.contains("model.safetensors"), "{msg}");
+    // A folder that does not exist at all fails on the config first.
+    let gone = dir.join("nope");
+    assert!(
+        matches!(load_err(&gone), ModelError::Io { path, .. } if path == gone.join(CONFIG_FILE))
+    );
+}
+
+#[test]
+fn truncated_weights_are_bad_safetensors() {
+    let dir = TempDir::copy_of("tiny");
+    let path = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    for keep in [bytes.len() - 1, bytes.len() / 2, 100, 5, 0] {
+        std::fs::write(&path, &bytes[..keep]).unwrap();
+        let err = load_err(dir.path());
+        let msg = err.to_string();
+        match err {
+            ModelError::BadSafetensors { path: p, reason } => {
+                assert_eq!(p, path, "keep {keep}");
+                assert!(!reason.is_empty());
+            }
+            other => panic!("keeping {keep} bytes: expected BadSafetensors, got {other:?}"),
+        }
+        assert!(
+            msg.contains("not a valid safetensors file") && msg.contains("model.safetensors"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn garbage_weights_are_bad_safetensors() {
+    let dir = TempDir::copy_of("tiny");
+    let path = dir.join(WEIGHTS_FILE);
+    // Pseudo-random bytes, then a plausible header length followed by non-JSON.
+    let mut x = 0x1234_5678_u32;
+    let garbage: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    let mut fake_header = 16u64.to_le_bytes().to_vec();
+    fake_header.extend_from_slice(b"this is not json");
+    fake_header.extend_from_slice(&[0; 64]);
+    for bytes in [garbage, fake_header, b"{}".to_vec()] {
+        std::fs::write(&path, &bytes).unwrap();
+        match load_err(dir.path()) {
+            ModelError::BadSafetensors { path: p, .. } => assert_eq!(p, path),
+            other => panic!("expected BadSafetensors, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn missing_key_is_named() {
+    for (name, stored) in [
+        ("tiny", "h.1.mlp.c_fc.bias"),
+        ("untied", "transformer.h.1.mlp.c_fc.bias"),
+    ] {
+        let dir = TempDir::copy_of(name);
+        edit_weights(&dir, |e| {
+            assert!(e.remove(stored).is_some(), "{name} holds {stored}");
+        });
+        let err = load_err(dir.path());
+        let msg = err.to_string();
+        match err {
+            ModelError::MissingKey { path, key } => {
+                assert_eq!(key, "h.1.mlp.c_fc.bias");
+                assert_eq!(path, dir.join(WEIGHTS_FILE));
+            }
+            other => panic!("{name}: expected MissingKey, got {other:?}"),
+        }
+        assert!(
+            msg.contains("`h.1.mlp.c_fc.bias`") && msg.contains("transformer.h.1.mlp.c_fc.bias"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn wrong_shape_names_key_and_both_shapes() {
+    let dir = TempDir::copy_of("tiny");
+    edit_weights(&dir, |e| {
+        let w = e.get_mut("h.0.mlp.c_fc.weight").unwrap();
+        assert_eq!(w.shape, vec![32, 128]);
+        w.shape = vec![128, 32]; // same bytes, PyTorch Linear layout instead of Conv1D
+    });
+    let err = load_err(dir.path());
+    let msg = err.to_string();
+    match err {
+        ModelError::WrongShape {
+            path,
+            key,
+            expected,
+            found,
+        } => {
+            assert_eq!(path, dir.join(WEIGHTS_FILE));
+            assert_eq!(key, "h.0.mlp.c_fc.weight");
+            assert_eq!(expected, vec![32, 128]);
+            assert_eq!(found, vec![128, 32]);
+        }
+        other => panic!("expected WrongShape, got {other:?}"),
+    }
+    assert!(
+        msg.contains("h.0.mlp.c_fc.weight")
+            && msg.contains("[32, 128]")
+            && msg.contains("[128, 32]"),
+        "{msg}"
+    );
+
+    // With the prefix, the key is reported as stored; lm_head is checked too.
+    let dir = TempDir::copy_of("untied");
+    edit_weights(&dir, |e| {
+        let w = e.get_mut("lm_head.weight").unwrap();
+        assert_eq!(w.shape, vec![131, 48]);
+        w.shape = vec![48, 131];
+    });
+    match load_err(dir.path()) {
+        ModelError::WrongShape {
+            key,
+            expected,
+            found,
+            ..
+        } => {
+            assert_eq!(
+                (key.as_str(), expected, found),
+                ("lm_head.weight", vec![131, 48], vec![48, 131])
+            )
+        }
+        other => panic!("expected WrongShape, got {other:?}"),
+    }
+    let dir = TempDir::copy_of("untied");
+    edit_weights(&dir, |e| {
+        let mut w = e.remove("transformer.wpe.weight").unwrap();
+        w.shape = vec![12, 96];
+        e.insert("transformer.wpe.weight".into(), w);
+    });
+    match load_err(dir.path()) {
+        ModelError::WrongShape {
+            key,
+            expected,
+            found,
+            ..
+        } => {
+            assert_eq!(
+                (key.as_str(), expected, found),
+                ("transformer.wpe.weight", vec![24, 48], vec![12, 96])
+            )
+        }
+        other => panic!("expected WrongShape, got {other:?}"),
+    }
+}
+
+#[test]
+fn wrong_dtype_is_named() {
+    let dir = TempDir::copy_of("tiny");
+    edit_weights(&dir, |e| {
+        let w = e.get_mut("h.0.ln_1.weight").unwrap();
+        w.dtype = Dtype::F16;
+        w.data.truncate(64);
+    });
+    match load_err(dir.path()) {
+        ModelError::WrongDtype { key, dtype, .. } => {
+            assert_eq!(key, "h.0.ln_1.weight");
+            assert_eq!(dtype, "F16");
+        }
+        other => panic!("expected WrongDtype, got {other:?}"),
+    }
+}
+
+#[test]
+fn config_with_fewer_layers_than_weights_is_a_mismatch() {
+    let dir = TempDir::copy_of("tiny");
+    edit_config(&dir, |c| {
+        c.insert("n_layer".into(), 1.into());
+    });
+    let err = load_err(dir.path());
+    let msg = err.to_string();
+    match err {
+        ModelError::ConfigMismatch { path, reason } => {
+            assert_eq!(path, dir.join(WEIGHTS_FILE));
+            assert!(
+                reason.contains("n_layer = 1")
+                    && reason.contains("2 layers")
+                    && reason.contains("h.1"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected ConfigMismatch, got {other:?}"),
+    }
+    assert!(msg.contains("model.safetensors"), "{msg}");
+
+    // With the prefix too.
+    let dir = TempDir::copy_of("untied");
+    edit_config(&dir, |c| {
+        c.insert("n_layer".into(), 2.into());
+    });
+    assert!(
+        matches!(load_err(dir.path()), ModelError::ConfigMismatch { reason, .. } if reason.contains("3 layers"))
+    );
+
+    // More layers than the weights hold: the first missing weight is named.
+    let dir = TempDir::copy_of("tiny");
+    edit_config(&dir, |c| {
+        c.insert("n_layer".into(), 3.into());
+    });
+    assert!(
+        matches!(load_err(dir.path()), ModelError::MissingKey { key, .. } if key == "h.2.ln_1.weight")
+    );
+}
+
+#[test]
+fn bad_configs_are_bad_config() {
+    let dir = TempDir::copy_of("tiny");
+    edit_config(&dir, |c| {
+        c.insert("n_head".into(), 5.into());
+    });
+    let err = load_err(dir.path());
+    let msg = err.to_string();
+    assert!(matches!(err, ModelError::BadConfig(_)), "{err:?}");
+    assert!(
+        msg.contains("n_embd (32)") && msg.contains("n_head (5)") && msg.contains("config.json"),
+        "{msg}"
+    );
+
+    let edits: [(&str, serde_json::Value, &str); 4] = [
+        ("activation_function", "relu".into(), "relu"),
+        ("n_embd", 0.into(), "positive"),
+        ("vocab_size", 0.into(), "positive"),
+        (
+            "n_layer",
+            "two".into(),
+            "invalid type: string \"two\", expected usize",
+        ),
+    ];
+    for (key, value, needle) in edits {
+        let dir = TempDir::copy_of("tiny");
+        edit_config(&dir, |c| {
+            c.insert(key.into(), value.clone());
+        });
+        match load_err(dir.path()) {
+            ModelError::BadConfig(why) => assert!(why.contains(needle), "{key}={value}: {why}"),
+            other => panic!("{key}={value}: expected BadConfig, got {other:?}"),
+        }
+    }
+    let dir = TempDir::copy_of("tiny");
+    std::fs::write(dir.join(CONFIG_FILE), "{ not json").unwrap();
+    assert!(
+        matches!(load_err(dir.path()), ModelError::BadConfig(why) if why.contains("config.json"))
+    );
+    let dir = TempDir::copy_of("tiny");
+    edit_config(&dir, |c| {
+        c.remove("n_embd");
+    });
+    assert!(matches!(load_err(dir.path()), ModelError::BadConfig(why) if why.contains("n_embd")));
+}
+
+fn loads_fixture<B: Backend>(name: &str) {
+    let dir = fixture(name);
+    let file = read_entries(&dir.join(WEIGHTS_FILE));
+    let model = Gpt2::<B>::load(&dir, &Default::default()).unwrap();
+    let config = load_config(&dir).unwrap();
+    assert_eq!(model.config, config);
+    let (l, d, v, p) = match name {
+        "tiny" => (2, 32, 97, 16),
+        _ => (3, 48, 131, 24),
+    };
+    assert_eq!(
+        (
+            config.n_layer,
+            config.n_embd,
+            config.vocab_size,
+            config.n_positions
+        ),
+        (l, d, v, p)
+    );
+    assert_eq!(model.blocks.len(), l);
+    assert_eq!(model.unembed.val().dims(), [d, v]);
+
+    let prefix = if name == "untied" { "transformer." } else { "" };
+    let f32s = |key: &str| -> Vec<f32> {
+        file[key]
+            .data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    // Weights land where they belong, in Conv1D layout.
+    assert_eq!(host(model.wte.val()), f32s(&format!("{prefix}wte.weight")));
+    assert_eq!(
+        host(model.blocks[l - 1].attn.c_attn.weight.val()),
+        f32s(&format!("{prefix}h.{}.attn.c_attn.weight", l - 1))
+    );
+    assert_eq!(
+        host(model.ln_f.bias.val()),
+        f32s(&format!("{prefix}ln_f.bias"))
+    );
+    let wte_t = host(model.wte.val().transpose());
+    let unembed = host(model.unembed.val());
+    if name == "tiny" {
+        // Tied, and the legacy buffers (BOOL bias, 0-d masked_bias) are in the file and ignored.
+        assert!(!file.contains_key("lm_head.weight"));
+        assert_eq!(file["h.0.attn.bias"].dtype, Dtype::BOOL);
+        assert_eq!(file["h.1.attn.bias"].dtype, Dtype::F32);
+        assert_eq!(file["h.0.attn.masked_bias"].shape, Vec::<usize>::new());
+        assert_eq!(unembed, wte_t, "tied unembedding");
+    } else {
+        assert!(
+            file.keys()
+                .all(|k| k.starts_with("transformer.") || k == "lm_head.weight")
+        );
+        let lm_head = HostTensor {
+            shape: vec![v, d],
+            data: f32s("lm_head.weight"),
+        };
+        let want: Vec<f32> = (0..d)
+            .flat_map(|i| (0..v).map(move |j| (i, j)))
+            .map(|(i, j)| lm_head.at(&[j, i]))
+            .collect();
+        assert_eq!(unembed, want, "untied unembedding is lm_head transposed");
+        assert_ne!(unembed, wte_t);
+    }
+    // And the model computes the reference logits.
+    let expected = Expected::of(name);
+    let logits = model
+        .forward(&expected.tokens(), &Default::default())
+        .unwrap();
+    assert_close(
+        &format!("{name} logits"),
+        &host(logits),
+        &expected.f32("logits").data,
+        1e-6,
+        1e-5,
+    );
+}
+
+#[test]
+fn both_fixtures_load_on_both_backends() {
+    for name in ["tiny", "untied"] {
+        loads_fixture::<Cpu>(name);
+        loads_fixture::<NdArray>(name);
+    }
+}
+
+/// The keys and shapes of a Hugging Face GPT-2 file, without prefix, with `lm_head`.
+fn hf_layout(c: &Gpt2Config) -> BTreeMap<String, Vec<usize>> {
+    let (d, f) = (c.n_embd, c.d_mlp());
+    let mut m = BTreeMap::new();
+    m.insert("wte.weight".to_string(), vec![c.vocab_size, d]);
+    m.insert("wpe.weight".to_string(), vec![c.n_positions, d]);
+    m.insert("lm_head.weight".to_string(), vec![c.vocab_size, d]);
+    m.insert("ln_f.weight".to_string(), vec![d]);
+    m.insert("ln_f.bias".to_string(), vec![d]);
+    for i in 0..c.n_layer {
+        for (name, shape) in [
+            ("ln_1.weight", vec![d]),
+            ("ln_1.bias", vec![d]),
+            ("attn.c_attn.weight", vec![d, 3 * d]),
+            ("attn.c_attn.bias", vec![3 * d]),
+            ("attn.c_proj.weight", vec![d, d]),
+            ("attn.c_proj.bias", vec![d]),
+            ("ln_2.weight", vec![d]),
+            ("ln_2.bias", vec![d]),
+            ("mlp.c_fc.weight", vec![d, f]),
+            ("mlp.c_fc.bias", vec![f]),
+            ("mlp.c_proj.weight", vec![f, d]),
+            ("mlp.c_proj.bias", vec![d]),
+        ] {
+            m.insert(format!("h.{i}.{name}"), shape);
+        }
+    }
+    m
+}
+
+fn round_trip<B: Backend>(model: &Gpt2<B>, original_file: Option<&Path>) {
+    let dir = TempDir::new("save");
+    model.save(dir.path()).unwrap();
+    let saved = read_entries(&dir.join(WEIGHTS_FILE));
+    let layout: BTreeMap<String, Vec<usize>> = saved
+        .iter()
+        .map(|(k, e)| (k.clone(), e.shape.clone()))
+        .collect();
+    assert_eq!(layout, hf_layout(&model.config), "saved keys and shapes");
+    assert!(saved.values().all(|e| e.dtype == Dtype::F32));
+    if let Some(original) = original_file {
+        // Every tensor is written byte for byte as it was read (prefix dropped).
+        let orig = read_entries(original);
+        for (k, e) in &saved {
+            let src = orig
+                .get(k)
+                .or_else(|| orig.get(&format!("transformer.{k}")))
+                .or_else(|| {
+                    (k == "lm_head.weight")
+                        .then(|| orig.get("wte.weight"))
+                        .flatten()
+                });
+            let src = src.unwrap_or_else(|| panic!("{k} not in the original"));
+            assert_eq!(e.data, src.data, "{k}");
+        }
+    }
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join(CONFIG_FILE)).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "gpt2");
+    assert_eq!(config["n_layer"], model.config.n_layer);
+    assert_eq!(config["n_embd"], model.config.n_embd);
+    assert_eq!(config["n_head"], model.config.n_head);
+    assert_eq!(config["n_positions"], model.config.n_positions);
+    assert_eq!(config["vocab_size"], model.config.vocab_size);
+    assert_eq!(config["tie_word_embeddings"], false);
+
+    let reloaded = Gpt2::<B>::load(dir.path(), &Default::default()).unwrap();
+    let mut c = model.config.clone();
+    c.tie_word_embeddings = false;
+    assert_eq!(reloaded.config, c);
+    let batch = TokenBatch::new(vec![vec![1, 2, 3, 4, 5], vec![6, 7, 8, 9, 10]]).unwrap();
+    let a = host(model.forward(&batch, &Default::default()).unwrap());
+    let b = host(reloaded.forward(&batch, &Default::default()).unwrap());
+    assert_eq!(a, b, "identical logits after save and load");
+}
+
+#[test]
+fn save_then_load_is_exact_and_hf_layout() {
+    for name in ["tiny", "untied"] {
+        let path = fixture(name);
+        round_trip(
+            &Gpt2::<NdArray>::load(&path, &Default::default()).unwrap(),
+            Some(&path.join(WEIGHTS_FILE)),
+        );
+        round_trip(
+            &Gpt2::<Cpu>::load(&path, &Default::default()).unwrap(),
+            Some(&path.join(WEIGHTS_FILE)),
+        );
+    }
+    let config = Gpt2Config::new(2, 16, 4, 8, 50);
+    round_trip(
+        &Gpt2::<NdArray>::init(&config, &Default::default()).unwrap(),
+        None,
+    );
+}
+
+#[test]
+fn saving_into_a_file_path_is_io_error() {
+    let dir = TempDir::new("blocked");
+    let blocker = dir.join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let model = Gpt2::<NdArray>::load(fixture("tiny"), &Default::default()).unwrap();
+    match model.save(&blocker) {
+        Err(ModelError::Io { path, .. }) => assert_eq!(path, blocker),
+        other => panic!("expected Io, got {other:?}"),
+    }
+}

@@ -1,0 +1,11 @@
+use burn::tensor::backend::Backend;
+use burn_hooks::{HookCollection, Site};
+
+#[derive(HookCollection, Clone, Default)]
+struct Hooks<B: Backend> {
+    post_act: Site<B, 3>,
+    #[hooks(rename = "post_act")]
+    post_gelu: Site<B, 3>,
+}
+
+fn main() {}

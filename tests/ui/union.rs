@@ -1,0 +1,9 @@
+use burn_hooks::HookCollection;
+
+#[derive(HookCollection, Clone, Copy)]
+union Hooks {
+    a: u32,
+    b: f32,
+}
+
+fn main() {}

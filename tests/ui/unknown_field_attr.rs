@@ -1,0 +1,10 @@
+use burn::tensor::backend::Backend;
+use burn_hooks::{HookCollection, Site};
+
+#[derive(HookCollection, Clone, Default)]
+struct Hooks<B: Backend> {
+    #[hooks(name = "pre")]
+    pre_act: Site<B, 3>,
+}
+
+fn main() {}
