@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release --example train_induction -- [STEPS] [OUT_DIR]
 //! ```
-//! Defaults: 1500 steps, `checkpoints/induction-2l`. Seeded, so a rerun on the
+//! Defaults: 6000 steps, `checkpoints/induction-2l`. Seeded, so a rerun on the
 //! same machine reproduces the checkpoint.
 
 use std::error::Error;
@@ -24,7 +24,7 @@ const MIN_PERIOD: usize = 6;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
-    let steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1500);
+    let steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(6000);
     let out = args.next().unwrap_or_else(|| "checkpoints/induction-2l".to_string());
 
     let mut config = Gpt2Config::new(2, 64, 4, LEN, 128);

@@ -43,7 +43,11 @@ fn dispatch(c: &mut Criterion) {
         })
     });
 
-    for (label, n) in [("no hooks", 0), ("1 read-only hook", 1), ("10 read-only hooks", 10)] {
+    for (label, n) in [
+        ("no hooks", 0),
+        ("1 read-only hook", 1),
+        ("10 read-only hooks", 10),
+    ] {
         let site = site_with(n, &calls);
         group.bench_function(label, |b| {
             b.iter(|| {

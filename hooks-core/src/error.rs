@@ -25,7 +25,9 @@ pub enum HookError {
     #[error(transparent)]
     Path(#[from] PathError),
     /// A typed hook whose tensor rank differs from the site's.
-    #[error("hook for rank-{hook} tensors cannot go on `{site}`, whose values have rank {site_rank}")]
+    #[error(
+        "hook for rank-{hook} tensors cannot go on `{site}`, whose values have rank {site_rank}"
+    )]
     RankMismatch {
         /// The site path.
         site: String,
@@ -35,7 +37,9 @@ pub enum HookError {
         hook: usize,
     },
     /// A forward hook aimed at the gradient stage, or the reverse.
-    #[error("`{path}` is a gradient stage: it takes gradient hooks (use `append_grad_to_path`), which need an autodiff backend")]
+    #[error(
+        "`{path}` is a gradient stage: it takes gradient hooks (use `append_grad_to_path`), which need an autodiff backend"
+    )]
     GradStageNeedsGradHook {
         /// The path as given.
         path: String,

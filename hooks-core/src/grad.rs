@@ -22,13 +22,13 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, unary};
-use burn::backend::Autodiff;
-use burn::tensor::ops::FloatTensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::hook::{Hook, IntoHook};
@@ -166,7 +166,8 @@ trait ErasedStage<B: Backend, const D: usize>: Send + Sync {
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-type InnerHooks<B, const D: usize> = Arc<Vec<Hook<Tensor<<B as AutodiffBackend>::InnerBackend, D>>>>;
+type InnerHooks<B, const D: usize> =
+    Arc<Vec<Hook<Tensor<<B as AutodiffBackend>::InnerBackend, D>>>>;
 
 struct Stage<B: AutodiffBackend, const D: usize> {
     hooks: InnerHooks<B, D>,

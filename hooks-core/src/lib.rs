@@ -74,6 +74,8 @@ pub use grad::GradHooks;
 pub use hook::{FnHook, Hook, HookFn, IntoHook, named};
 pub use hooks::{Hooks, Layers};
 pub use hooks_derive::HookCollection;
+#[doc(hidden)]
+pub use node::HookField;
 pub use node::{HookNode, Schema, SchemaChild, Visitor, VisitorMut};
 pub use path::{Path, PathError, ResolvedPath};
 pub use rank::{

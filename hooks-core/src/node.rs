@@ -15,9 +15,10 @@ use crate::Site;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a hook site or a hook collection",
     label = "not a hook node",
-    note = "each field of a `#[derive(HookCollection)]` struct must be a `Site<B, D>`, an \
-            `AutoencoderHooks<B, D>` or a struct that itself derives `HookCollection`",
-    note = "to keep a field that is not part of the hook tree, mark it `#[hooks(skip)]`"
+    note = "a hook node is a `Site<B, D>`, an `AutoencoderHooks<B, D>` or a \
+            `Clone + Send + Sync + 'static` struct that derives `HookCollection`",
+    note = "a field of a `#[derive(HookCollection)]` struct that is not part of the hook tree \
+            must be marked `#[hooks(skip)]`"
 )]
 pub trait HookNode: Clone + Send + Sync + 'static {
     /// The Burn backend of every tensor in this tree.
@@ -31,6 +32,51 @@ pub trait HookNode: Clone + Send + Sync + 'static {
 
     /// Visits every site below (or at) this node, mutably.
     fn walk_mut<V: VisitorMut<Self::Backend>>(&mut self, visitor: &mut V);
+}
+
+/// [`HookNode`] as `#[derive(HookCollection)]` calls it on each field.
+///
+/// One blanket impl, hidden from diagnostics, so that a field which is not a
+/// hook node is one short error at the field's type, without rustc's list of
+/// every `HookNode` impl in the dependency graph.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a hook site or a hook collection",
+    label = "not a hook node",
+    note = "a hook node is a `Site<B, D>`, an `AutoencoderHooks<B, D>` or a \
+            `Clone + Send + Sync + 'static` struct that derives `HookCollection`",
+    note = "a field of a `#[derive(HookCollection)]` struct that is not part of the hook tree \
+            must be marked `#[hooks(skip)]`"
+)]
+pub trait HookField {
+    /// [`HookNode::Backend`].
+    type Backend: Backend;
+    /// [`HookNode::schema`].
+    fn schema() -> Schema;
+    /// [`HookNode::walk`].
+    fn walk<V: Visitor<Self::Backend>>(&self, visitor: &mut V);
+    /// [`HookNode::walk_mut`].
+    fn walk_mut<V: VisitorMut<Self::Backend>>(&mut self, visitor: &mut V);
+}
+
+#[diagnostic::do_not_recommend]
+impl<T: HookNode> HookField for T {
+    type Backend = T::Backend;
+
+    #[inline]
+    fn schema() -> Schema {
+        T::schema()
+    }
+
+    #[inline]
+    fn walk<V: Visitor<T::Backend>>(&self, visitor: &mut V) {
+        HookNode::walk(self, visitor);
+    }
+
+    #[inline]
+    fn walk_mut<V: VisitorMut<T::Backend>>(&mut self, visitor: &mut V) {
+        HookNode::walk_mut(self, visitor);
+    }
 }
 
 /// Reads a hook tree. `enter` returns whether to descend into a child (string
@@ -98,7 +144,9 @@ impl Schema {
     pub fn child(&self, name: &str) -> Option<SchemaChild> {
         match self {
             Schema::Site { .. } => None,
-            Schema::Collection { children, .. } => children.iter().find(|c| c.name == name).copied(),
+            Schema::Collection { children, .. } => {
+                children.iter().find(|c| c.name == name).copied()
+            }
         }
     }
 

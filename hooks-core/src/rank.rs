@@ -125,7 +125,8 @@ impl<B: Backend> Record<B> {
 
 impl<B: Backend> AnyRankHook<B> for Record<B> {
     fn call<const D: usize>(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
-        self.recorder.record(ctx.site().unwrap_or("?"), ctx.layer(), x.clone());
+        self.recorder
+            .record(ctx.site().unwrap_or("?"), ctx.layer(), x.clone());
         x
     }
 

@@ -153,10 +153,7 @@ impl<B: Backend, const D: usize> Site<B, D> {
 
 impl<B: AutodiffBackend, const D: usize> Site<B, D> {
     /// Appends a gradient hook to `bwd` (autodiff backends only).
-    pub fn append_bwd(
-        &mut self,
-        hook: impl IntoHook<Tensor<B::InnerBackend, D>>,
-    ) -> &mut Self {
+    pub fn append_bwd(&mut self, hook: impl IntoHook<Tensor<B::InnerBackend, D>>) -> &mut Self {
         self.bwd.append(hook);
         self
     }

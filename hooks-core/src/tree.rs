@@ -204,7 +204,9 @@ pub trait HookTree: HookNode {
             path: Vec::new(),
             target: &resolved.segments,
             f: |site: &mut dyn std::any::Any| {
-                if let (Some(site), Some(h)) = (site.downcast_mut::<Site<Self::Backend, D>>(), hook.take()) {
+                if let (Some(site), Some(h)) =
+                    (site.downcast_mut::<Site<Self::Backend, D>>(), hook.take())
+                {
                     site.fwd_stage_mut(stage).append(h);
                 }
             },
@@ -412,7 +414,11 @@ fn first_site_where<T: HookNode>(
 }
 
 /// Descends only along `target` (all sites when `None`).
-fn descend(path: &mut Vec<&'static str>, target: Option<&[&'static str]>, name: &'static str) -> bool {
+fn descend(
+    path: &mut Vec<&'static str>,
+    target: Option<&[&'static str]>,
+    name: &'static str,
+) -> bool {
     let ok = match target {
         None => true,
         Some(t) => t.get(path.len()) == Some(&name),
@@ -459,8 +465,10 @@ impl<B: AutodiffBackend, H: AnyRankHook<B::InnerBackend>> VisitorMut<B> for Appe
     }
     fn site<const D: usize>(&mut self, site: &mut Site<B, D>) {
         let name: Arc<str> = self.path.join(".").into();
-        site.bwd
-            .append(at_rank::<B::InnerBackend, D, H>(self.hook.clone(), Some(name)));
+        site.bwd.append(at_rank::<B::InnerBackend, D, H>(
+            self.hook.clone(),
+            Some(name),
+        ));
     }
 }
 

@@ -33,9 +33,7 @@ fn scaled(k: f32) -> Vec<f32> {
 }
 
 /// A forward hook that keeps a copy of what it sees.
-fn spy<B: Backend>(
-    site: &mut Site<B, 1>,
-) -> Arc<Mutex<Vec<Vec<f32>>>> {
+fn spy<B: Backend>(site: &mut Site<B, 1>) -> Arc<Mutex<Vec<Vec<f32>>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     site.fwd.append(move |t: Tensor<B, 1>, _: &Ctx| {
@@ -68,7 +66,11 @@ fn the_sites_see_latents_reconstruction_and_error() {
 
         sae.call(x(), &Ctx::at_layer(0));
 
-        assert_eq!(*latents.lock().unwrap(), [scaled(2.0)], "add_error={add_error}");
+        assert_eq!(
+            *latents.lock().unwrap(),
+            [scaled(2.0)],
+            "add_error={add_error}"
+        );
         assert_eq!(*reconstruction.lock().unwrap(), [scaled(0.5)]);
         assert_eq!(*error.lock().unwrap(), [scaled(0.5)]);
     }
@@ -79,7 +81,9 @@ fn ablating_the_latents_with_add_error_removes_exactly_the_reconstruction() {
     let mut sae = linear_sae::<NdArray>(true);
     let before = values(sae.call(x(), &Ctx::root()));
 
-    sae.latents.fwd.append(|l: Tensor<NdArray, 1>, _: &Ctx| l.zeros_like());
+    sae.latents
+        .fwd
+        .append(|l: Tensor<NdArray, 1>, _: &Ctx| l.zeros_like());
     let error = spy(&mut sae.error);
     let after = values(sae.call(x(), &Ctx::root()));
 
@@ -114,10 +118,11 @@ fn the_latents_are_differentiable() {
     let mut sae = linear_sae::<Ad>(true);
     {
         let seen = seen.clone();
-        sae.latents.append_bwd(move |g: Tensor<NdArray, 1>, ctx: &Ctx| {
-            seen.lock().unwrap().push((ctx.layer(), values(g.clone())));
-            g
-        });
+        sae.latents
+            .append_bwd(move |g: Tensor<NdArray, 1>, ctx: &Ctx| {
+                seen.lock().unwrap().push((ctx.layer(), values(g.clone())));
+                g
+            });
     }
     let input = x::<Ad>().require_grad();
     let grads = sae.call(input.clone(), &Ctx::at_layer(7)).sum().backward();
@@ -130,7 +135,8 @@ fn the_latents_are_differentiable() {
 #[test]
 fn zeroing_the_latent_gradient_removes_only_the_hooked_paths_share() {
     let mut sae = linear_sae::<Ad>(true);
-    sae.latents.append_bwd(|g: Tensor<NdArray, 1>, _: &Ctx| g.zeros_like());
+    sae.latents
+        .append_bwd(|g: Tensor<NdArray, 1>, _: &Ctx| g.zeros_like());
     let input = x::<Ad>().require_grad();
     let grads = sae.call(input.clone(), &Ctx::root()).sum().backward();
     // Output = decode(hooked) + x - decode(copy): the hooked path carried
@@ -175,10 +181,15 @@ fn the_splices_sites_see_the_callers_context() {
     let layers = Arc::new(Mutex::new(Vec::new()));
     {
         let layers = layers.clone();
-        sae.error.fwd.append(move |t: Tensor<NdArray, 1>, ctx: &Ctx| {
-            layers.lock().unwrap().push((ctx.layer(), ctx.get("k").cloned()));
-            t
-        });
+        sae.error
+            .fwd
+            .append(move |t: Tensor<NdArray, 1>, ctx: &Ctx| {
+                layers
+                    .lock()
+                    .unwrap()
+                    .push((ctx.layer(), ctx.get("k").cloned()));
+                t
+            });
     }
     let mut site = Site::<NdArray, 1>::default();
     site.fwd2.bind("k", 1).unwrap();

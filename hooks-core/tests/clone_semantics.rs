@@ -4,10 +4,11 @@
 //! A clone owns its lists and bindings, so appending, clearing or binding on
 //! one side never shows on the other. The hooks already appended are `Arc`s:
 //! both trees call the very same closure, so state it captured (a counter, a
-//! recorder) is shared. This differs from `deepcopy`, which would copy a
-//! Python closure's captured objects too; share-by-default is what makes
-//! clones cheap, and a hook that must not be shared should be appended after
-//! cloning.
+//! recorder) is shared. Python's `deepcopy` also shares plain functions (and
+//! so their closures), but copies callable objects such as a nested
+//! `AtLayers` group or a stateful hook class; here every appended hook,
+//! groups included, is shared. A hook that must not be shared should be
+//! appended after cloning.
 
 mod common;
 
@@ -46,7 +47,10 @@ fn a_clone_has_its_own_bindings() {
     assert_eq!(a.mlp.pre_act.fwd.bindings().get("layer"), None);
     // So `a` can bind the same key to another value.
     a.bind("layer", 4).unwrap();
-    assert_eq!(b.mlp.pre_act.fwd.bindings().get("layer"), Some(&Value::Int(3)));
+    assert_eq!(
+        b.mlp.pre_act.fwd.bindings().get("layer"),
+        Some(&Value::Int(3))
+    );
 }
 
 #[test]

@@ -38,7 +38,10 @@ fn append_all_scale_reaches_every_rank() {
     forward(&hooks, 0, &Inputs::ones());
     let ranks: Vec<usize> = probe.seen().iter().map(|s| s.rank).collect();
     assert_eq!(ranks, [3, 4, 4, 3, 3, 3, 3, 2]);
-    assert!(probe.seen().iter().all(|s| s.sum == 8.0), "fwd runs before fwd2");
+    assert!(
+        probe.seen().iter().all(|s| s.sum == 8.0),
+        "fwd runs before fwd2"
+    );
 }
 
 #[test]
@@ -102,7 +105,11 @@ fn detach_at_one_site_cuts_only_that_path() {
     let x = Inputs::<Ad>::ones().require_grad();
     let grads = forward(&hooks, 0, &x).backward();
     assert!(x.x2.grad(&grads).is_none());
-    assert_eq!(values(x.x4.grad(&grads).unwrap()), [1.0; 8], "attn.probs still counts");
+    assert_eq!(
+        values(x.x4.grad(&grads).unwrap()),
+        [1.0; 8],
+        "attn.probs still counts"
+    );
     assert_eq!(values(x.x3.grad(&grads).unwrap()), [5.0; 8]);
 }
 
@@ -138,6 +145,42 @@ fn append_all_grad_reaches_every_rank() {
 }
 
 #[test]
+fn recording_gradients_at_every_site() {
+    let mut hooks = TinyHooks::<Ad>::default();
+    let grads_at = Recorder::<NdArray>::new();
+    hooks.append_all_grad(Record::into(&grads_at));
+    hooks
+        .mlp
+        .post_act
+        .fwd
+        .append(|x: Tensor<Ad, 3>, _: &Ctx| x * 4.0);
+
+    let x = Inputs::<Ad>::ones().require_grad();
+    let _ = forward(&hooks, 2, &x).backward();
+
+    // Independent branches: the backward pass visits them in graph order,
+    // so compare as sets.
+    let mut keys = grads_at.keys();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "layers.2.attn.probs",
+            "layers.2.attn.q",
+            "layers.2.mlp.post_act",
+            "layers.2.mlp.pre_act",
+            "layers.2.resid.torso.post_attn",
+            "layers.2.resid.torso.post_mlp",
+            "logits",
+            "resid.post_emb",
+        ]
+    );
+    // The gradient of the sum loss w.r.t. each site's (post-fwd) value is 1.
+    let g = grads_at.get::<3>("mlp.post_act", Some(2)).unwrap();
+    assert_eq!(values(g), [1.0; 8]);
+}
+
+#[test]
 fn append_to_path_reaches_one_site() {
     let mut hooks = TinyHooks::<NdArray>::default();
     hooks
@@ -162,7 +205,9 @@ fn append_to_path_fwd2_and_renamed_sites() {
 fn append_to_path_tells_the_hook_its_site() {
     let mut hooks = TinyHooks::<NdArray>::default();
     let probe = Probe::default();
-    hooks.append_to_path("mlp.post_act.fwd", probe.clone()).unwrap();
+    hooks
+        .append_to_path("mlp.post_act.fwd", probe.clone())
+        .unwrap();
     forward(&hooks, 3, &Inputs::ones());
     assert_eq!(probe.sites(), ["mlp.post_act"]);
 }

@@ -18,7 +18,12 @@ fn bind_reaches_every_site() {
     let seen = probe.seen();
     assert_eq!(seen.len(), SITES.len());
     for s in &seen {
-        assert_eq!(s.bound, [("k".to_string(), Value::Int(7))], "at {:?}", s.site);
+        assert_eq!(
+            s.bound,
+            [("k".to_string(), Value::Int(7))],
+            "at {:?}",
+            s.site
+        );
     }
 }
 
@@ -27,7 +32,11 @@ fn bind_reaches_all_three_stages() {
     let mut hooks = TinyHooks::<NdArray>::default();
     hooks.bind("k", "v").unwrap();
     let site = &hooks.resid.torso.post_mlp;
-    for b in [site.fwd.bindings(), site.bwd.bindings(), site.fwd2.bindings()] {
+    for b in [
+        site.fwd.bindings(),
+        site.bwd.bindings(),
+        site.fwd2.bindings(),
+    ] {
         assert_eq!(b.get("k"), Some(&Value::from("v")));
     }
 }
@@ -72,7 +81,10 @@ fn a_conflicting_bind_changes_nothing() {
     assert_eq!(hooks.render(), before);
     assert_eq!(hooks.mlp.pre_act.fwd.bindings().get("k"), None);
     assert_eq!(hooks.attn.qk_probs.fwd.bindings().get("k"), None);
-    assert_eq!(hooks.attn.qk_probs.fwd2.bindings().get("k"), Some(&Value::Int(1)));
+    assert_eq!(
+        hooks.attn.qk_probs.fwd2.bindings().get("k"),
+        Some(&Value::Int(1))
+    );
 }
 
 #[test]
@@ -83,7 +95,10 @@ fn an_unbind_of_a_missing_key_changes_nothing() {
     hooks.logits.fwd.unbind("k").unwrap();
     let err = hooks.unbind("k").err().unwrap();
     assert_eq!(err.to_string(), "key `k` is not bound at `logits`");
-    assert_eq!(hooks.mlp.pre_act.fwd.bindings().get("k"), Some(&Value::Int(1)));
+    assert_eq!(
+        hooks.mlp.pre_act.fwd.bindings().get("k"),
+        Some(&Value::Int(1))
+    );
 }
 
 #[test]

@@ -140,9 +140,11 @@ fn the_gradient_hook_gets_the_forward_calls_context() {
     {
         let seen = seen.clone();
         site.append_bwd(move |g: Grad, ctx: &Ctx| {
-            seen.lock()
-                .unwrap()
-                .push((ctx.layer(), ctx.get("k").cloned(), ctx.get("extra").cloned()));
+            seen.lock().unwrap().push((
+                ctx.layer(),
+                ctx.get("k").cloned(),
+                ctx.get("extra").cloned(),
+            ));
             g
         });
     }
@@ -195,4 +197,20 @@ fn a_site_with_only_gradient_hooks_keeps_the_forward_value() {
     assert_eq!(values(y.clone()), [1.0, -2.0, 3.0]);
     let grads = y.sum().backward();
     assert_eq!(values(x.grad(&grads).unwrap()), [0.5, 0.5, 0.5]);
+}
+
+#[test]
+fn a_layer_group_in_the_gradient_stage() {
+    let mut site = Site::<Ad, 1>::default();
+    site.append_bwd(hooks_core::Hooks::at_layers(1).with(|g: Grad, _: &Ctx| g * 10.0));
+
+    let x = leaf([1.0, 1.0, 1.0]);
+    let mut h = x.clone();
+    for i in 0..3 {
+        h = site.call(h, &Ctx::at_layer(i));
+    }
+    let grads = h.sum().backward();
+    // Only the layer-1 call scales the gradient (the layer is read from the
+    // forward call's context, during the backward pass).
+    assert_eq!(values(x.grad(&grads).unwrap()), [10.0, 10.0, 10.0]);
 }

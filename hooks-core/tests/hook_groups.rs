@@ -24,7 +24,8 @@ fn wrapping_passes_every_appended_hook_through_the_wrapper() {
             (move |x: i64, ctx: &Ctx| hook.call(hook.call(x, ctx), ctx)).into_hook()
         })
     };
-    h.append(|x: i64, _: &Ctx| x + 1).append(|x: i64, _: &Ctx| x * 3);
+    h.append(|x: i64, _: &Ctx| x + 1)
+        .append(|x: i64, _: &Ctx| x * 3);
     assert_eq!(wrapped.load(Ordering::SeqCst), 2);
     // ((0 + 1 + 1) * 3) * 3
     assert_eq!(h.call(0, &Ctx::root()), 18);

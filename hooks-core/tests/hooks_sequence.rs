@@ -134,7 +134,10 @@ fn is_empty_counts_hooks_not_bindings() {
 #[test]
 fn an_empty_sequence_is_the_identity() {
     let h: Hooks<String> = Hooks::default();
-    assert_eq!(h.call("unchanged".to_string(), &Ctx::at_layer(2)), "unchanged");
+    assert_eq!(
+        h.call("unchanged".to_string(), &Ctx::at_layer(2)),
+        "unchanged"
+    );
 }
 
 #[test]

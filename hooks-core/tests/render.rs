@@ -23,7 +23,9 @@ use burn::backend::Autodiff;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn_ndarray::NdArray;
-use hooks_core::{AutoencoderHooks, Ctx, FwdStage, HookCollection, HookTree, Hooks, Scale, Site, named};
+use hooks_core::{
+    AutoencoderHooks, Ctx, FwdStage, HookCollection, HookTree, Hooks, Scale, Site, named,
+};
 
 #[derive(HookCollection, Clone, Default)]
 struct Mlp<B: Backend> {
@@ -106,9 +108,18 @@ Small
 #[test]
 fn several_bindings_print_in_binding_order() {
     let mut site = Site::<NdArray, 3>::default();
-    site.fwd.bind("layer", 1).unwrap().bind("name", "q").unwrap();
-    site.fwd.bind("scale", 0.5).unwrap().bind("heads", vec![0i64, 3]).unwrap();
-    site.fwd.append(named("noop", |x: Tensor<NdArray, 3>, _: &Ctx| x));
+    site.fwd
+        .bind("layer", 1)
+        .unwrap()
+        .bind("name", "q")
+        .unwrap();
+    site.fwd
+        .bind("scale", 0.5)
+        .unwrap()
+        .bind("heads", vec![0i64, 3])
+        .unwrap();
+    site.fwd
+        .append(named("noop", |x: Tensor<NdArray, 3>, _: &Ctx| x));
     assert_eq!(
         format!("{site:?}"),
         "\
@@ -126,7 +137,16 @@ fn a_stage_and_a_group_render_alone() {
     group.append(named("double", |x: f32, _: &Ctx| x * 2.0));
     let mut stage: Hooks<f32> = Hooks::new();
     stage.append(group);
-    assert_eq!(format!("{stage:?}"), "Hooks\n    OnlyLayer2\n        double");
+    assert_eq!(
+        format!("{stage:?}"),
+        "Hooks\n    OnlyLayer2\n        double"
+    );
+    // The reference's names: `AtLayers(3)` prints its list, like `AtLayers([3])`.
+    assert_eq!(format!("{:?}", Hooks::<f32>::at_layers(3)), "AtLayers([3])");
+    let cond = Hooks::<f32>::conditional(|x: &f32, _: &Ctx| *x > 0.0);
+    assert_eq!(format!("{cond:?}"), "ConditionalHooks");
+    let wrap = Hooks::<f32>::wrapping(|h| h);
+    assert_eq!(format!("{wrap:?}"), "WrapperHooks");
 }
 
 #[test]
@@ -134,7 +154,9 @@ fn gradient_hooks_and_autoencoders_render_under_their_stage() {
     type Ad = Autodiff<NdArray>;
     let mut sae = AutoencoderHooks::<Ad, 3>::new(|x| x, |x| x, true);
     sae.latents
-        .append_bwd(named("clip", |g: Tensor<NdArray, 3>, _: &Ctx| g.clamp(-1.0, 1.0)));
+        .append_bwd(named("clip", |g: Tensor<NdArray, 3>, _: &Ctx| {
+            g.clamp(-1.0, 1.0)
+        }));
     let mut hooks = Small::<Ad>::default();
     hooks.logits.fwd_stage_mut(FwdStage::Fwd2).append(sae);
     assert_eq!(

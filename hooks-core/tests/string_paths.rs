@@ -61,7 +61,10 @@ fn a_segment_far_from_every_name_gets_no_suggestion() {
 #[test]
 fn a_field_name_is_not_the_string_name_of_a_renamed_site() {
     let mut hooks = TinyHooks::<NdArray>::default();
-    let err = hooks.append_to_path("attn.qk_probs.fwd", Zero).err().unwrap();
+    let err = hooks
+        .append_to_path("attn.qk_probs.fwd", Zero)
+        .err()
+        .unwrap();
     let HookError::Path(PathError::UnknownSegment { available, .. }) = err else {
         panic!("{err}")
     };
@@ -160,7 +163,10 @@ fn empty_segments() {
 fn bwd_through_append_to_path_is_refused() {
     // Even on an autodiff backend: a forward hook is not a gradient hook.
     let mut hooks = TinyHooks::<Ad>::default();
-    let err = hooks.append_to_path("logits.bwd", Scale(2.0)).err().unwrap();
+    let err = hooks
+        .append_to_path("logits.bwd", Scale(2.0))
+        .err()
+        .unwrap();
     assert_eq!(
         err,
         HookError::GradStageNeedsGradHook {
@@ -222,7 +228,10 @@ fn append_typed_to_path_refuses_bwd() {
         .append_typed_to_path::<2>("logits.bwd", |x: Tensor<NdArray, 2>, _: &Ctx| x)
         .err()
         .unwrap();
-    assert!(matches!(err, HookError::GradStageNeedsGradHook { .. }), "{err}");
+    assert!(
+        matches!(err, HookError::GradStageNeedsGradHook { .. }),
+        "{err}"
+    );
 }
 
 #[test]

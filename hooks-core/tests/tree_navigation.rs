@@ -116,7 +116,9 @@ fn at_and_at_mut() {
 
     // A path to a collection gives the collection, with every tree op.
     let attn = path!(TinyHooks<NdArray>: attn);
-    hooks.at_mut(&attn).append_all(hooks_core::FwdStage::Fwd, Zero);
+    hooks
+        .at_mut(&attn)
+        .append_all(hooks_core::FwdStage::Fwd, Zero);
     let a: &AttentionHooks<NdArray> = hooks.at(&attn);
     assert!(!a.is_empty());
     assert_eq!(scalar(forward(&hooks, 0, &Inputs::ones())), 40.0 + 24.0);
@@ -131,9 +133,9 @@ fn typed_paths_are_values() {
     ];
     let mut trees = vec![TinyHooks::<NdArray>::default(); 2];
     for (tree, p) in trees.iter_mut().zip(layer_sites.iter().cloned()) {
-        tree.at_mut(&p).fwd.append(Hooks::at_layers(0).with(
-            |x: Tensor<NdArray, 3>, _: &Ctx| x * 2.0,
-        ));
+        tree.at_mut(&p)
+            .fwd
+            .append(Hooks::at_layers(0).with(|x: Tensor<NdArray, 3>, _: &Ctx| x * 2.0));
     }
     assert!(!trees[0].mlp.pre_act.is_empty() && trees[0].resid.torso.post_attn.is_empty());
     assert!(trees[1].mlp.pre_act.is_empty() && !trees[1].resid.torso.post_attn.is_empty());

@@ -1,7 +1,7 @@
 //! Emits the `HookNode` impl.
 
-use proc_macro2::{Span, TokenStream};
 use proc_macro_crate::{FoundCrate, crate_name};
+use proc_macro2::{Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Ident};
@@ -59,7 +59,7 @@ fn impl_hook_node(input: &Input) -> TokenStream {
         .find(|n| is_plainly_a_site(n.ty))
         .unwrap_or(&input.nodes[0])
         .ty;
-    let backend = quote_spanned!(backend_ty.span()=> <#backend_ty as #krate::HookNode>::Backend);
+    let backend = quote_spanned!(backend_ty.span()=> <#backend_ty as #krate::HookField>::Backend);
 
     // No per-field where-clauses: bounds on concrete field types would stop
     // rustc from normalising `<Site<B, 3> as HookNode>::Backend` through the
@@ -73,7 +73,7 @@ fn impl_hook_node(input: &Input) -> TokenStream {
         let name = &node.name;
         let field = node.ident.to_string();
         let ty = node.ty;
-        let schema = quote_spanned!(ty.span()=> <#ty as #krate::HookNode>::schema);
+        let schema = quote_spanned!(ty.span()=> <#ty as #krate::HookField>::schema);
         quote! {
             #krate::SchemaChild {
                 name: #name,
@@ -89,7 +89,8 @@ fn impl_hook_node(input: &Input) -> TokenStream {
         // The whole call is spanned on the type: a field that is not a hook
         // node then fails here with the same message at the same place as the
         // schema entry, and rustc reports it once.
-        let call = quote_spanned!(ty.span()=> <#ty as #krate::HookNode>::walk(&self.#field, __visitor));
+        let call =
+            quote_spanned!(ty.span()=> <#ty as #krate::HookField>::walk(&self.#field, __visitor));
         quote! {
             if __visitor.enter(#name) {
                 #call;
@@ -102,7 +103,7 @@ fn impl_hook_node(input: &Input) -> TokenStream {
         let field = node.ident;
         let ty = node.ty;
         let call =
-            quote_spanned!(ty.span()=> <#ty as #krate::HookNode>::walk_mut(&mut self.#field, __visitor));
+            quote_spanned!(ty.span()=> <#ty as #krate::HookField>::walk_mut(&mut self.#field, __visitor));
         quote! {
             if __visitor.enter(#name) {
                 #call;

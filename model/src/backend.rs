@@ -16,12 +16,17 @@ pub type Cuda = burn_cuda::Cuda;
 /// installed: burn-cuda would panic deep inside its runtime on first use.
 #[cfg(feature = "cuda")]
 pub fn cuda_device() -> Result<burn_cuda::CudaDevice, crate::ModelError> {
+    // The default panic hook would print `thread 'main' panicked at …` before
+    // our error even though the panic is caught: silence it during the probe.
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
     let probe = std::panic::catch_unwind(|| {
         let device = burn_cuda::CudaDevice::default();
         let t = burn::tensor::Tensor::<Cuda, 1>::from_floats([1.0f32, 2.0], &device);
         let sum = t.sum().into_scalar();
         (device, sum)
     });
+    std::panic::set_hook(previous);
     match probe {
         Ok((device, sum)) if (sum - 3.0).abs() < 1e-6 => Ok(device),
         Ok(_) => Err(crate::ModelError::NoCuda("a test computation on the GPU gave a wrong result".into())),

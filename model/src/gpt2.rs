@@ -124,7 +124,7 @@ impl<B: Backend> Gpt2<B> {
         batch.check(&self.config, 0)?;
         let pad = pad_rows(batch);
         let layout = Layout::new(&pad, batch.len());
-        Ok(self.run(batch.tokens_tensor(&self.device()), &layout, hooks, None))
+        Ok(self.run::<true>(batch.tokens_tensor(&self.device()), &layout, hooks, None))
     }
 
     /// Logits for new tokens after the ones in `cache`, which is extended.
@@ -152,7 +152,7 @@ impl<B: Backend> Gpt2<B> {
             }
         }
         let layout = Layout::new(&cache.pad, batch.len());
-        Ok(self.run(
+        Ok(self.run::<true>(
             batch.tokens_tensor(&self.device()),
             &layout,
             hooks,
@@ -160,8 +160,18 @@ impl<B: Backend> Gpt2<B> {
         ))
     }
 
-    /// The forward pass on checked inputs.
-    fn run(
+    /// The same forward pass with every site call compiled out: the
+    /// baseline that benchmarks compare an empty hook tree against.
+    #[doc(hidden)]
+    pub fn forward_unhooked(&self, batch: &TokenBatch) -> Result<Tensor<B, 3>, ModelError> {
+        batch.check(&self.config, 0)?;
+        let layout = Layout::new(&pad_rows(batch), batch.len());
+        let hooks = TransformerHooks::default();
+        Ok(self.run::<false>(batch.tokens_tensor(&self.device()), &layout, &hooks, None))
+    }
+
+    /// The forward pass on checked inputs; `HOOKED = false` skips every site.
+    fn run<const HOOKED: bool>(
         &self,
         tokens: Tensor<B, 2, Int>,
         layout: &Layout,
@@ -175,16 +185,16 @@ impl<B: Backend> Gpt2<B> {
 
         let root = Ctx::root();
         let x = embedding(self.wte.val(), tokens) + embedding(self.wpe.val(), positions);
-        let mut x = hooks.resid.post_emb.call(x, &root);
+        let mut x = if HOOKED { hooks.resid.post_emb.call(x, &root) } else { x };
         for (layer, block) in self.blocks.iter().enumerate() {
             let ctx = Ctx::at_layer(layer);
             let layer_cache = cache.as_mut().map(|c| &mut c[layer]);
-            x = block.forward(x, &mask, hooks, &ctx, layer_cache);
+            x = block.forward::<HOOKED>(x, &mask, hooks, &ctx, layer_cache);
         }
-        let x = self.ln_f.forward(x, &hooks.resid.ln_f, &root);
-        let x = hooks.resid.post_ln_f.call(x, &root);
+        let x = self.ln_f.forward::<HOOKED>(x, &hooks.resid.ln_f, &root);
+        let x = if HOOKED { hooks.resid.post_ln_f.call(x, &root) } else { x };
         let logits = x.matmul(self.unembed.val().unsqueeze::<3>());
-        hooks.logits.call(logits, &root)
+        if HOOKED { hooks.logits.call(logits, &root) } else { logits }
     }
 }
 

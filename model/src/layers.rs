@@ -10,6 +10,17 @@ use hooks_core::{Bindings, Ctx, Value};
 
 use crate::hooks::{AttentionHooks, MlpHooks, NormalizationHooks, TransformerHooks};
 
+/// Calls `site`, or — in the `HOOKED = false` instantiation used to measure
+/// what hooks cost — compiles to nothing.
+#[inline(always)]
+fn call<const HOOKED: bool, B: Backend, const D: usize>(
+    site: &hooks_core::Site<B, D>,
+    x: Tensor<B, D>,
+    ctx: &Ctx<'_>,
+) -> Tensor<B, D> {
+    if HOOKED { site.call(x, ctx) } else { x }
+}
+
 /// Layer norm written out: `x - mean` → `post_mean_subtraction`,
 /// `sqrt(mean(x²) + eps)` → `scale`, `x / scale` → `post_scale`, then the
 /// affine weight and bias.
@@ -25,12 +36,12 @@ pub struct Norm<B: Backend> {
 
 impl<B: Backend> Norm<B> {
     /// Normalises over the last dimension, calling the three norm sites.
-    pub fn forward(&self, x: Tensor<B, 3>, hooks: &NormalizationHooks<B>, ctx: &Ctx<'_>) -> Tensor<B, 3> {
+    pub fn forward<const HOOKED: bool>(&self, x: Tensor<B, 3>, hooks: &NormalizationHooks<B>, ctx: &Ctx<'_>) -> Tensor<B, 3> {
         let mean = x.clone().mean_dim(2);
-        let x = hooks.post_mean_subtraction.call(x - mean, ctx);
+        let x = call::<HOOKED, B, 3>(&hooks.post_mean_subtraction, x - mean, ctx);
         let scale = (x.clone().square().mean_dim(2) + self.eps).sqrt();
-        let scale = hooks.scale.call(scale, ctx);
-        let x = hooks.post_scale.call(x / scale, ctx);
+        let scale = call::<HOOKED, B, 3>(&hooks.scale, scale, ctx);
+        let x = call::<HOOKED, B, 3>(&hooks.post_scale, x / scale, ctx);
         x * self.weight.val().unsqueeze::<3>() + self.bias.val().unsqueeze::<3>()
     }
 }
@@ -66,7 +77,7 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     /// `x` `[B,S,D]` → `delta_attn` `[B,S,D]`; `mask` is `[B or 1, 1, S, K]`
     /// additive. With a cache, new keys/values are appended to it.
-    pub fn forward(
+    pub fn forward<const HOOKED: bool>(
         &self,
         x: Tensor<B, 3>,
         mask: &Tensor<B, 4>,
@@ -95,15 +106,15 @@ impl<B: Backend> Attention<B> {
                 v: v.clone(),
             });
         }
-        let q = hooks.q.call(q, ctx);
-        let k = hooks.k.call(k, ctx);
-        let v = hooks.v.call(v, ctx);
+        let q = call::<HOOKED, B, 4>(&hooks.q, q, ctx);
+        let k = call::<HOOKED, B, 4>(&hooks.k, k, ctx);
+        let v = call::<HOOKED, B, 4>(&hooks.v, v, ctx);
 
         // [B,H,S,d] x [B,H,d,K] -> [B,H,S,K], masked, then laid out [B,S,K,H].
         let logits = q.permute([0, 2, 1, 3]).matmul(k.permute([0, 2, 3, 1])) + mask.clone();
-        let logits = hooks.qk_logits.call(logits.permute([0, 2, 3, 1]), ctx);
+        let logits = call::<HOOKED, B, 4>(&hooks.qk_logits, logits.permute([0, 2, 3, 1]), ctx);
 
-        let probs = if hooks.qk_softmax_denominator.is_empty() {
+        let probs = if !HOOKED || hooks.qk_softmax_denominator.is_empty() {
             softmax(logits, 2)
         } else {
             let max = logits.clone().max_dim(2).detach();
@@ -113,14 +124,14 @@ impl<B: Backend> Attention<B> {
                 .call(numerator.clone().sum_dim(2), ctx);
             numerator / denominator
         };
-        let probs = hooks.qk_probs.call(probs, ctx);
+        let probs = call::<HOOKED, B, 4>(&hooks.qk_probs, probs, ctx);
 
         // [B,H,S,K] x [B,H,K,d] -> [B,H,S,d] -> [B,S,H,d]
         let v_out = probs
             .permute([0, 3, 1, 2])
             .matmul(v.permute([0, 2, 1, 3]))
             .permute([0, 2, 1, 3]);
-        let v_out = hooks.v_out.call(v_out, ctx);
+        let v_out = call::<HOOKED, B, 4>(&hooks.v_out, v_out, ctx);
         self.c_proj.forward(v_out.reshape([b, s, d_model]))
     }
 }
@@ -136,10 +147,10 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     /// `x` `[B,S,D]` → `delta_mlp` `[B,S,D]`.
-    pub fn forward(&self, x: Tensor<B, 3>, hooks: &MlpHooks<B>, ctx: &Ctx<'_>) -> Tensor<B, 3> {
-        let pre = hooks.pre_act.call(self.c_fc.forward(x), ctx);
+    pub fn forward<const HOOKED: bool>(&self, x: Tensor<B, 3>, hooks: &MlpHooks<B>, ctx: &Ctx<'_>) -> Tensor<B, 3> {
+        let pre = call::<HOOKED, B, 3>(&hooks.pre_act, self.c_fc.forward(x), ctx);
         let post = gelu_tanh(pre);
-        let post = if hooks.post_act.is_empty() {
+        let post = if !HOOKED || hooks.post_act.is_empty() {
             post
         } else {
             // The reference hands post_act hooks the output projection.
@@ -168,7 +179,7 @@ pub struct Block<B: Backend> {
 
 impl<B: Backend> Block<B> {
     /// One block; `ctx` carries its layer.
-    pub fn forward(
+    pub fn forward<const HOOKED: bool>(
         &self,
         x: Tensor<B, 3>,
         mask: &Tensor<B, 4>,
@@ -177,16 +188,16 @@ impl<B: Backend> Block<B> {
         cache: Option<&mut Option<LayerCache<B>>>,
     ) -> Tensor<B, 3> {
         let torso = &hooks.resid.torso;
-        let h = self.ln_1.forward(x.clone(), &torso.ln_attn, ctx);
-        let h = torso.post_ln_attn.call(h, ctx);
-        let delta = self.attn.forward(h, mask, &hooks.attn, ctx, cache);
-        let delta = torso.delta_attn.call(delta, ctx);
-        let x = torso.post_attn.call(x + delta, ctx);
+        let h = self.ln_1.forward::<HOOKED>(x.clone(), &torso.ln_attn, ctx);
+        let h = call::<HOOKED, B, 3>(&torso.post_ln_attn, h, ctx);
+        let delta = self.attn.forward::<HOOKED>(h, mask, &hooks.attn, ctx, cache);
+        let delta = call::<HOOKED, B, 3>(&torso.delta_attn, delta, ctx);
+        let x = call::<HOOKED, B, 3>(&torso.post_attn, x + delta, ctx);
 
-        let h = self.ln_2.forward(x.clone(), &torso.ln_mlp, ctx);
-        let h = torso.post_ln_mlp.call(h, ctx);
-        let delta = self.mlp.forward(h, &hooks.mlp, ctx);
-        let delta = torso.delta_mlp.call(delta, ctx);
-        torso.post_mlp.call(x + delta, ctx)
+        let h = self.ln_2.forward::<HOOKED>(x.clone(), &torso.ln_mlp, ctx);
+        let h = call::<HOOKED, B, 3>(&torso.post_ln_mlp, h, ctx);
+        let delta = self.mlp.forward::<HOOKED>(h, &hooks.mlp, ctx);
+        let delta = call::<HOOKED, B, 3>(&torso.delta_mlp, delta, ctx);
+        call::<HOOKED, B, 3>(&torso.post_mlp, x + delta, ctx)
     }
 }

@@ -39,6 +39,26 @@ impl Tokenizer {
     }
 }
 
+impl Tokenizer {
+    /// Text of `tokens`; never fails: bytes that do not form UTF-8 (a sampled
+    /// token can end in the middle of a character) become U+FFFD, and ids
+    /// beyond GPT-2's vocabulary print as `<|id|>`.
+    pub fn decode_lossy(&self, tokens: &[u32]) -> String {
+        if let Ok(text) = self.decode(tokens) {
+            return text;
+        }
+        let mut bytes = Vec::new();
+        for &t in tokens {
+            if t < 50257 {
+                bytes.extend(self.bpe._decode_native_and_split(vec![t]).flatten());
+            } else {
+                bytes.extend(format!("<|{t}|>").into_bytes());
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
 impl Default for Tokenizer {
     fn default() -> Self {
         Self::gpt2()

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::activation::log_softmax;
+use burn::tensor::TensorData;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use hooks_core::{HookTree, Record, Recorder, SiteInfo};
-use safetensors::tensor::{Dtype, TensorView};
 
 use super::args::{BackendKind, CacheArgs};
 use super::error::CliError;
@@ -21,6 +21,7 @@ use super::progress::Spinner;
 use super::sites::record_keys;
 use super::{OnAutodiff, OnBackend, input, on_autodiff, on_backend, print_out};
 use crate::backend::Cpu;
+use crate::experiments::write_safetensors_with_metadata;
 use crate::{Gpt2, TokenBatch, TransformerHooks, checkpoint};
 
 /// Everything `hooks cache` needs, checked before any weights are loaded.
@@ -38,22 +39,11 @@ pub struct Plan {
     pub grad_target: Option<u32>,
 }
 
-/// A recorded tensor, on the host as little-endian f32 bytes.
-#[derive(Clone, Debug)]
-pub struct HostTensor {
-    /// Safetensors key.
-    pub key: String,
-    /// Shape.
-    pub shape: Vec<usize>,
-    /// Little-endian f32 values.
-    pub bytes: Vec<u8>,
-}
-
 /// What a run recorded.
 #[derive(Debug, Default)]
 pub struct Recorded {
-    /// Activations, then gradients.
-    pub tensors: Vec<HostTensor>,
+    /// Activations, then gradients, on the host.
+    pub tensors: Vec<(String, TensorData)>,
     /// Expected activation keys nothing was recorded for.
     pub missing_values: Vec<String>,
     /// Expected gradient keys no gradient reached.
@@ -77,31 +67,16 @@ impl Recorded {
         let mut missing = Vec::new();
         for key in keys {
             match entries.remove(key) {
-                Some(t) => self.tensors.push(host(format!("{key}{suffix}"), &t)),
+                Some(t) => self.tensors.push((format!("{key}{suffix}"), t.to_data())),
                 None => missing.push(format!("{key}{suffix}")),
             }
         }
         for key in order {
             if let Some(t) = entries.remove(&key) {
-                self.tensors.push(host(format!("{key}{suffix}"), &t));
+                self.tensors.push((format!("{key}{suffix}"), t.to_data()));
             }
         }
         missing
-    }
-}
-
-fn host<B: Backend>(key: String, t: &hooks_core::ErasedTensor<B>) -> HostTensor {
-    let data = t.to_data().convert::<f32>();
-    let bytes = data
-        .into_vec::<f32>()
-        .unwrap_or_default()
-        .into_iter()
-        .flat_map(f32::to_le_bytes)
-        .collect();
-    HostTensor {
-        key,
-        shape: t.shape().to_vec(),
-        bytes,
     }
 }
 
@@ -159,7 +134,7 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
     let grads = recorded
         .tensors
         .iter()
-        .filter(|t| t.key.ends_with(".grad"))
+        .filter(|(key, _)| key.ends_with(".grad"))
         .count();
     let mut summary = format!(
         "wrote {} tensors ({} activations, {grads} gradients; {}) to {} in {:.1} s\n",
@@ -299,35 +274,14 @@ fn metadata(args: &CacheArgs, plan: &Plan, backend: BackendKind) -> HashMap<Stri
     m
 }
 
-/// Writes the tensors to `out` (through a temporary file beside it, so a
-/// failed run leaves no partial file) and returns the file's size.
+/// Writes the tensors to `out` and returns the file's size.
 fn write(
     out: &Path,
-    tensors: &[HostTensor],
+    tensors: &[(String, TensorData)],
     metadata: HashMap<String, String>,
 ) -> Result<u64, CliError> {
     let fail = |why: String| CliError::Other(format!("cannot write {}: {why}", out.display()));
-    let views = tensors
-        .iter()
-        .map(|t| {
-            TensorView::new(Dtype::F32, t.shape.clone(), &t.bytes)
-                .map(|v| (t.key.as_str(), v))
-                .map_err(|e| fail(format!("tensor `{}`: {e:?}", t.key)))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
-    safetensors::serialize_to_file(views, &Some(metadata), &tmp).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(format!("{e:?}"))
-    })?;
-    std::fs::rename(&tmp, out).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(e.to_string())
-    })?;
+    write_safetensors_with_metadata(tensors, Some(metadata), out).map_err(|e| fail(e.to_string()))?;
     std::fs::metadata(out)
         .map(|m| m.len())
         .map_err(|e| fail(e.to_string()))

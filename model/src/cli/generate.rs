@@ -41,7 +41,7 @@ pub fn run(backend: BackendKind, args: &GenerateArgs) -> Result<(), CliError> {
             sampling: &sampling,
         },
     )?;
-    let text = input::decode_lossy(&tokenizer, &new);
+    let text = tokenizer.decode_lossy(&new);
     print_out(&format!("{}{text}\n", args.prompt))
 }
 

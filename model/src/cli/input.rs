@@ -81,27 +81,6 @@ pub fn prompt_tokens(
     Ok(tokens)
 }
 
-/// Text of `tokens`; never fails: bytes that do not form UTF-8 (a sampled
-/// token can end in the middle of a character) become U+FFFD, and ids beyond
-/// GPT-2's vocabulary print as `<|id|>`.
-pub fn decode_lossy(tokenizer: &Tokenizer, tokens: &[u32]) -> String {
-    if let Ok(text) = tokenizer.decode(tokens) {
-        return text;
-    }
-    let Ok(bpe) = tiktoken_rs::r50k_base() else {
-        return tokens.iter().map(|t| format!("<|{t}|>")).collect();
-    };
-    let mut bytes = Vec::new();
-    for &t in tokens {
-        if t < 50257 {
-            bytes.extend(bpe._decode_native_and_split(vec![t]).flatten());
-        } else {
-            bytes.extend(format!("<|{t}|>").into_bytes());
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,7 +98,7 @@ mod tests {
     fn lossy() {
         let tok = Tokenizer::gpt2();
         // id 94 is the single byte 0xA1: not UTF-8 on its own.
-        assert_eq!(decode_lossy(&tok, &[64, 94]), "a\u{FFFD}");
-        assert_eq!(decode_lossy(&tok, &[64, 60000]), "a<|60000|>");
+        assert_eq!(tok.decode_lossy(&[64, 94]), "a\u{FFFD}");
+        assert_eq!(tok.decode_lossy(&[64, 60000]), "a<|60000|>");
     }
 }

@@ -103,15 +103,8 @@ mod cuda {
     use super::{CliError, OnAutodiff, OnBackend};
     use crate::backend::{Cuda, cuda_device};
 
-    /// [`cuda_device`], with the default panic hook silenced meanwhile: the
-    /// probe catches the runtime's panic when no driver exists, but the hook
-    /// would still print `thread 'main' panicked at …` before our error.
     fn device() -> Result<burn_cuda::CudaDevice, CliError> {
-        let previous = std::panic::take_hook();
-        std::panic::set_hook(Box::new(|_| {}));
-        let device = cuda_device();
-        std::panic::set_hook(previous);
-        Ok(device?)
+        Ok(cuda_device()?)
     }
 
     pub fn on_backend<J: OnBackend>(job: J) -> Result<J::Output, CliError> {

@@ -36,9 +36,19 @@ pub fn write_safetensors_with_metadata(
             (k.clone(), view)
         })
         .collect::<Vec<_>>();
-    safetensors::serialize_to_file(views, &metadata, path).map_err(|e| ModelError::Io {
-        path: path.to_path_buf(),
-        source: std::io::Error::other(e.to_string()),
+    // Through a temporary file beside the target, so a failed write leaves
+    // no partial file (and never clobbers a good one).
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+    let written = safetensors::serialize_to_file(views, &metadata, &tmp)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    written.map_err(|source| {
+        let _ = std::fs::remove_file(&tmp);
+        ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     })
 }
 

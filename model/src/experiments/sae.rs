@@ -85,7 +85,9 @@ impl<B: Backend> SparseAutoencoder<B> {
             Activation::Relu => pre,
             Activation::TopK(k) => {
                 let k = k.clamp(1, self.n_latents());
-                let kth = pre.clone().topk(k, R - 1).narrow(R - 1, k - 1, 1);
+                // The threshold needs no gradient (the mask is a comparison),
+                // and Burn's autodiff backend has no `topk`: sort a detached copy.
+                let kth = pre.clone().detach().sort_descending(R - 1).narrow(R - 1, k - 1, 1);
                 let keep = pre.clone().greater_equal(kth).float();
                 pre * keep
             }

@@ -1,0 +1,301 @@
+#!/usr/bin/env python3
+"""Our hooked GPT-2 (Burn, Flex CPU backend) against TransformerLens's
+HookedTransformer (PyTorch eager, CPU), side by side in one invocation.
+
+For every (shape, batch, tokens, case) the script alternates rounds: our
+`bench_forward` example as a subprocess (K timed iterations after W warm-up
+ones), then TransformerLens in this process (the same K and W), and again,
+so both see the same machine conditions. It prints a markdown table of
+medians and ratios (ours / theirs; below 1 means we are faster), then the
+hook-overhead ratios of each implementation.
+
+Setup (this script installs nothing):
+
+    pip install "transformer-lens<4" torch
+    export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
+    cargo build --release --example bench_forward
+    python bench/compare_pytorch.py            # full run, ~10 min on 2 cores
+    python bench/compare_pytorch.py --quick    # tiny shape only, seconds
+
+Cases (the same on both sides):
+  bare          forward, no hooks, no autograd graph (`torch.no_grad()`; ours
+                on the plain `Cpu` backend with an empty hook tree)
+  record        forward recording every hook site (`run_with_cache` under
+                `torch.no_grad()`; ours a `Recorder` at every site)
+  grad_nohooks  forward + backward of `logits.sum()`, no hooks (ours on
+                `CpuAutodiff`; theirs with parameter gradients, zeroed with
+                `set_to_none` outside the timed region)
+  grad          the same with a pass-through gradient hook at every site
+                (`add_hook(..., dir="bwd")` on every hook point that the
+                default config calls; ours `append_all_grad`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Hook points the default HookedTransformerConfig never calls; TransformerLens
+# refuses hooks on some of them, so the "every site" filter leaves them out.
+TL_OPTIONAL_HOOKS = (
+    "attn.hook_result",
+    "hook_q_input",
+    "hook_k_input",
+    "hook_v_input",
+    "hook_mlp_in",
+    "hook_attn_in",
+)
+
+SHAPES = {
+    # name: (n_layers, d_model, n_heads, n_ctx, d_vocab), as in bench_forward.rs
+    "small": (12, 768, 12, 1024, 50257),
+    "tiny": (2, 64, 4, 64, 512),
+}
+
+
+@dataclass
+class Job:
+    shape: str
+    batch: int
+    tokens: int
+    case: str
+    iters: int
+    warmup: int
+    rounds: int
+    ours: list[float] = field(default_factory=list)
+    theirs: list[float] = field(default_factory=list)
+    ours_calls: int = 0
+    theirs_calls: int = 0
+
+
+def plan(quick: bool, scale: float) -> list[Job]:
+    """The cases, with iteration counts sized for ~10 minutes on 2 cores."""
+    jobs: list[Job] = []
+
+    def add(shape, batch, tokens, cases, iters, warmup, rounds):
+        for case in cases:
+            jobs.append(Job(shape, batch, tokens, case, max(1, round(iters * scale)), warmup, rounds))
+
+    fwd, grad = ("bare", "record"), ("grad_nohooks", "grad")
+    add("tiny", 1, 16, fwd, 200, 20, 3)
+    add("tiny", 1, 16, grad, 100, 10, 3)
+    if not quick:
+        add("small", 1, 128, fwd, 5, 1, 2)
+        add("small", 1, 128, grad, 3, 1, 2)
+        add("small", 8, 128, fwd, 2, 1, 2)
+        add("small", 8, 128, grad, 2, 1, 1)
+    return jobs
+
+
+def threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def tokens_for(batch: int, length: int, vocab: int):
+    """The token rows bench_forward.rs uses."""
+    import torch
+
+    rows = [[(b * 7919 + t * 104729) % vocab for t in range(length)] for b in range(batch)]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+class TheirSide:
+    """One TransformerLens model per shape, timed in this process."""
+
+    def __init__(self, shape: str):
+        import torch
+        from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+        n_layers, d_model, n_heads, n_ctx, d_vocab = SHAPES[shape]
+        cfg = HookedTransformerConfig(
+            n_layers=n_layers,
+            d_model=d_model,
+            n_heads=n_heads,
+            d_head=d_model // n_heads,
+            d_mlp=4 * d_model,
+            d_vocab=d_vocab,
+            n_ctx=n_ctx,
+            act_fn="gelu_new",
+            normalization_type="LN",
+            device="cpu",
+            dtype=torch.float32,
+            seed=0,
+        )
+        self.torch = torch
+        self.model = HookedTransformer(cfg)
+        self.model.eval()
+        self.vocab = d_vocab
+        self.calls = 0
+
+    def _count(self, grad, hook):
+        self.calls += 1
+        return None  # the gradient passes on unchanged
+
+    def run(self, job: Job) -> tuple[list[float], int]:
+        torch, model = self.torch, self.model
+        toks = tokens_for(job.batch, job.tokens, self.vocab)
+        model.reset_hooks()
+        self.calls = 0
+        if job.case == "bare":
+
+            def step():
+                with torch.no_grad():
+                    model(toks)
+
+        elif job.case == "record":
+
+            def step():
+                with torch.no_grad():
+                    _, cache = model.run_with_cache(toks)
+                    self.calls = len(cache)
+                    del cache
+
+        elif job.case in ("grad", "grad_nohooks"):
+            if job.case == "grad":
+                model.add_hook(lambda name: not name.endswith(TL_OPTIONAL_HOOKS), self._count, dir="bwd")
+
+            def step():
+                model(toks).sum().backward()
+                assert model.embed.W_E.grad is not None
+
+        else:
+            raise ValueError(job.case)
+
+        def once():
+            model.zero_grad(set_to_none=True)  # untimed: frees the last gradients
+            start = time.perf_counter()
+            step()
+            return (time.perf_counter() - start) * 1e3
+
+        for _ in range(job.warmup):
+            once()
+        self.calls = 0 if job.case == "grad" else self.calls
+        times = [once() for _ in range(job.iters)]
+        calls = self.calls // job.iters if job.case == "grad" else self.calls
+        model.reset_hooks()
+        model.zero_grad(set_to_none=True)
+        return times, calls
+
+
+def run_ours(binary: Path, job: Job, n_threads: int) -> tuple[list[float], int]:
+    cmd = [
+        str(binary),
+        "--shape", job.shape,
+        "--batch", str(job.batch),
+        "--tokens", str(job.tokens),
+        "--case", job.case,
+        "--iters", str(job.iters),
+        "--warmup", str(job.warmup),
+    ]
+    env = dict(os.environ, RAYON_NUM_THREADS=str(n_threads))
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout
+    line = [l for l in out.splitlines() if l.startswith("{")][-1]
+    result = json.loads(line)
+    return result["samples_ms"], result["hook_calls"]
+
+
+def fmt_ms(ms: float) -> str:
+    return f"{ms:.3f}" if ms < 10 else f"{ms:.1f}" if ms < 1000 else f"{ms:.0f}"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_bin = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release/examples/bench_forward"
+    p.add_argument("--bin", type=Path, default=default_bin, help=f"bench_forward binary (default {default_bin})")
+    p.add_argument("--quick", action="store_true", help="tiny shape only")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply every iteration count")
+    p.add_argument("--json", type=Path, help="also write raw samples here")
+    args = p.parse_args()
+
+    if not args.bin.exists():
+        sys.exit(f"{args.bin} not found: run `cargo build --release --example bench_forward` first")
+    try:
+        import torch
+        import transformer_lens
+    except ImportError as e:
+        sys.exit(f"{e}: pip install \"transformer-lens<4\" torch")
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    n_threads = threads()
+    torch.set_num_threads(n_threads)
+    torch.manual_seed(0)
+    import importlib.metadata as md
+
+    cpu = next(
+        (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
+        platform.processor(),
+    ) if Path("/proc/cpuinfo").exists() else platform.processor()
+    print(
+        f"# {cpu}, {n_threads} threads; torch {torch.__version__}, "
+        f"transformer-lens {md.version('transformer-lens')}, python {platform.python_version()}",
+        flush=True,
+    )
+
+    jobs = plan(args.quick, args.scale)
+    theirs: dict[str, TheirSide] = {}
+    started = time.time()
+    for job in jobs:
+        if job.shape not in theirs:
+            theirs.clear()  # one model in memory at a time
+            theirs[job.shape] = TheirSide(job.shape)
+        for _ in range(job.rounds):
+            samples, job.ours_calls = run_ours(args.bin, job, n_threads)
+            job.ours += samples
+            samples, job.theirs_calls = theirs[job.shape].run(job)
+            job.theirs += samples
+        print(
+            f"# {time.time() - started:6.0f}s {job.shape} {job.batch}x{job.tokens} {job.case}: "
+            f"ours {statistics.median(job.ours):.3f} ms, theirs {statistics.median(job.theirs):.3f} ms "
+            f"(sites: ours {job.ours_calls}, theirs {job.theirs_calls})",
+            flush=True,
+        )
+
+    med = {(j.shape, j.batch, j.tokens, j.case): (statistics.median(j.ours), statistics.median(j.theirs)) for j in jobs}
+    print()
+    print("| case | shape | batch × tokens | samples | ours (ms) | TransformerLens (ms) | ours / TL |")
+    print("|---|---|---|---|---|---|---|")
+    for j in jobs:
+        o, t = med[(j.shape, j.batch, j.tokens, j.case)]
+        print(
+            f"| {j.case} | {j.shape} | {j.batch} × {j.tokens} | {len(j.ours)} | {fmt_ms(o)} | {fmt_ms(t)} | {o / t:.3f} |"
+        )
+
+    print()
+    print("| overhead | shape | batch × tokens | ours | TransformerLens |")
+    print("|---|---|---|---|---|")
+    for shape, batch, tokens in dict.fromkeys((j.shape, j.batch, j.tokens) for j in jobs):
+        for label, num, den in (("record / bare", "record", "bare"), ("grad / grad_nohooks", "grad", "grad_nohooks")):
+            a, b = med.get((shape, batch, tokens, num)), med.get((shape, batch, tokens, den))
+            if a and b:
+                print(f"| {label} | {shape} | {batch} × {tokens} | {a[0] / b[0]:.3f} | {a[1] / b[1]:.3f} |")
+    print(f"\n# total {time.time() - started:.0f}s")
+
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                [
+                    {k: getattr(j, k) for k in ("shape", "batch", "tokens", "case", "iters", "warmup", "rounds", "ours", "theirs")}
+                    for j in jobs
+                ],
+                indent=1,
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+//! One forward-pass benchmark case, timed K times, printed as one JSON line:
+//! the Rust side of `bench/compare_pytorch.py`, which runs it as a
+//! subprocess next to TransformerLens (see BENCHMARKS.md).
+//!
+//! ```text
+//! cargo build --release --example bench_forward
+//! target/release/examples/bench_forward --shape small|tiny --batch N --tokens S \
+//!     --case bare|unhooked|record|grad|grad_nohooks --iters K --warmup W
+//! ```
+//!
+//! Shapes: `small` is GPT-2 small (12 layers, width 768, 12 heads, 1024
+//! positions, vocabulary 50257), `tiny` is 2 layers, width 64, 4 heads, 64
+//! positions, vocabulary 512; random weights, f32, Flex CPU backend.
+//!
+//! Cases:
+//! - `bare`: `forward` with an empty hook tree;
+//! - `unhooked`: `forward_unhooked` (every site call compiled out);
+//! - `record`: `forward` recording every site into a [`Recorder`] (cleared
+//!   after each iteration);
+//! - `grad`: forward and backward of `logits.sum()` on `CpuAutodiff`, with a
+//!   pass-through gradient hook at every site;
+//! - `grad_nohooks`: the same with an empty hook tree.
+//!
+//! Every iteration reads a value of its result (logits, or a weight's
+//! gradient), so the timing covers the whole computation.
+
+use std::error::Error;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use burn_hooks::model::backend::{Cpu, CpuAutodiff};
+use burn_hooks::model::{Gpt2, Gpt2Config, TokenBatch, TransformerHooks};
+use burn_hooks::{AnyRankHook, Ctx, FwdStage, HookTree, Record, Recorder};
+
+/// A gradient hook that counts its calls and passes the gradient on unchanged.
+struct CountGrad(Arc<AtomicUsize>);
+
+impl<B: Backend> AnyRankHook<B> for CountGrad {
+    fn call<const D: usize>(&self, g: Tensor<B, D>, _: &Ctx<'_>) -> Tensor<B, D> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        g
+    }
+}
+
+struct Args {
+    shape: String,
+    batch: usize,
+    tokens: usize,
+    case: String,
+    iters: usize,
+    warmup: usize,
+}
+
+fn parse_args() -> Result<Args, Box<dyn Error>> {
+    let mut args = Args {
+        shape: "small".into(),
+        batch: 1,
+        tokens: 128,
+        case: "bare".into(),
+        iters: 5,
+        warmup: 1,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--shape" => args.shape = value()?,
+            "--batch" => args.batch = value()?.parse()?,
+            "--tokens" => args.tokens = value()?.parse()?,
+            "--case" => args.case = value()?,
+            "--iters" => args.iters = value()?.parse()?,
+            "--warmup" => args.warmup = value()?.parse()?,
+            "-h" | "--help" => {
+                println!(
+                    "bench_forward --shape small|tiny --batch N --tokens S \
+                     --case bare|unhooked|record|grad|grad_nohooks --iters K --warmup W"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument `{other}`").into()),
+        }
+    }
+    if args.iters == 0 || args.batch == 0 || args.tokens == 0 {
+        return Err("--iters, --batch and --tokens must be positive".into());
+    }
+    Ok(args)
+}
+
+/// The config of a shape name.
+fn config(shape: &str) -> Result<Gpt2Config, Box<dyn Error>> {
+    match shape {
+        "small" => Ok(Gpt2Config::gpt2_small()),
+        "tiny" => Ok(Gpt2Config::new(2, 64, 4, 64, 512)),
+        other => Err(format!("unknown shape `{other}`: small or tiny").into()),
+    }
+}
+
+/// Deterministic token rows spread over the vocabulary.
+fn tokens(batch: usize, len: usize, vocab: usize) -> Result<TokenBatch, Box<dyn Error>> {
+    let rows = (0..batch)
+        .map(|b| (0..len).map(|t| ((b * 7919 + t * 104729) % vocab) as u32).collect())
+        .collect();
+    Ok(TokenBatch::new(rows)?)
+}
+
+/// Reading one value waits for the whole computation.
+fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
+    let _ = t.flatten::<1>(0, D - 1).slice([0..1]).into_scalar();
+}
+
+/// Runs `f` `warmup` times untimed, then `iters` times timed.
+fn time(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<(), Box<dyn Error>>) -> Result<Vec<Duration>, Box<dyn Error>> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let start = Instant::now();
+        f()?;
+        times.push(start.elapsed());
+    }
+    Ok(times)
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args = parse_args()?;
+    let config = config(&args.shape)?;
+    let input = tokens(args.batch, args.tokens, config.vocab_size)?;
+    let device = Default::default();
+    let mut hook_calls = 0usize;
+
+    let times = match args.case.as_str() {
+        "bare" | "unhooked" | "record" => {
+            let model = Gpt2::<Cpu>::init(&config, &device)?;
+            let recorder = Recorder::new();
+            let mut hooks = TransformerHooks::<Cpu>::default();
+            match args.case.as_str() {
+                "bare" => time(args.warmup, args.iters, || Ok(sync(model.forward(&input, &hooks)?)))?,
+                "unhooked" => time(args.warmup, args.iters, || Ok(sync(model.forward_unhooked(&input)?)))?,
+                _ => {
+                    hooks.append_all(FwdStage::Fwd, Record::into(&recorder));
+                    let times = time(args.warmup, args.iters, || {
+                        sync(model.forward(&input, &hooks)?);
+                        hook_calls = recorder.len();
+                        recorder.clear();
+                        Ok(())
+                    })?;
+                    if hook_calls == 0 {
+                        return Err("the recorder stayed empty".into());
+                    }
+                    times
+                }
+            }
+        }
+        "grad" | "grad_nohooks" => {
+            let model = Gpt2::<CpuAutodiff>::init(&config, &device)?;
+            let calls = Arc::new(AtomicUsize::new(0));
+            let mut hooks = TransformerHooks::<CpuAutodiff>::default();
+            if args.case == "grad" {
+                hooks.append_all_grad(CountGrad(calls.clone()));
+            }
+            let times = time(args.warmup, args.iters, || {
+                let logits = model.forward(&input, &hooks)?;
+                let grads = logits.sum().backward();
+                let g = model.wte.val().grad(&grads).ok_or("no gradient for wte")?;
+                sync(g);
+                Ok(())
+            })?;
+            let total = calls.load(Ordering::Relaxed);
+            hook_calls = total / (args.warmup + args.iters);
+            if args.case == "grad" && hook_calls == 0 {
+                return Err("the gradient hooks were never called".into());
+            }
+            times
+        }
+        other => return Err(format!("unknown case `{other}`: bare, unhooked, record, grad or grad_nohooks").into()),
+    };
+
+    let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    let median = if ms.len() % 2 == 1 {
+        ms[ms.len() / 2]
+    } else {
+        (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2.0
+    };
+    let samples = ms.iter().map(|m| format!("{m:.3}")).collect::<Vec<_>>().join(",");
+    println!(
+        "{{\"impl\":\"burn-hooks\",\"shape\":\"{}\",\"batch\":{},\"tokens\":{},\"case\":\"{}\",\
+         \"median_ms\":{median:.3},\"min_ms\":{:.3},\"iters\":{},\"hook_calls\":{hook_calls},\"samples_ms\":[{samples}]}}",
+        args.shape, args.batch, args.tokens, args.case, ms[0], args.iters
+    );
+    Ok(())
+}
