@@ -88,8 +88,8 @@ def plan(quick: bool, scale: float) -> list[Job]:
             jobs.append(Job(shape, batch, tokens, case, max(1, round(iters * scale)), warmup, rounds))
 
     fwd, grad = ("bare", "record"), ("grad_nohooks", "grad")
-    add("tiny", 1, 16, fwd, 200, 20, 3)
-    add("tiny", 1, 16, grad, 100, 10, 3)
+    add("tiny", 1, 16, fwd, 100, 10, 3)
+    add("tiny", 1, 16, grad, 50, 5, 3)
     if not quick:
         add("small", 1, 128, fwd, 5, 1, 2)
         add("small", 1, 128, grad, 3, 1, 2)

@@ -10,19 +10,24 @@
 //! log-probability of the correct token on the repeat. For each site and
 //! layer, the corrupted run is repeated with that one activation taken from
 //! the clean run; `restored` is the fraction of the clean − corrupted gap
-//! closed (1 = all of it). Expected shape of the output (numbers vary with
-//! the checkpoint):
+//! closed (1 = all of it). Output on one version of the checkpoint (the
+//! numbers depend on it):
 //!
 //! ```text
-//! clean -0.2..  corrupted -5.5..
+//! clean -1.598  corrupted -6.968
 //! site                     layer    metric  restored
-//! resid.post_emb               -    -0.2..     1.000
-//! resid.torso.delta_attn       0    -5.4..     0.0..
-//! resid.torso.delta_attn       1    -1.4..     0.8..
-//! ...
+//! resid.post_emb               -    -1.598     1.000
+//! resid.torso.delta_attn       0    -1.604     0.999
+//! resid.torso.delta_attn       1    -1.914     0.941
+//! resid.torso.post_attn        0    -1.598     1.000
+//! resid.torso.post_attn        1    -1.598     1.000
+//! resid.torso.delta_mlp        0    -6.057     0.170
+//! resid.torso.delta_mlp        1    -6.255     0.133
+//! resid.post_ln_f              -    -1.598     1.000
 //! ```
-//! The whole residual stream restores everything; of the block outputs,
-//! layer 1's attention (where the induction heads are) restores most.
+//! Any whole residual stream restores everything (it is all the later layers
+//! see); of the block outputs, the attention outputs carry the information
+//! about the first copy, the MLP outputs little of it.
 
 use std::error::Error;
 
@@ -34,7 +39,8 @@ use burn_hooks::model::train::RepeatedBatch;
 use burn_hooks::model::{Gpt2, TokenBatch};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let checkpoint = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/induction-2l");
+    let checkpoint =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/induction-2l");
     let model = Gpt2::<Cpu>::load(checkpoint, &Default::default())?;
     let c = &model.config;
     let mut rng = SplitMix64(5);
@@ -67,13 +73,20 @@ fn main() -> Result<(), Box<dyn Error>> {
         "resid.torso.delta_mlp",
         "resid.post_ln_f",
     ];
-    let (table, clean_m, corrupted_m) = patching_table(&model, &clean.batch, &corrupted, &sites, metric)?;
+    let (table, clean_m, corrupted_m) =
+        patching_table(&model, &clean.batch, &corrupted, &sites, metric)?;
 
     println!("clean {clean_m:.3}  corrupted {corrupted_m:.3}");
-    println!("{:<24} {:>5} {:>9} {:>9}", "site", "layer", "metric", "restored");
+    println!(
+        "{:<24} {:>5} {:>9} {:>9}",
+        "site", "layer", "metric", "restored"
+    );
     for row in table {
         let layer = row.layer.map_or("-".to_string(), |l| l.to_string());
-        println!("{:<24} {layer:>5} {:>9.3} {:>9.3}", row.site, row.metric, row.restored);
+        println!(
+            "{:<24} {layer:>5} {:>9.3} {:>9.3}",
+            row.site, row.metric, row.restored
+        );
     }
     Ok(())
 }

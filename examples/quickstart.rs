@@ -5,9 +5,10 @@
 //! ```text
 //! cargo run --release --example quickstart
 //! ```
-//! 1. finds the induction heads from `attn.qk_probs` (a score per layer and head);
-//! 2. ablates the top head through a hook on `attn.v_out`: the loss on the
-//!    repeated half rises while the first half barely moves;
+//! 1. scores every head for induction from `attn.qk_probs` and measures what
+//!    ablating it (a hook zeroing its slice of `attn.v_out`) does to the loss;
+//! 2. ablates the head the repeat depends on most: the loss on the repeated
+//!    run rises while the first copy's barely moves;
 //! 3. attributes one prediction to heads and positions by activation × gradient;
 //! 4. writes the top head's attention pattern to `quickstart-attention.png`.
 
@@ -16,7 +17,9 @@ use std::error::Error;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn_hooks::model::backend::{Cpu, CpuAutodiff};
-use burn_hooks::model::experiments::{ActivationCache, CacheSpec, ablate, act_times_grad, induction_scores};
+use burn_hooks::model::experiments::{
+    ActivationCache, CacheSpec, ablate, act_times_grad, duplicate_token_scores, induction_scores,
+};
 use burn_hooks::model::sample::SplitMix64;
 use burn_hooks::model::train::RepeatedBatch;
 use burn_hooks::model::{Gpt2, TokenBatch, TransformerHooks};
@@ -42,41 +45,46 @@ fn main() -> Result<(), Box<dyn Error>> {
     let task = RepeatedBatch::random(&mut SplitMix64(99), ROWS, c.n_positions, MIN_PERIOD, c.vocab_size)?;
     let batch = &task.batch;
 
-    // 1. Induction scores from attention probabilities.
+    // 1. Induction scores from attention probabilities, and what ablating
+    //    each head (zeroing its slice of attn.v_out [B,S,H,d]) does to the loss.
     let probs_path = path!(TransformerHooks<Cpu>: attn.qk_probs);
+    let v_out = path!(TransformerHooks<Cpu>: attn.v_out);
     let mut hooks = TransformerHooks::<Cpu>::default();
     let cache = ActivationCache::install(&mut hooks, &CacheSpec::new().site(&probs_path))?;
-    let baseline = model.forward(batch, &hooks)?;
-    println!("\ninduction score (attention from a repeated token to the token after its first occurrence):");
-    print!("         ");
-    (0..c.n_head).for_each(|h| print!("  head {h}"));
-    println!();
+    let (first, repeat) = task.copy_losses(model.forward(batch, &hooks)?);
+    let ablated_losses = |layer: usize, head: usize| -> Result<(f32, f32), Box<dyn Error>> {
+        let mut ablated = TransformerHooks::<Cpu>::default();
+        let all = 0..usize::MAX;
+        ablate(&mut ablated, &v_out, Some(layer), [all.clone(), all.clone(), head..head + 1, all], 0.0);
+        Ok(task.copy_losses(model.forward(batch, &ablated)?))
+    };
+    println!("\nper head, on repeated runs: attention from a token in the repeat to");
+    println!("  dup = its earlier occurrence, ind = the token after it (induction);");
+    println!("  loss = loss on the repeat with the head ablated (model: {repeat:.3})");
     let mut top = (0, 0, f32::MIN);
     for layer in 0..c.n_layer {
         let probs = cache.at(&probs_path, Some(layer)).expect("recorded every layer");
-        let scores = induction_scores(&probs, &task);
-        print!("layer {layer}: ");
-        for (h, s) in scores.iter().enumerate() {
-            print!("  {s:6.3}");
-            if *s > top.2 {
-                top = (layer, h, *s);
+        let dup = duplicate_token_scores(&probs, &task);
+        let ind = induction_scores(&probs, &task);
+        for head in 0..c.n_head {
+            let (_, repeat_ablated) = ablated_losses(layer, head)?;
+            println!(
+                "  layer {layer} head {head}:  dup {:5.3}  ind {:5.3}  loss {repeat_ablated:5.2}",
+                dup[head], ind[head]
+            );
+            if repeat_ablated > top.2 {
+                top = (layer, head, repeat_ablated);
             }
         }
-        println!();
     }
-    let (layer, head, score) = top;
-    println!("top induction head: layer {layer}, head {head} (score {score:.3})");
+    let (layer, head, _) = top;
+    println!("the head the repeat depends on most: layer {layer}, head {head}");
 
-    // 2. Ablate it: zero its output at attn.v_out [B,S,H,d].
-    let (first, second) = task.copy_losses(baseline);
-    let mut ablated = TransformerHooks::<Cpu>::default();
-    let v_out = path!(TransformerHooks<Cpu>: attn.v_out);
-    let all = 0..usize::MAX;
-    ablate(&mut ablated, &v_out, Some(layer), [all.clone(), all.clone(), head..head + 1, all], 0.0);
-    let (first_ab, second_ab) = task.copy_losses(model.forward(batch, &ablated)?);
+    // 2. Ablate it: the repeat's loss rises, the first copy's barely moves.
+    let (first_ab, repeat_ab) = ablated_losses(layer, head)?;
     println!("\nmean next-token loss      first copy        repeat");
-    println!("  model                   {first:10.3}   {second:13.3}");
-    println!("  head {layer}.{head} ablated        {first_ab:10.3}   {second_ab:13.3}");
+    println!("  model                   {first:10.3}   {repeat:11.3}");
+    println!("  head {layer}.{head} ablated        {first_ab:10.3}   {repeat_ab:11.3}");
 
     // 3. Act × grad: which heads and positions make one prediction.
     let spinner = ProgressBar::new_spinner().with_message("attributing one prediction");

@@ -10,17 +10,22 @@
 //! - a forward hook on `resid.torso.post_mlp` pushes the RMS of each block's
 //!   output residual into a shared `Vec` every step.
 //!
-//! Prints a row every 50 steps, then checks the embeddings did not move.
-//! Expected shape of the output (the numbers vary):
+//! Prints a row every 100 steps (500 by default, about 15 s on a laptop
+//! CPU), then shows the embeddings did not move while the blocks did, and
+//! that an induction mechanism started to form: the repeat is predicted
+//! better than the unpredictable first copy (ln 32 ≈ 3.47). Output of one
+//! run (seeded batches, random initial weights, so the numbers vary):
 //!
 //! ```text
 //!  step    loss  rms layer 0  rms layer 1
-//!    50   3.2..        0.9..        1.1..
-//!   ...
-//!   300   1.9..        ...
-//! statistics gathered: 300 steps x 2 layers
-//! embeddings moved by 0 (frozen); block 0 attention moved by 0.1..
-//! loss on the first copy 3.4.., on the repeat 0.5..
+//!   100   3.470        0.140        0.245
+//!   200   3.402        0.402        0.511
+//!   300   3.322        1.133        1.287
+//!   400   3.316        2.437        2.675
+//!   500   3.285        3.506        3.823
+//! statistics gathered: 500 steps x 2 layers
+//! embeddings moved by 0 (frozen); block 0 attention moved by 0.546
+//! loss on the first copy 3.565, on the repeat 2.671
 //! ```
 
 use std::error::Error;
@@ -36,14 +41,18 @@ use burn_hooks::model::{Gpt2, Gpt2Config, TransformerHooks};
 
 const LEN: usize = 16;
 const VOCAB: usize = 32;
-const LR: f64 = 1e-2;
+const ROWS: usize = 32;
 
 fn max_diff(a: Tensor<CpuAutodiff, 2>, b: Tensor<CpuAutodiff, 2>) -> f32 {
     (a - b).abs().max().into_scalar().elem()
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let steps: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(300);
+    let steps: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(500);
     let mut config = Gpt2Config::new(2, 32, 4, LEN, VOCAB);
     config.tie_word_embeddings = false;
     let device = Default::default();
@@ -65,27 +74,47 @@ fn main() -> Result<(), Box<dyn Error>> {
         .post_mlp
         .fwd
         .append(move |x: Tensor<CpuAutodiff, 3>, ctx: &Ctx<'_>| {
-            let rms: f32 = x.clone().powf_scalar(2.0).mean().sqrt().into_scalar().elem();
-            s.lock().unwrap().push((ctx.layer().expect("inside a block"), rms));
+            let rms: f32 = x
+                .clone()
+                .powf_scalar(2.0)
+                .mean()
+                .sqrt()
+                .into_scalar()
+                .elem();
+            s.lock()
+                .unwrap()
+                .push((ctx.layer().expect("inside a block"), rms));
             x
         });
 
     // No weight decay, so that "no gradient" means "unchanged".
     let mut optim = AdamWConfig::new().with_weight_decay(0.0).init();
     let mut rng = SplitMix64(42);
-    println!("{:>5} {:>7} {:>12} {:>12}", "step", "loss", "rms layer 0", "rms layer 1");
+    println!(
+        "{:>5} {:>7} {:>12} {:>12}",
+        "step", "loss", "rms layer 0", "rms layer 1"
+    );
     for step in 1..=steps {
-        let batch = RepeatedBatch::random(&mut rng, 16, LEN, 3, VOCAB)?.batch;
-        let (next, loss) = train_step(model, &mut optim, &batch, &hooks, LR)?;
+        let batch = RepeatedBatch::random(&mut rng, ROWS, LEN, 3, VOCAB)?.batch;
+        // 50 warm-up steps, then a constant rate.
+        let lr = 3e-3 * (step as f64 / 50.0).min(1.0);
+        let (next, loss) = train_step(model, &mut optim, &batch, &hooks, lr)?;
         model = next;
-        if step % 50 == 0 {
+        if step % 100 == 0 {
             let stats = stats.lock().unwrap();
             let last = &stats[stats.len() - 2..];
-            println!("{step:>5} {loss:>7.3} {:>12.3} {:>12.3}", last[0].1, last[1].1);
+            println!(
+                "{step:>5} {loss:>7.3} {:>12.3} {:>12.3}",
+                last[0].1, last[1].1
+            );
         }
     }
     let n = stats.lock().unwrap().len();
-    println!("statistics gathered: {} steps x {} layers", n / config.n_layer, config.n_layer);
+    println!(
+        "statistics gathered: {} steps x {} layers",
+        n / config.n_layer,
+        config.n_layer
+    );
     println!(
         "embeddings moved by {} (frozen); block 0 attention moved by {:.3}",
         max_diff(model.wte.val(), wte0),
@@ -93,7 +122,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     );
 
     let test = RepeatedBatch::random(&mut SplitMix64(7), 64, LEN, 3, VOCAB)?;
-    let (first, repeat) = test.copy_losses(model.forward(&test.batch, &TransformerHooks::default())?);
+    let (first, repeat) =
+        test.copy_losses(model.forward(&test.batch, &TransformerHooks::default())?);
     println!("loss on the first copy {first:.3}, on the repeat {repeat:.3}");
     Ok(())
 }

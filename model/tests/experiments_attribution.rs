@@ -9,7 +9,9 @@ use burn::tensor::Tensor;
 use common::{HostTensor, host, load, max_abs_diff};
 use hooks_core::{HookTree, path};
 use hooks_model::backend::NdArray;
-use hooks_model::experiments::{ActivationCache, Attribution, CacheSpec, act_times_grad, detach_norm_scales};
+use hooks_model::experiments::{
+    ActivationCache, Attribution, CacheSpec, act_times_grad, detach_norm_scales,
+};
 use hooks_model::{Gpt2, TokenBatch, TransformerHooks};
 
 type AD = Autodiff<NdArray>;
@@ -30,7 +32,12 @@ fn metric(logits: Tensor<AD, 3>) -> Tensor<AD, 1> {
 }
 
 fn the_logit(model: &Gpt2<AD>) -> f32 {
-    HostTensor::of(model.forward(&batch(), &TransformerHooks::default()).unwrap()).at(&[0, 5, T])
+    HostTensor::of(
+        model
+            .forward(&batch(), &TransformerHooks::default())
+            .unwrap(),
+    )
+    .at(&[0, 5, T])
 }
 
 fn find<'a>(rows: &'a [Attribution], key: &str) -> &'a Attribution {
@@ -44,14 +51,21 @@ fn act_times_grad_at_the_logits_is_the_logit() {
     let model = load::<AD>("tiny");
     let logit = the_logit(&model);
     let spec = CacheSpec::new().site(&path!(TransformerHooks<AD>: logits));
-    let rows = act_times_grad(&model, &batch(), TransformerHooks::default(), &spec, metric).unwrap();
+    let rows =
+        act_times_grad(&model, &batch(), TransformerHooks::default(), &spec, metric).unwrap();
     assert_eq!(rows.len(), 1);
     let a = &rows[0];
     assert_eq!(a.key, "logits");
     assert_eq!(a.activation.shape.to_vec(), [2, 6, 97]);
     assert_eq!(a.gradient.shape.to_vec(), [2, 6, 97]);
     // The gradient is one-hot, so act × grad is the logit at one place, 0 elsewhere.
-    let nonzero: Vec<(usize, f32)> = a.act_x_grad.iter().copied().enumerate().filter(|(_, x)| *x != 0.0).collect();
+    let nonzero: Vec<(usize, f32)> = a
+        .act_x_grad
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, x)| *x != 0.0)
+        .collect();
     assert_eq!(nonzero, [(5 * 97 + T, logit)]);
     assert_eq!(a.total, logit);
 }
@@ -62,7 +76,8 @@ fn act_times_grad_at_the_final_norm_output_sums_to_the_logit() {
     let model = load::<AD>("tiny");
     let logit = the_logit(&model);
     let spec = CacheSpec::new().glob("resid.post_ln_f").glob("logits");
-    let rows = act_times_grad(&model, &batch(), TransformerHooks::default(), &spec, metric).unwrap();
+    let rows =
+        act_times_grad(&model, &batch(), TransformerHooks::default(), &spec, metric).unwrap();
     assert_eq!(rows.len(), 2);
     let a = find(&rows, "resid.post_ln_f");
     assert!((a.total - logit).abs() <= 1e-4, "{} vs {logit}", a.total);
@@ -71,8 +86,15 @@ fn act_times_grad_at_the_final_norm_output_sums_to_the_logit() {
     let w_u = HostTensor::of(model.unembed.val());
     for (i, &x) in g.iter().enumerate() {
         let (b, s, d) = (i / (6 * 32), (i / 32) % 6, i % 32);
-        let expected = if (b, s) == (0, 5) { w_u.at(&[d, T]) } else { 0.0 };
-        assert!((x - expected).abs() <= 1e-6, "grad at {b},{s},{d}: {x} vs {expected}");
+        let expected = if (b, s) == (0, 5) {
+            w_u.at(&[d, T])
+        } else {
+            0.0
+        };
+        assert!(
+            (x - expected).abs() <= 1e-6,
+            "grad at {b},{s},{d}: {x} vs {expected}"
+        );
     }
     // Rows come largest |total| first.
     assert!(rows[0].total.abs() >= rows[1].total.abs());
@@ -98,12 +120,14 @@ fn detaching_the_norm_scales_makes_the_final_norm_linear() {
 
     // s at [0, -1], recorded at `resid.ln_f.scale`.
     let mut hooks = TransformerHooks::<AD>::default();
-    let scale = ActivationCache::install(&mut hooks, &CacheSpec::new().glob("resid.ln_f.scale")).unwrap();
+    let scale =
+        ActivationCache::install(&mut hooks, &CacheSpec::new().glob("resid.ln_f.scale")).unwrap();
     model.forward(&batch(), &hooks).unwrap();
     let s = HostTensor::of(scale.get::<3>("resid.ln_f.scale", None).unwrap()).at(&[0, 5, 0]);
 
     let spec = CacheSpec::new().glob("resid.torso.post_mlp").layers([1]);
-    let plain = act_times_grad(&model, &batch(), TransformerHooks::default(), &spec, metric).unwrap();
+    let plain =
+        act_times_grad(&model, &batch(), TransformerHooks::default(), &spec, metric).unwrap();
     let mut detached_hooks = TransformerHooks::default();
     detach_norm_scales(&mut detached_hooks).unwrap();
     let detached = act_times_grad(&model, &batch(), detached_hooks, &spec, metric).unwrap();
@@ -111,13 +135,22 @@ fn detaching_the_norm_scales_makes_the_final_norm_linear() {
     let key = "layers.1.resid.torso.post_mlp";
     let expected_plain = linear_part * eps / (s * s);
     let (p, d) = (find(&plain, key).total, find(&detached, key).total);
-    assert!((d - linear_part).abs() <= 1e-4 * (1.0 + linear_part.abs()), "{d} vs {linear_part}");
+    assert!(
+        (d - linear_part).abs() <= 1e-4 * (1.0 + linear_part.abs()),
+        "{d} vs {linear_part}"
+    );
     // Here eps / s² is about 1e-6: the sum cancels to a few 1e-6, so f32
     // rounding allows an absolute 1e-6.
-    assert!((p - expected_plain).abs() <= 1e-6, "{p} vs {expected_plain} (s = {s})");
+    assert!(
+        (p - expected_plain).abs() <= 1e-6,
+        "{p} vs {expected_plain} (s = {s})"
+    );
     assert!(p.abs() < 1e-4 * d.abs(), "{p} vs {d}");
     // The gradients differ, the activations do not.
-    assert_eq!(find(&plain, key).activation, find(&detached, key).activation);
+    assert_eq!(
+        find(&plain, key).activation,
+        find(&detached, key).activation
+    );
 }
 
 #[test]
@@ -136,7 +169,11 @@ fn detach_norm_scales_detaches_every_scale_and_keeps_the_forward_pass() {
     assert_eq!(hooks.render().matches("Detach").count(), 3);
 
     // The forward pass is unchanged, bit for bit.
-    let plain = host(model.forward(&batch(), &TransformerHooks::default()).unwrap());
+    let plain = host(
+        model
+            .forward(&batch(), &TransformerHooks::default())
+            .unwrap(),
+    );
     assert_eq!(host(model.forward(&batch(), &hooks).unwrap()), plain);
 
     // All 2·n_layer + 1 scale calls are detached: with the scales detached no
@@ -151,17 +188,22 @@ fn detach_norm_scales_detaches_every_scale_and_keeps_the_forward_pass() {
     assert_eq!(count(hooks.clone()), (5, 0));
     let rows = act_times_grad(&model, &batch(), hooks.clone(), &spec, metric).unwrap();
     assert!(rows.is_empty(), "no gradient reaches a detached scale");
-    let rows = act_times_grad(&model, &batch(), TransformerHooks::default(), &spec, metric).unwrap();
+    let rows =
+        act_times_grad(&model, &batch(), TransformerHooks::default(), &spec, metric).unwrap();
     assert_eq!(rows.len(), 5);
 
     // The gradient at the embedding output changes.
     let emb = CacheSpec::new().glob("resid.post_emb");
-    let g_plain = act_times_grad(&model, &batch(), TransformerHooks::default(), &emb, metric).unwrap();
+    let g_plain =
+        act_times_grad(&model, &batch(), TransformerHooks::default(), &emb, metric).unwrap();
     let g_detached = act_times_grad(&model, &batch(), hooks, &emb, metric).unwrap();
     let to_vec = |a: &Attribution| a.gradient.clone().convert::<f32>().to_vec::<f32>().unwrap();
     let (gp, gd) = (to_vec(&g_plain[0]), to_vec(&g_detached[0]));
     assert_eq!(gp.len(), 2 * 6 * 32);
-    assert!(max_abs_diff(&gp, &gd) > 1e-3, "detaching changes the gradient at resid.post_emb");
+    assert!(
+        max_abs_diff(&gp, &gd) > 1e-3,
+        "detaching changes the gradient at resid.post_emb"
+    );
     // Row 1 does not reach the metric either way.
     assert!(gp[6 * 32..].iter().chain(&gd[6 * 32..]).all(|&x| x == 0.0));
 }
@@ -172,7 +214,8 @@ fn act_times_grad_reports_only_sites_on_a_path_to_the_metric() {
     // layer filter only layer 1 is reported.
     let model = load::<AD>("tiny");
     let spec = CacheSpec::new().glob("attn.v_out").layers([1]);
-    let rows = act_times_grad(&model, &batch(), TransformerHooks::default(), &spec, metric).unwrap();
+    let rows =
+        act_times_grad(&model, &batch(), TransformerHooks::default(), &spec, metric).unwrap();
     let keys: Vec<&str> = rows.iter().map(|a| a.key.as_str()).collect();
     assert_eq!(keys, ["layers.1.attn.v_out"]);
     let a = &rows[0];
@@ -181,7 +224,13 @@ fn act_times_grad_reports_only_sites_on_a_path_to_the_metric() {
     assert_eq!(a.total, sum);
 
     // A bad glob is an error, not a panic.
-    let err = act_times_grad(&model, &batch(), TransformerHooks::default(), &CacheSpec::new().glob("attn.v_outt"), metric)
-        .unwrap_err();
+    let err = act_times_grad(
+        &model,
+        &batch(),
+        TransformerHooks::default(),
+        &CacheSpec::new().glob("attn.v_outt"),
+        metric,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("did you mean `v_out`?"), "{err}");
 }

@@ -63,7 +63,11 @@ fn typed_paths_and_layers_select_exactly_those_keys() {
     cache.clear();
     assert!(cache.recorder().is_empty());
     model.forward(&batch(), &hooks).unwrap();
-    assert_eq!(cache.recorder().len(), 2, "hooks stay installed after clear");
+    assert_eq!(
+        cache.recorder().len(),
+        2,
+        "hooks stay installed after clear"
+    );
 }
 
 #[test]
@@ -72,9 +76,11 @@ fn recorded_values_are_what_the_model_computes() {
     let mut hooks = TransformerHooks::<B>::default();
     let logits_path = path!(TransformerHooks<NdArray>: logits);
     let probs_path = path!(TransformerHooks<NdArray>: attn.qk_probs);
-    let cache =
-        ActivationCache::install(&mut hooks, &CacheSpec::new().site(&logits_path).site(&probs_path))
-            .unwrap();
+    let cache = ActivationCache::install(
+        &mut hooks,
+        &CacheSpec::new().site(&logits_path).site(&probs_path),
+    )
+    .unwrap();
     // An independent recording of the same site, by a closure appended after.
     let probs_calls = record(&mut hooks.attn.qk_probs);
     let logits = model.forward(&batch(), &hooks).unwrap();
@@ -146,18 +152,26 @@ fn globs_select_the_right_sites() {
 
     // A collection name selects everything under it; an empty spec, everything.
     let hooks = TransformerHooks::<B>::default();
-    assert_eq!(CacheSpec::new().glob("mlp").resolve(&hooks).unwrap(), ["mlp.pre_act", "mlp.post_act"]);
+    assert_eq!(
+        CacheSpec::new().glob("mlp").resolve(&hooks).unwrap(),
+        ["mlp.pre_act", "mlp.post_act"]
+    );
     assert_eq!(CacheSpec::new().resolve(&hooks).unwrap().len(), 27);
     // The softmax denominator is only called when hooked: recording it works.
     let mut hooks = TransformerHooks::<B>::default();
     let cache = ActivationCache::install(
         &mut hooks,
-        &CacheSpec::new().glob("attn.qk_softmax_denominator").layers([0]),
+        &CacheSpec::new()
+            .glob("attn.qk_softmax_denominator")
+            .layers([0]),
     )
     .unwrap();
     model.forward(&batch(), &hooks).unwrap();
     assert_eq!(
-        cache.get::<4>("attn.qk_softmax_denominator", Some(0)).unwrap().dims(),
+        cache
+            .get::<4>("attn.qk_softmax_denominator", Some(0))
+            .unwrap()
+            .dims(),
         [2, 6, 1, 4]
     );
 }
@@ -221,7 +235,10 @@ fn gradients_are_recorded_and_saved() {
     let file = dir.join("cache.safetensors");
     cache.save(&file).unwrap();
     let read = read_safetensors(&file).unwrap();
-    let summary: Vec<(&str, &[usize])> = read.iter().map(|(k, s, _)| (k.as_str(), s.as_slice())).collect();
+    let summary: Vec<(&str, &[usize])> = read
+        .iter()
+        .map(|(k, s, _)| (k.as_str(), s.as_slice()))
+        .collect();
     assert_eq!(
         summary,
         [

@@ -42,12 +42,21 @@ fn ablate_zeroes_exactly_one_head_of_v_out() {
     let plain_logits = host(model.forward(&clean(), &plain).unwrap());
 
     let mut hooks = TransformerHooks::<B>::default();
-    ablate(&mut hooks, &v_out, Some(LAYER), [ALL, ALL, HEAD..HEAD + 1, ALL], 0.0);
+    ablate(
+        &mut hooks,
+        &v_out,
+        Some(LAYER),
+        [ALL, ALL, HEAD..HEAD + 1, ALL],
+        0.0,
+    );
     // Appended after the ablation: sees its result.
     let after = record(&mut hooks.attn.v_out);
     let logits = host(model.forward(&clean(), &hooks).unwrap());
 
-    let (b0, a0) = (common::at_layer(&before, Some(0)), common::at_layer(&after, Some(0)));
+    let (b0, a0) = (
+        common::at_layer(&before, Some(0)),
+        common::at_layer(&after, Some(0)),
+    );
     assert_eq!(a0.data, b0.data, "layer 0 untouched");
     let (b1, a1) = (
         common::at_layer(&before, Some(LAYER)),
@@ -72,7 +81,10 @@ fn ablate_zeroes_exactly_one_head_of_v_out() {
     }
     assert_eq!(zeros, 2 * 6 * 8);
     assert!(b1.data.iter().skip(HEAD * 8).take(8).any(|&x| x != 0.0));
-    assert!(max_abs_diff(&logits, &plain_logits) > 1e-5, "the ablation reaches the logits");
+    assert!(
+        max_abs_diff(&logits, &plain_logits) > 1e-5,
+        "the ablation reaches the logits"
+    );
 
     // A constant other than zero, on a slice of positions only.
     let mut hooks = TransformerHooks::<B>::default();
@@ -103,17 +115,20 @@ fn patch_slice_copies_the_slice_of_the_source() {
     let before = common::at_layer(&before, Some(0));
 
     let values: Vec<f32> = (0..2 * 6 * 32).map(|i| i as f32).collect();
-    let source = Tensor::<B, 3>::from_data(TensorData::new(values.clone(), [2, 6, 32]), &Default::default());
+    let source = Tensor::<B, 3>::from_data(
+        TensorData::new(values.clone(), [2, 6, 32]),
+        &Default::default(),
+    );
     let mut hooks = TransformerHooks::<B>::default();
     patch_slice(&mut hooks, &post_attn, Some(0), [1..2, 2..4, ALL], source);
     let after = record(&mut hooks.resid.torso.post_attn);
     model.forward(&clean(), &hooks).unwrap();
     let after = common::at_layer(&after, Some(0));
     let mut patched = 0;
-    for i in 0..values.len() {
+    for (i, &source) in values.iter().enumerate() {
         let (b, s) = (i / (6 * 32), (i / 32) % 6);
         if b == 1 && (2..4).contains(&s) {
-            assert_eq!(after.data[i], values[i], "flat index {i}");
+            assert_eq!(after.data[i], source, "flat index {i}");
             patched += 1;
         } else {
             assert_eq!(after.data[i], before.data[i], "flat index {i}");
@@ -163,7 +178,10 @@ fn add_at_adds_a_steering_vector() {
         common::at_layer(&before, Some(1)),
     );
     for (i, (x, y)) in a.data.iter().zip(&b.data).enumerate() {
-        assert!((x - y - steer[i % 32]).abs() < 1e-5, "delta at flat index {i}");
+        assert!(
+            (x - y - steer[i % 32]).abs() < 1e-5,
+            "delta at flat index {i}"
+        );
     }
     assert_eq!(
         hooks.render().matches("AddVector").count(),
@@ -190,14 +208,25 @@ fn patching_table_restores_fully_at_the_residual_stream() {
         "resid.post_ln_f",
         "logits",
     ];
-    let (rows, clean_m, corrupted_m) = patching_table(&model, &clean(), &corrupted(), &sites, logit_diff).unwrap();
+    let (rows, clean_m, corrupted_m) =
+        patching_table(&model, &clean(), &corrupted(), &sites, logit_diff).unwrap();
 
     let plain = TransformerHooks::<B>::default();
-    assert_eq!(clean_m, logit_diff(model.forward(&clean(), &plain).unwrap()));
-    assert_eq!(corrupted_m, logit_diff(model.forward(&corrupted(), &plain).unwrap()));
-    assert!((clean_m - corrupted_m).abs() > 1e-3, "the corruption matters");
+    assert_eq!(
+        clean_m,
+        logit_diff(model.forward(&clean(), &plain).unwrap())
+    );
+    assert_eq!(
+        corrupted_m,
+        logit_diff(model.forward(&corrupted(), &plain).unwrap())
+    );
+    assert!(
+        (clean_m - corrupted_m).abs() > 1e-3,
+        "the corruption matters"
+    );
 
-    let cells: Vec<(&str, Option<usize>)> = rows.iter().map(|r| (r.site.as_str(), r.layer)).collect();
+    let cells: Vec<(&str, Option<usize>)> =
+        rows.iter().map(|r| (r.site.as_str(), r.layer)).collect();
     assert_eq!(
         cells,
         [
@@ -252,7 +281,8 @@ fn patching_table_restores_fully_at_the_residual_stream() {
 #[test]
 fn patching_the_same_batch_restores_nothing_to_restore() {
     let model = load::<B>("tiny");
-    let (rows, clean_m, corrupted_m) = patching_table(&model, &clean(), &clean(), &["attn.v_out"], logit_diff).unwrap();
+    let (rows, clean_m, corrupted_m) =
+        patching_table(&model, &clean(), &clean(), &["attn.v_out"], logit_diff).unwrap();
     assert_eq!(clean_m, corrupted_m);
     assert_eq!(rows.len(), 2);
     for r in rows {
@@ -275,8 +305,18 @@ fn patching_table_rejects_mismatched_batches_and_bad_sites() {
     let err = patching_table(&model, &clean(), &one_row, &["logits"], logit_diff).unwrap_err();
     assert!(err.to_string().contains("[1, 6]"), "{err}");
 
-    let err = patching_table(&model, &clean(), &corrupted(), &["resid.torso.post_atn"], logit_diff).unwrap_err();
-    assert!(err.to_string().contains("did you mean `post_attn`?"), "{err}");
+    let err = patching_table(
+        &model,
+        &clean(),
+        &corrupted(),
+        &["resid.torso.post_atn"],
+        logit_diff,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("did you mean `post_attn`?"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -287,7 +327,14 @@ fn ablate_on_a_site_outside_the_blocks_uses_no_layer() {
     // Layer filters never match outside the blocks: this does nothing.
     ablate(&mut hooks, &logits, Some(0), [ALL, ALL, 0..10], 0.0);
     let out = host(model.forward(&clean(), &hooks).unwrap());
-    assert_eq!(out, host(model.forward(&clean(), &TransformerHooks::default()).unwrap()));
+    assert_eq!(
+        out,
+        host(
+            model
+                .forward(&clean(), &TransformerHooks::default())
+                .unwrap()
+        )
+    );
     // With `None` it applies.
     let mut hooks = TransformerHooks::<B>::default();
     ablate(&mut hooks, &logits, None, [ALL, ALL, 0..10], -1.0);

@@ -15,8 +15,8 @@ use common::{Calls, HostTensor, TempDir, assert_close, host, load, max_abs_diff,
 use hooks_core::{Ctx, Hook, Hooks};
 use hooks_model::backend::NdArray;
 use hooks_model::experiments::{
-    Ablate, Activation, SaeSite, SparseAutoencoder, read_safetensors, splice_sae, write_safetensors,
-    write_safetensors_with_metadata,
+    Ablate, Activation, SaeSite, SparseAutoencoder, read_safetensors, splice_sae,
+    write_safetensors, write_safetensors_with_metadata,
 };
 use hooks_model::train::next_token_loss;
 use hooks_model::{Gpt2, ModelError, TokenBatch, TransformerHooks};
@@ -46,15 +46,34 @@ fn splice_three<Bk: Backend>(hooks: &mut TransformerHooks<Bk>) {
     let post_act = SparseAutoencoder::<Bk>::init(F, L_F, relu, &device);
     let delta_mlp = SparseAutoencoder::<Bk>::init(D, L_D, relu, &device);
     let delta_attn = SparseAutoencoder::<Bk>::init(D, L_D, Activation::TopK(8), &device);
-    splice_sae(hooks, SaeSite::MlpPostAct, 0, post_act.autoencoder_hooks(true));
-    splice_sae(hooks, SaeSite::DeltaMlp, 1, delta_mlp.autoencoder_hooks(true));
-    splice_sae(hooks, SaeSite::DeltaAttn, 0, delta_attn.autoencoder_hooks(true));
+    splice_sae(
+        hooks,
+        SaeSite::MlpPostAct,
+        0,
+        post_act.autoencoder_hooks(true),
+    );
+    splice_sae(
+        hooks,
+        SaeSite::DeltaMlp,
+        1,
+        delta_mlp.autoencoder_hooks(true),
+    );
+    splice_sae(
+        hooks,
+        SaeSite::DeltaAttn,
+        0,
+        delta_attn.autoencoder_hooks(true),
+    );
 }
 
 #[test]
 fn with_the_error_term_the_logits_do_not_change() {
     let model = load::<B>("tiny");
-    let plain = host(model.forward(&batch(), &TransformerHooks::default()).unwrap());
+    let plain = host(
+        model
+            .forward(&batch(), &TransformerHooks::default())
+            .unwrap(),
+    );
     let mut hooks = TransformerHooks::<B>::default();
     splice_three(&mut hooks);
     let spliced = host(model.forward(&batch(), &hooks).unwrap());
@@ -62,7 +81,12 @@ fn with_the_error_term_the_logits_do_not_change() {
     // The splice did run: its reconstruction alone would change them.
     let mut recon_only = TransformerHooks::<B>::default();
     let sae = SparseAutoencoder::<B>::init(D, L_D, Activation::Relu, &Default::default());
-    splice_sae(&mut recon_only, SaeSite::DeltaMlp, 1, sae.autoencoder_hooks(false));
+    splice_sae(
+        &mut recon_only,
+        SaeSite::DeltaMlp,
+        1,
+        sae.autoencoder_hooks(false),
+    );
     let changed = host(model.forward(&batch(), &recon_only).unwrap());
     assert!(max_abs_diff(&changed, &plain) > 1e-3);
 }
@@ -74,7 +98,14 @@ fn with_the_error_term_parameter_gradients_do_not_change() {
         let logits = model.forward(&batch(), hooks).unwrap();
         let grads = next_token_loss(logits, &batch(), 0).backward();
         let wte = host(model.wte.grad(&grads).expect("wte grad"));
-        let c_fc = host(model.blocks[0].mlp.c_fc.weight.grad(&grads).expect("c_fc grad"));
+        let c_fc = host(
+            model.blocks[0]
+                .mlp
+                .c_fc
+                .weight
+                .grad(&grads)
+                .expect("c_fc grad"),
+        );
         (wte, c_fc)
     };
     let (wte, c_fc) = grads_of(&TransformerHooks::default());
@@ -95,10 +126,11 @@ fn latents_are_readable_and_differentiable() {
     let latents = record(&mut ae.latents);
     let latent_grads: Calls<B, 3> = Arc::default();
     let lg = latent_grads.clone();
-    ae.latents.append_bwd(move |g: Tensor<B, 3>, ctx: &Ctx<'_>| {
-        lg.lock().unwrap().push((ctx.layer(), g.clone()));
-        g
-    });
+    ae.latents
+        .append_bwd(move |g: Tensor<B, 3>, ctx: &Ctx<'_>| {
+            lg.lock().unwrap().push((ctx.layer(), g.clone()));
+            g
+        });
 
     let mut hooks = TransformerHooks::<AD>::default();
     let inputs = record(&mut hooks.resid.torso.delta_mlp);
@@ -129,7 +161,10 @@ fn latents_are_readable_and_differentiable() {
         .1
         .clone();
     assert_eq!(lat.data, host(sae.encode(x)));
-    assert!(lat.data.iter().filter(|&&v| v > 0.0).count() > 10, "some latents fire");
+    assert!(
+        lat.data.iter().filter(|&&v| v > 0.0).count() > 10,
+        "some latents fire"
+    );
 
     // Differentiable: the latents' gradient is the site's output gradient
     // through the decoder, g @ W_decᵀ.
@@ -165,16 +200,20 @@ fn without_the_error_term_the_site_becomes_the_reconstruction() {
     // The same thing by hand: a fwd2 hook replacing the value with decode(encode(x)).
     let mut by_hand = TransformerHooks::<B>::default();
     let s = sae.clone();
-    by_hand
-        .resid
-        .torso
-        .delta_mlp
-        .fwd2
-        .append(Hooks::at_layers(1).with(move |x: Tensor<B, 3>, _: &Ctx<'_>| s.decode(s.encode(x))));
+    by_hand.resid.torso.delta_mlp.fwd2.append(
+        Hooks::at_layers(1).with(move |x: Tensor<B, 3>, _: &Ctx<'_>| s.decode(s.encode(x))),
+    );
     let expected = host(model.forward(&batch(), &by_hand).unwrap());
     assert_eq!(out, expected);
-    let plain = host(model.forward(&batch(), &TransformerHooks::default()).unwrap());
-    assert!(max_abs_diff(&out, &plain) > 1e-3, "the reconstruction is lossy");
+    let plain = host(
+        model
+            .forward(&batch(), &TransformerHooks::default())
+            .unwrap(),
+    );
+    assert!(
+        max_abs_diff(&out, &plain) > 1e-3,
+        "the reconstruction is lossy"
+    );
 
     // The error site sees x - reconstruction.
     let x = inputs
@@ -205,7 +244,9 @@ fn ablating_a_latent_subtracts_its_decoder_row() {
     let totals: Vec<f32> = (0..L_D)
         .map(|j| seen.data.iter().skip(j).step_by(L_D).sum())
         .collect();
-    let j = (0..L_D).max_by(|&a, &b| totals[a].total_cmp(&totals[b])).unwrap();
+    let j = (0..L_D)
+        .max_by(|&a, &b| totals[a].total_cmp(&totals[b]))
+        .unwrap();
     assert!(totals[j] > 0.0);
 
     let mut hooks = TransformerHooks::<B>::default();
@@ -235,7 +276,11 @@ fn ablating_a_latent_subtracts_its_decoder_row() {
     let l = common::at_layer(&latents, Some(1));
     let ablated = common::at_layer(&after_ablation, Some(1));
     for (i, (&a, &b)) in ablated.data.iter().zip(&l.data).enumerate() {
-        assert_eq!(a, if i % L_D == j { 0.0 } else { b }, "latent flat index {i}");
+        assert_eq!(
+            a,
+            if i % L_D == j { 0.0 } else { b },
+            "latent flat index {i}"
+        );
     }
     let x = common::at_layer(&inputs, Some(1));
     let out = common::at_layer(&outputs, Some(1));
@@ -259,7 +304,10 @@ fn ablating_a_latent_subtracts_its_decoder_row() {
     }
     assert!(moved > 0, "latent {j} is active somewhere");
     // At layer 0 the site is not spliced: output = input.
-    assert_eq!(common::at_layer(&outputs, Some(0)).data, common::at_layer(&inputs, Some(0)).data);
+    assert_eq!(
+        common::at_layer(&outputs, Some(0)).data,
+        common::at_layer(&inputs, Some(0)).data
+    );
 }
 
 #[test]
@@ -275,11 +323,20 @@ fn topk_keeps_the_k_largest_latents() {
     let dense = HostTensor::of(relu.encode(x.clone()));
     let sparse = HostTensor::of(topk.encode(x));
     assert_eq!(sparse.shape, [3, 7, L_D]);
-    for (row, (d, s)) in dense.data.chunks(L_D).zip(sparse.data.chunks(L_D)).enumerate() {
+    for (row, (d, s)) in dense
+        .data
+        .chunks(L_D)
+        .zip(sparse.data.chunks(L_D))
+        .enumerate()
+    {
         let mut order: Vec<usize> = (0..L_D).collect();
         order.sort_by(|&a, &b| d[b].total_cmp(&d[a]));
         let kept: Vec<usize> = (0..L_D).filter(|&i| s[i] != 0.0).collect();
-        assert!(kept.len() <= K, "position {row}: {} latents kept", kept.len());
+        assert!(
+            kept.len() <= K,
+            "position {row}: {} latents kept",
+            kept.len()
+        );
         let mut expected: Vec<usize> = order[..K].iter().copied().filter(|&i| d[i] > 0.0).collect();
         expected.sort();
         assert_eq!(kept, expected, "position {row}");
@@ -319,7 +376,10 @@ fn save_and_load_round_trip() {
 
         // The layout on disk: PyTorch `Linear` weights.
         let read = read_safetensors(&file).unwrap();
-        let shapes: Vec<(&str, &[usize])> = read.iter().map(|(k, s, _)| (k.as_str(), s.as_slice())).collect();
+        let shapes: Vec<(&str, &[usize])> = read
+            .iter()
+            .map(|(k, s, _)| (k.as_str(), s.as_slice()))
+            .collect();
         assert_eq!(
             shapes,
             [
@@ -365,7 +425,10 @@ fn loading_a_bad_file_names_the_problem() {
     let file = dir.join("good.safetensors");
     write_safetensors(&entries(4, 6), &file).unwrap();
     let sae = SparseAutoencoder::<B>::load(&file, &device).unwrap();
-    assert_eq!((sae.activation, sae.d(), sae.n_latents()), (Activation::Relu, 4, 6));
+    assert_eq!(
+        (sae.activation, sae.d(), sae.n_latents()),
+        (Activation::Relu, 4, 6)
+    );
 
     let mut missing = entries(4, 6);
     missing.retain(|(k, _)| k != "latent_bias");
@@ -378,7 +441,10 @@ fn loading_a_bad_file_names_the_problem() {
     wrong[3].1 = TensorData::new(vec![0.0f32; 24], [6, 4]);
     match load("wrong.safetensors", wrong, None).unwrap_err() {
         ModelError::WrongShape {
-            key, expected, found, ..
+            key,
+            expected,
+            found,
+            ..
         } => {
             assert_eq!(key, "decoder.weight");
             assert_eq!(expected, [4, 6]);
@@ -396,9 +462,15 @@ fn loading_a_bad_file_names_the_problem() {
         "{err}"
     );
 
-    let err = load("act.safetensors", entries(4, 6), Some(("activation", "gelu"))).unwrap_err();
+    let err = load(
+        "act.safetensors",
+        entries(4, 6),
+        Some(("activation", "gelu")),
+    )
+    .unwrap_err();
     assert!(
-        err.to_string().contains("unknown activation `gelu` (expected `relu` or `topk:<k>`)"),
+        err.to_string()
+            .contains("unknown activation `gelu` (expected `relu` or `topk:<k>`)"),
         "{err}"
     );
     let err = SparseAutoencoder::<B>::load(dir.join("absent.safetensors"), &device)
@@ -434,7 +506,10 @@ fn latent_statistics_across_passes_stay_bounded() {
     // Each pass: 2 rows x 6 positions, at most 4 latents each.
     let total: usize = counts.lock().unwrap().iter().sum();
     assert!(total <= 3 * 12 * 4, "{total}");
-    assert!(total >= 3 * 12, "at least one latent per position fires: {total}");
+    assert!(
+        total >= 3 * 12,
+        "at least one latent per position fires: {total}"
+    );
 }
 
 #[test]
@@ -455,7 +530,10 @@ fn topk_encodes_and_differentiates_on_autodiff() {
     let enc = HostTensor::of(sae.encoder.val());
     for (r, row) in values.chunks(L_D).enumerate() {
         for d in 0..D {
-            let expected: f32 = (0..L_D).filter(|&j| row[j] != 0.0).map(|j| enc.at(&[d, j])).sum();
+            let expected: f32 = (0..L_D)
+                .filter(|&j| row[j] != 0.0)
+                .map(|j| enc.at(&[d, j]))
+                .sum();
             assert!((gx.at(&[r, d]) - expected).abs() < 1e-5, "[{r},{d}]");
         }
     }

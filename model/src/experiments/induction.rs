@@ -10,6 +10,17 @@ use crate::train::RepeatedBatch;
 /// over queries `q` in the second copy of `probs[b, q, q - L + 1, h]` (`L` the
 /// row's period), one score per head. A perfect induction head scores 1.
 pub fn induction_scores<B: Backend>(probs: &Tensor<B, 4>, batch: &RepeatedBatch) -> Vec<f32> {
+    repeat_attention(probs, batch, 1)
+}
+
+/// Like [`induction_scores`], but for attention to the earlier occurrence of
+/// the *same* token (`q - L`): what a duplicate-token head does.
+pub fn duplicate_token_scores<B: Backend>(probs: &Tensor<B, 4>, batch: &RepeatedBatch) -> Vec<f32> {
+    repeat_attention(probs, batch, 0)
+}
+
+/// Mean attention from each second-copy query `q` to key `q - L + shift`.
+fn repeat_attention<B: Backend>(probs: &Tensor<B, 4>, batch: &RepeatedBatch, shift: usize) -> Vec<f32> {
     let [b, s, k, h] = probs.dims();
     assert_eq!(
         [b, s],
@@ -21,7 +32,7 @@ pub fn induction_scores<B: Backend>(probs: &Tensor<B, 4>, batch: &RepeatedBatch)
     let mut n = 0usize;
     for (row, &period) in batch.periods.iter().enumerate() {
         for q in s - period..s {
-            let key = q - period + 1;
+            let key = q - period + shift;
             for (head, score) in scores.iter_mut().enumerate() {
                 *score += values[((row * s + q) * k + key) * h + head];
             }
