@@ -219,6 +219,12 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="tiny shape only")
     p.add_argument("--scale", type=float, default=1.0, help="multiply every iteration count")
     p.add_argument("--json", type=Path, help="also write raw samples here")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=threads(),
+        help="threads for both sides: torch.set_num_threads and RAYON_NUM_THREADS (default: the cores this process may use)",
+    )
     args = p.parse_args()
 
     if not args.bin.exists():
@@ -230,7 +236,7 @@ def main() -> int:
         sys.exit(f"{e}: pip install \"transformer-lens<4\" torch")
 
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    n_threads = threads()
+    n_threads = args.threads
     torch.set_num_threads(n_threads)
     torch.manual_seed(0)
     import importlib.metadata as md

@@ -7,14 +7,14 @@
 //! bundled model (`checkpoints/induction-2l/`) and the gradient of the
 //! next-token loss flowing into them, writes both to `cache.safetensors`
 //! (or OUT_FILE; read it in Python with `safetensors.numpy.load_file`) and
-//! prints what the file holds. Output on one version of the checkpoint (the
-//! loss and the gradient sum depend on it):
+//! prints what the file holds. Output with the bundled checkpoint (the loss
+//! and the gradient sum change if it is retrained):
 //!
 //! ```text
-//! loss 3.804
+//! loss 3.103
 //! wrote cache.safetensors:
-//!   layers.1.attn.qk_probs       [8, 32, 32, 4]  sum 1023.995
-//!   layers.1.attn.qk_probs.grad  [8, 32, 32, 4]  sum -0.607
+//!   layers.1.attn.qk_probs       [8, 32, 32, 4]  sum 1023.994
+//!   layers.1.attn.qk_probs.grad  [8, 32, 32, 4]  sum -0.276
 //! ```
 //! (probabilities sum to 1 per query and head: 8 rows x 32 queries x 4 heads
 //! = 1024.)

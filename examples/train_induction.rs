@@ -1,6 +1,6 @@
 //! Trains the small model bundled in `checkpoints/induction-2l/`: a 2-layer
-//! GPT-2 on runs of random tokens repeated twice (after a random prefix, so
-//! the period varies), where induction heads form.
+//! GPT-2 on rows of random tokens holding a random run repeated twice (at a
+//! random place, with a random period), where induction heads form.
 //!
 //! ```text
 //! cargo run --release --example train_induction -- [STEPS] [OUT_DIR]

@@ -18,3 +18,8 @@ pub mod prelude {
     pub use hooks_core::prelude::*;
     pub use hooks_model::{Gpt2, Gpt2Config, KvCache, TokenBatch, TransformerHooks};
 }
+
+/// The README's Rust examples, compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

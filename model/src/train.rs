@@ -43,17 +43,19 @@ pub fn next_token_loss_per_position<B: Backend>(logits: Tensor<B, 3>, batch: &To
         .collect()
 }
 
-/// A batch of the induction task: each row is a random prefix, then a random
-/// run `x` of `period` tokens, then `x` again. Periods differ between rows,
-/// so a model cannot predict the repeat from positions alone: it has to find
-/// the earlier occurrence of the current token and copy what followed it,
-/// which is what induction heads do.
+/// A batch of the induction task: each row is random tokens, a random run `x`
+/// of `period` tokens, `x` again, and random tokens, at a random place in the
+/// row. Periods and places differ between rows, so a model cannot predict the
+/// repeat from positions alone: it has to find the earlier occurrence of the
+/// current token and copy what followed it, which is what induction heads do.
 #[derive(Clone, Debug)]
 pub struct RepeatedBatch {
     /// The tokens, `[rows, len]`.
     pub batch: TokenBatch,
-    /// The period `L` of each row: the copies are `len-2L..len-L` and `len-L..len`.
+    /// The period `L` of each row.
     pub periods: Vec<usize>,
+    /// Where each row's first copy starts; the second starts `L` later.
+    pub starts: Vec<usize>,
 }
 
 impl RepeatedBatch {
@@ -70,36 +72,46 @@ impl RepeatedBatch {
                 "period {min_period} does not fit twice in {len} tokens"
             )));
         }
-        let mut tokens = Vec::with_capacity(rows);
-        let mut periods = Vec::with_capacity(rows);
+        let mut draw = |n: u64| (rng.next_u64() % n) as usize;
+        let (mut tokens, mut periods, mut starts) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rows {
-            let span = len / 2 - min_period + 1;
-            let period = min_period + (rng.next_u64() % span as u64) as usize;
-            let prefix = len - 2 * period;
-            let mut row: Vec<u32> = (0..prefix + period)
-                .map(|_| (rng.next_u64() % vocab as u64) as u32)
-                .collect();
-            row.extend_from_within(prefix..prefix + period);
+            let period = min_period + draw((len / 2 - min_period + 1) as u64);
+            let start = draw((len - 2 * period + 1) as u64);
+            let mut row: Vec<u32> = (0..len).map(|_| draw(vocab as u64) as u32).collect();
+            row.copy_within(start..start + period, start + period);
             tokens.push(row);
             periods.push(period);
+            starts.push(start);
         }
         Ok(RepeatedBatch {
             batch: TokenBatch::new(tokens)?,
             periods,
+            starts,
         })
+    }
+
+    /// Positions of row `row`'s first copy.
+    pub fn first_copy(&self, row: usize) -> std::ops::Range<usize> {
+        self.starts[row]..self.starts[row] + self.periods[row]
+    }
+
+    /// Positions of row `row`'s second copy.
+    pub fn second_copy(&self, row: usize) -> std::ops::Range<usize> {
+        let r = self.first_copy(row);
+        r.end..r.end + self.periods[row]
     }
 
     /// Positions whose next token lies in the first copy (unpredictable).
     pub fn first_copy_predictions(&self, row: usize) -> std::ops::Range<usize> {
-        let (len, l) = (self.batch.len(), self.periods[row]);
-        (len - 2 * l).saturating_sub(1)..len - l - 1
+        let r = self.first_copy(row);
+        r.start.saturating_sub(1)..r.end - 1
     }
 
     /// Positions whose next token lies in the second copy, after its first
     /// token (predictable by induction).
     pub fn repeat_predictions(&self, row: usize) -> std::ops::Range<usize> {
-        let (len, l) = (self.batch.len(), self.periods[row]);
-        len - l..len - 1
+        let r = self.second_copy(row);
+        r.start..r.end - 1
     }
 
     /// Mean next-token loss on the first copy and on the repeat.

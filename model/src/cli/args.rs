@@ -96,9 +96,10 @@ pub struct GenerateArgs {
     /// Checkpoint folder (`config.json` + `model.safetensors`, Hugging Face layout).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// Text to continue, tokenized with GPT-2's tokenizer.
-    #[arg(long, value_name = "TEXT")]
-    pub prompt: String,
+    /// What to continue: `--prompt TEXT` or one `--tokens` row (for models
+    /// whose vocabulary is not GPT-2's).
+    #[command(flatten)]
+    pub input: InputArgs,
     /// How many tokens to add.
     #[arg(
         short = 'n',

@@ -16,7 +16,14 @@ pub fn run(backend: BackendKind, args: &GenerateArgs) -> Result<(), CliError> {
     let config =
         checkpoint::load_config(&args.model).map_err(|e| CliError::model_files(&args.model, e))?;
     let tokenizer = Tokenizer::gpt2();
-    let prompt = input::prompt_tokens(&tokenizer, &args.prompt, &config)?;
+    let batch = input::batch(&args.input, &config)?;
+    if batch.batch_size() != 1 {
+        return Err(CliError::Input(format!(
+            "generate continues one sequence; got {} --tokens rows",
+            batch.batch_size()
+        )));
+    }
+    let prompt = batch.rows()[0].clone();
     let sampling = SampleConfig {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -41,8 +48,18 @@ pub fn run(backend: BackendKind, args: &GenerateArgs) -> Result<(), CliError> {
             sampling: &sampling,
         },
     )?;
-    let text = tokenizer.decode_lossy(&new);
-    print_out(&format!("{}{text}\n", args.prompt))
+    match &args.input.prompt {
+        Some(text) => print_out(&format!("{text}{}\n", tokenizer.decode_lossy(&new))),
+        None => print_out(&format!(
+            "{}\n",
+            prompt
+                .iter()
+                .chain(&new)
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )),
+    }
 }
 
 /// The checks `sample::generate` makes, done before the weights load.

@@ -31,7 +31,7 @@ fn repeat_attention<B: Backend>(probs: &Tensor<B, 4>, batch: &RepeatedBatch, shi
     let mut scores = vec![0f32; h];
     let mut n = 0usize;
     for (row, &period) in batch.periods.iter().enumerate() {
-        for q in s - period..s {
+        for q in batch.second_copy(row) {
             let key = q - period + shift;
             for (head, score) in scores.iter_mut().enumerate() {
                 *score += values[((row * s + q) * k + key) * h + head];
