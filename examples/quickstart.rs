@@ -91,9 +91,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     spinner.enable_steady_tick(std::time::Duration::from_millis(100));
     let grad_model = Gpt2::<CpuAutodiff>::load(checkpoint(), &device)?;
     let row = TokenBatch::single(batch.rows()[0].clone())?;
-    let len = batch.len();
+    // The prediction of the last token of row 0's repeat.
     let period = task.periods[0];
-    let q = len - 2;
+    let q = task.second_copy(0).end - 2;
     let target = batch.rows()[0][q + 1] as usize;
     let spec = CacheSpec::new().glob("attn.v_out").glob("resid.post_emb");
     let attributions = act_times_grad(&grad_model, &row, TransformerHooks::default(), &spec, |logits| {

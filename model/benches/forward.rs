@@ -11,6 +11,12 @@
 //! - `forward/small_1x128`: GPT-2 small's shape, 1 × 128 tokens, the three
 //!   forward variants only (`sample_size(10)`).
 //!
+//! - `forward/ops_small_1x128`: diagnostics for BENCHMARKS.md's optimisation
+//!   notes, at GPT-2 small's shapes: the model's `gelu_tanh` against two
+//!   rewrites (`x*x*x` instead of `powi_scalar(3)`, and the sigmoid form),
+//!   and the attention softmax over the key axis of the `[B,S,K,H]` site
+//!   layout against the same softmax on a contiguous `[B,H,S,K]` tensor.
+//!
 //! `cargo bench -p hooks-model --bench forward -- --warm-up-time 1 --measurement-time 5`
 
 use std::hint::black_box;
@@ -97,6 +103,62 @@ fn grad_variants(c: &mut Criterion, name: &str, config: &Gpt2Config, input: &Tok
     assert!(calls.load(Ordering::Relaxed) > 0, "the gradient hooks ran");
 }
 
+/// `gelu_tanh` with `x*x*x` instead of `powi_scalar(3)` (Flex computes an
+/// integer power of 3 with a scalar `powf` per element).
+fn gelu_tanh_cube<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * SQRT_2_OVER_PI;
+    x * (inner.tanh() + 1.0) * 0.5
+}
+
+/// The same function as `x * sigmoid(2 z)`, since `(1 + tanh z) / 2 = sigmoid(2 z)`.
+fn gelu_sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
+    let cube = x.clone() * x.clone() * x.clone();
+    let z = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;
+    x * burn::tensor::activation::sigmoid(z)
+}
+
+fn ops(c: &mut Criterion) {
+    let device = Default::default();
+    let (b, s, h, d_mlp) = (1, 128, 12, 3072);
+    let mut group = c.benchmark_group("forward/ops_small_1x128");
+    group.sample_size(20);
+
+    let x = Tensor::<Cpu, 3>::random([b, s, d_mlp], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let reference = hooks_model::layers::gelu_tanh(x.clone());
+    for (name, f) in [
+        ("gelu_tanh (model)", hooks_model::layers::gelu_tanh::<Cpu, 3> as fn(Tensor<Cpu, 3>) -> Tensor<Cpu, 3>),
+        ("gelu_tanh, x*x*x", gelu_tanh_cube::<Cpu, 3>),
+        ("gelu_tanh, sigmoid form", gelu_sigmoid::<Cpu, 3>),
+    ] {
+        let diff = (f(x.clone()) - reference.clone()).abs().max().into_scalar();
+        assert!(diff < 1e-4, "{name} differs from the model's gelu_tanh by {diff}");
+        group.bench_function(format!("{name} [1,128,3072]"), |bench| {
+            bench.iter(|| black_box(sync(f(x.clone()))))
+        });
+    }
+
+    // Attention logits as the model computes them, [B,H,S,K], then the
+    // softmax as the model takes it (over K in the [B,S,K,H] site layout)
+    // and over the last axis of the contiguous tensor.
+    let logits = Tensor::<Cpu, 4>::random([b, h, s, s], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    group.bench_function("softmax over K of [B,S,K,H] (model)", |bench| {
+        bench.iter(|| {
+            let probs = burn::tensor::activation::softmax(logits.clone().permute([0, 2, 3, 1]), 2);
+            black_box(sync(probs.permute([0, 3, 1, 2]).matmul(logits.clone())))
+        })
+    });
+    group.bench_function("softmax over last axis of [B,H,S,K]", |bench| {
+        bench.iter(|| {
+            let probs = burn::tensor::activation::softmax(logits.clone(), 3);
+            black_box(sync(probs.matmul(logits.clone())))
+        })
+    });
+    group.finish();
+}
+
 fn tiny(c: &mut Criterion) {
     let config = Gpt2Config::new(2, 64, 4, 64, 512);
     let input = tokens(1, 16, config.vocab_size);
@@ -113,6 +175,6 @@ fn small(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1));
-    targets = tiny, small
+    targets = tiny, small, ops
 }
 criterion_main!(benches);
