@@ -32,7 +32,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     let device = Default::default();
     let model = Gpt2::<Cpu>::init(&config, &device)?;
     let rows = (0..batch)
-        .map(|b| (0..tokens).map(|t| ((b * 7919 + t * 104729) % config.vocab_size) as u32).collect())
+        .map(|b| {
+            (0..tokens)
+                .map(|t| ((b * 7919 + t * 104729) % config.vocab_size) as u32)
+                .collect()
+        })
         .collect();
     let input = TokenBatch::new(rows)?;
 

@@ -42,7 +42,13 @@ fn main() -> Result<(), Box<dyn Error>> {
         "model: {} layers, width {}, {} heads, vocabulary {}",
         c.n_layer, c.n_embd, c.n_head, c.vocab_size
     );
-    let task = RepeatedBatch::random(&mut SplitMix64(99), ROWS, c.n_positions, MIN_PERIOD, c.vocab_size)?;
+    let task = RepeatedBatch::random(
+        &mut SplitMix64(99),
+        ROWS,
+        c.n_positions,
+        MIN_PERIOD,
+        c.vocab_size,
+    )?;
     let batch = &task.batch;
 
     // 1. Induction scores from attention probabilities, and what ablating
@@ -55,7 +61,13 @@ fn main() -> Result<(), Box<dyn Error>> {
     let ablated_losses = |layer: usize, head: usize| -> Result<(f32, f32), Box<dyn Error>> {
         let mut ablated = TransformerHooks::<Cpu>::default();
         let all = 0..usize::MAX;
-        ablate(&mut ablated, &v_out, Some(layer), [all.clone(), all.clone(), head..head + 1, all], 0.0);
+        ablate(
+            &mut ablated,
+            &v_out,
+            Some(layer),
+            [all.clone(), all.clone(), head..head + 1, all],
+            0.0,
+        );
         Ok(task.copy_losses(model.forward(batch, &ablated)?))
     };
     println!("\nper head, on repeated runs: attention from a token in the repeat to");
@@ -63,7 +75,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     println!("  loss = loss on the repeat with the head ablated (model: {repeat:.3})");
     let mut top = (0, 0, f32::MIN);
     for layer in 0..c.n_layer {
-        let probs = cache.at(&probs_path, Some(layer)).expect("recorded every layer");
+        let probs = cache
+            .at(&probs_path, Some(layer))
+            .expect("recorded every layer");
         let dup = duplicate_token_scores(&probs, &task);
         let ind = induction_scores(&probs, &task);
         for head in 0..c.n_head {
@@ -96,28 +110,44 @@ fn main() -> Result<(), Box<dyn Error>> {
     let q = task.second_copy(0).end - 2;
     let target = batch.rows()[0][q + 1] as usize;
     let spec = CacheSpec::new().glob("attn.v_out").glob("resid.post_emb");
-    let attributions = act_times_grad(&grad_model, &row, TransformerHooks::default(), &spec, |logits| {
-        logit(logits, q, target)
-    })?;
+    let attributions = act_times_grad(
+        &grad_model,
+        &row,
+        TransformerHooks::default(),
+        &spec,
+        |logits| logit(logits, q, target),
+    )?;
     spinner.finish_and_clear();
-    println!("\nact × grad of the logit of token {target} at position {q} (row 0, period {period}):");
+    println!(
+        "\nact × grad of the logit of token {target} at position {q} (row 0, period {period}):"
+    );
     for a in &attributions {
         let shape = a.activation.shape.clone();
         if a.key.ends_with("attn.v_out") {
             // [1,S,H,d]: sum over positions and head width, per head
             let (s, h, d) = (shape[1], shape[2], shape[3]);
             let per_head: Vec<f32> = (0..h)
-                .map(|hh| (0..s).flat_map(|p| (0..d).map(move |dd| (p * h + hh) * d + dd)).map(|i| a.act_x_grad[i]).sum())
+                .map(|hh| {
+                    (0..s)
+                        .flat_map(|p| (0..d).map(move |dd| (p * h + hh) * d + dd))
+                        .map(|i| a.act_x_grad[i])
+                        .sum()
+                })
                 .collect();
             let cells: Vec<String> = per_head.iter().map(|v| format!("{v:+.3}")).collect();
             println!("  {:<22} per head: {}", a.key, cells.join("  "));
         } else {
             // [1,S,D]: per position
             let (s, d) = (shape[1], shape[2]);
-            let mut per_pos: Vec<(usize, f32)> =
-                (0..s).map(|p| (p, a.act_x_grad[p * d..(p + 1) * d].iter().sum())).collect();
+            let mut per_pos: Vec<(usize, f32)> = (0..s)
+                .map(|p| (p, a.act_x_grad[p * d..(p + 1) * d].iter().sum()))
+                .collect();
             per_pos.sort_by(|x, y| y.1.abs().total_cmp(&x.1.abs()));
-            let cells: Vec<String> = per_pos.iter().take(3).map(|(p, v)| format!("pos {p}: {v:+.3}")).collect();
+            let cells: Vec<String> = per_pos
+                .iter()
+                .take(3)
+                .map(|(p, v)| format!("pos {p}: {v:+.3}"))
+                .collect();
             println!("  {:<22} top positions: {}", a.key, cells.join(", "));
         }
     }
@@ -130,7 +160,12 @@ fn main() -> Result<(), Box<dyn Error>> {
     // 4. Heatmap of the top head on the first sequence.
     let probs = cache.at(&probs_path, Some(layer)).expect("recorded");
     let out = "quickstart-attention.png";
-    heatmap(&probs, head, out, &format!("layer {layer} head {head}: attention (query down, key across)"))?;
+    heatmap(
+        &probs,
+        head,
+        out,
+        &format!("layer {layer} head {head}: attention (query down, key across)"),
+    )?;
     println!("\nwrote {out}");
     Ok(())
 }
@@ -138,30 +173,56 @@ fn main() -> Result<(), Box<dyn Error>> {
 /// logits[0, q, target] as a one-element tensor (not the log-probability,
 /// which saturates once the model is sure).
 fn logit<B: Backend>(logits: Tensor<B, 3>, q: usize, target: usize) -> Tensor<B, 1> {
-    logits.slice([0..1, q..q + 1, target..target + 1]).reshape([1])
+    logits
+        .slice([0..1, q..q + 1, target..target + 1])
+        .reshape([1])
 }
 
 /// Draws probs[0, :, :, head] as a grid, labelled when a system font exists.
-fn heatmap<B: Backend>(probs: &Tensor<B, 4>, head: usize, out: &str, title: &str) -> Result<(), Box<dyn Error>> {
+fn heatmap<B: Backend>(
+    probs: &Tensor<B, 4>,
+    head: usize,
+    out: &str,
+    title: &str,
+) -> Result<(), Box<dyn Error>> {
     let [_, s, k, h] = probs.dims();
-    let values: Vec<f32> = probs.clone().into_data().to_vec().map_err(|e| format!("{e:?}"))?;
+    let values: Vec<f32> = probs
+        .clone()
+        .into_data()
+        .to_vec()
+        .map_err(|e| format!("{e:?}"))?;
     let labelled = register_font();
     let root = BitMapBackend::new(out, (640, 680)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut builder = ChartBuilder::on(&root);
     builder.margin(20);
     if labelled {
-        builder.caption(title, ("sans-serif", 18)).x_label_area_size(30).y_label_area_size(30);
+        builder
+            .caption(title, ("sans-serif", 18))
+            .x_label_area_size(30)
+            .y_label_area_size(30);
     }
     let mut chart = builder.build_cartesian_2d(0..k as i32, s as i32..0)?;
     if labelled {
-        chart.configure_mesh().disable_mesh().x_desc("key").y_desc("query").draw()?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc("key")
+            .y_desc("query")
+            .draw()?;
     }
-    chart.draw_series((0..s).flat_map(|q| (0..k).map(move |kk| (q, kk))).map(|(q, kk)| {
-        let p = values[(q * k + kk) * h + head];
-        let color = ViridisRGB::get_color(p);
-        Rectangle::new([(kk as i32, q as i32), (kk as i32 + 1, q as i32 + 1)], color.filled())
-    }))?;
+    chart.draw_series(
+        (0..s)
+            .flat_map(|q| (0..k).map(move |kk| (q, kk)))
+            .map(|(q, kk)| {
+                let p = values[(q * k + kk) * h + head];
+                let color = ViridisRGB::get_color(p);
+                Rectangle::new(
+                    [(kk as i32, q as i32), (kk as i32 + 1, q as i32 + 1)],
+                    color.filled(),
+                )
+            }),
+    )?;
     root.present()?;
     Ok(())
 }
@@ -169,7 +230,10 @@ fn heatmap<B: Backend>(probs: &Tensor<B, 4>, head: usize, out: &str, title: &str
 /// Uses DejaVu Sans for labels when the system has it; the heatmap is drawn
 /// either way.
 fn register_font() -> bool {
-    let candidates = ["/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/TTF/DejaVuSans.ttf"];
+    let candidates = [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    ];
     for path in candidates {
         if let Ok(bytes) = std::fs::read(path) {
             let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());

@@ -10,12 +10,12 @@
 
 use std::error::Error;
 
+use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use burn_hooks::model::backend::CpuAutodiff;
 use burn_hooks::model::sample::SplitMix64;
 use burn_hooks::model::train::{RepeatedBatch, train_step};
 use burn_hooks::model::{Gpt2, Gpt2Config, TransformerHooks};
-use burn::module::AutodiffModule;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Sequence length; each row repeats a run of `MIN_PERIOD..=LEN/2` tokens.
@@ -25,7 +25,9 @@ const MIN_PERIOD: usize = 6;
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
     let steps: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(6000);
-    let out = args.next().unwrap_or_else(|| "checkpoints/induction-2l".to_string());
+    let out = args
+        .next()
+        .unwrap_or_else(|| "checkpoints/induction-2l".to_string());
 
     let mut config = Gpt2Config::new(2, 64, 4, LEN, 128);
     config.tie_word_embeddings = false;
@@ -36,7 +38,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut rng = SplitMix64(2024);
 
     let bar = ProgressBar::new(steps as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} steps  loss {msg}  ({eta} left)")?);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} steps  loss {msg}  ({eta} left)",
+    )?);
     for step in 0..steps {
         let batch = RepeatedBatch::random(&mut rng, 32, LEN, MIN_PERIOD, config.vocab_size)?.batch;
         // warm-up then constant learning rate
@@ -54,7 +58,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     model.save(&out)?;
     println!("saved to {out}/");
     let test = RepeatedBatch::random(&mut SplitMix64(7), 64, LEN, MIN_PERIOD, config.vocab_size)?;
-    let (first, repeat) = test.copy_losses(model.forward(&test.batch, &TransformerHooks::default())?);
+    let (first, repeat) =
+        test.copy_losses(model.forward(&test.batch, &TransformerHooks::default())?);
     println!("loss on the first copy: {first:.3}");
     println!("loss on the repeat:     {repeat:.3}");
     Ok(())

@@ -29,7 +29,9 @@ pub fn cuda_device() -> Result<burn_cuda::CudaDevice, crate::ModelError> {
     std::panic::set_hook(previous);
     match probe {
         Ok((device, sum)) if (sum - 3.0).abs() < 1e-6 => Ok(device),
-        Ok(_) => Err(crate::ModelError::NoCuda("a test computation on the GPU gave a wrong result".into())),
+        Ok(_) => Err(crate::ModelError::NoCuda(
+            "a test computation on the GPU gave a wrong result".into(),
+        )),
         Err(panic) => {
             let why = panic
                 .downcast_ref::<String>()

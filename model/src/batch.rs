@@ -19,7 +19,9 @@ impl TokenBatch {
     pub fn new(rows: Vec<Vec<u32>>) -> Result<Self, ModelError> {
         let len = rows.first().map(Vec::len).unwrap_or(0);
         if rows.is_empty() || len == 0 {
-            return Err(ModelError::BadBatch("a batch needs at least one non-empty row".into()));
+            return Err(ModelError::BadBatch(
+                "a batch needs at least one non-empty row".into(),
+            ));
         }
         if let Some((i, r)) = rows.iter().enumerate().find(|(_, r)| r.len() != len) {
             return Err(ModelError::BadBatch(format!(
@@ -109,8 +111,10 @@ impl TokenBatch {
                     n_positions: config.n_positions,
                 });
             }
-            if let Some((position, &token)) =
-                r.iter().enumerate().find(|(_, t)| **t as usize >= config.vocab_size)
+            if let Some((position, &token)) = r
+                .iter()
+                .enumerate()
+                .find(|(_, t)| **t as usize >= config.vocab_size)
             {
                 return Err(ModelError::TokenOutOfRange {
                     token,
@@ -126,7 +130,10 @@ impl TokenBatch {
     /// The tokens as a `[B,S]` tensor.
     pub fn tokens_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 2, Int> {
         let data: Vec<i64> = self.rows.iter().flatten().map(|&t| i64::from(t)).collect();
-        Tensor::from_data(TensorData::new(data, [self.batch_size(), self.len()]), device)
+        Tensor::from_data(
+            TensorData::new(data, [self.batch_size(), self.len()]),
+            device,
+        )
     }
 }
 

@@ -77,7 +77,11 @@ impl Weights<'_> {
     }
 }
 
-fn tensor<B: Backend, const D: usize>(values: Vec<f32>, shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+fn tensor<B: Backend, const D: usize>(
+    values: Vec<f32>,
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
@@ -90,7 +94,10 @@ struct Take<'d, B: Backend> {
 
 impl<B: Backend> Take<'_, B> {
     fn tensor<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Tensor<B, D> {
-        let values = self.values.remove(key).expect("every key was read and checked");
+        let values = self
+            .values
+            .remove(key)
+            .expect("every key was read and checked");
         tensor(values, shape, self.device)
     }
 
@@ -105,7 +112,9 @@ impl<B: Backend> Take<'_, B> {
     fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize) -> Linear<B> {
         Linear {
             weight: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d_in, d_out])),
-            bias: Some(Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d_out]))),
+            bias: Some(Param::from_tensor(
+                self.tensor(&format!("{prefix}.bias"), [d_out]),
+            )),
         }
     }
 }
@@ -124,7 +133,12 @@ impl<B: Backend> Gpt2<B> {
         let w = Weights { tensors, path };
         check_layers(&w, &config)?;
 
-        let (d, f, v, p) = (config.n_embd, config.d_mlp(), config.vocab_size, config.n_positions);
+        let (d, f, v, p) = (
+            config.n_embd,
+            config.d_mlp(),
+            config.vocab_size,
+            config.n_positions,
+        );
         // Read and check every weight before building any tensor.
         let mut values: BTreeMap<String, Vec<f32>> = BTreeMap::new();
         let mut read = |key: String, shape: &[usize]| -> Result<(), ModelError> {
@@ -279,7 +293,11 @@ fn check_layers(w: &Weights<'_>, config: &Gpt2Config) -> Result<(), ModelError> 
         .into_iter()
         .filter_map(|k| {
             let k = k.strip_prefix("transformer.").unwrap_or(k);
-            k.strip_prefix("h.")?.split('.').next()?.parse::<usize>().ok()
+            k.strip_prefix("h.")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
         })
         .max();
     match max_layer {

@@ -48,7 +48,13 @@ impl Gpt2Config {
     }
 
     /// A config with GPT-2's defaults for everything else.
-    pub fn new(n_layer: usize, n_embd: usize, n_head: usize, n_positions: usize, vocab_size: usize) -> Self {
+    pub fn new(
+        n_layer: usize,
+        n_embd: usize,
+        n_head: usize,
+        n_positions: usize,
+        vocab_size: usize,
+    ) -> Self {
         Gpt2Config {
             n_embd,
             n_layer,
@@ -101,8 +107,8 @@ impl Gpt2Config {
 
     /// Parses `config.json` text.
     pub fn from_json(text: &str) -> Result<Self, ModelError> {
-        let config: Gpt2Config =
-            serde_json::from_str(text).map_err(|e| ModelError::BadConfig(format!("config.json: {e}")))?;
+        let config: Gpt2Config = serde_json::from_str(text)
+            .map_err(|e| ModelError::BadConfig(format!("config.json: {e}")))?;
         config.validate()?;
         Ok(config)
     }
@@ -110,10 +116,15 @@ impl Gpt2Config {
     /// `config.json` text in Hugging Face's layout.
     pub fn to_json(&self) -> String {
         let mut value = serde_json::to_value(self).expect("a config serialises");
-        let map = value.as_object_mut().expect("a struct serialises to an object");
+        let map = value
+            .as_object_mut()
+            .expect("a struct serialises to an object");
         map.insert("model_type".into(), "gpt2".into());
         map.insert("n_ctx".into(), self.n_positions.into());
-        map.insert("architectures".into(), serde_json::json!(["GPT2LMHeadModel"]));
+        map.insert(
+            "architectures".into(),
+            serde_json::json!(["GPT2LMHeadModel"]),
+        );
         serde_json::to_string_pretty(&value).expect("json")
     }
 }

@@ -63,7 +63,9 @@ pub enum ModelError {
         reason: String,
     },
     /// A token id outside the vocabulary.
-    #[error("token id {token} at row {row}, position {position} is outside the vocabulary (size {vocab_size})")]
+    #[error(
+        "token id {token} at row {row}, position {position} is outside the vocabulary (size {vocab_size})"
+    )]
     TokenOutOfRange {
         /// The id.
         token: u32,
@@ -75,7 +77,9 @@ pub enum ModelError {
         vocab_size: usize,
     },
     /// A sequence longer than the context window.
-    #[error("sequence of {len} tokens (row {row}) is longer than the context window of {n_positions}")]
+    #[error(
+        "sequence of {len} tokens (row {row}) is longer than the context window of {n_positions}"
+    )]
     TooLong {
         /// Batch row.
         row: usize,

@@ -69,7 +69,11 @@ impl<B: Backend> Gpt2<B> {
         config.validate()?;
         let d = config.n_embd;
         let normal = |shape: [usize; 2]| {
-            Param::from_tensor(Tensor::random(shape, Distribution::Normal(0.0, 0.02), device))
+            Param::from_tensor(Tensor::random(
+                shape,
+                Distribution::Normal(0.0, 0.02),
+                device,
+            ))
         };
         let linear = |d_in: usize, d_out: usize| {
             let mut l: Linear<B> = LinearConfig::new(d_in, d_out).init(device);
@@ -100,7 +104,8 @@ impl<B: Backend> Gpt2<B> {
         let wte = normal([config.vocab_size, d]);
         // A leaf of its own (a transposed view of `wte` is not a leaf, and on an
         // autodiff backend `Param::from_tensor` panics on a non-leaf tensor).
-        let unembed = Param::from_tensor(Tensor::from_data(wte.val().transpose().into_data(), device));
+        let unembed =
+            Param::from_tensor(Tensor::from_data(wte.val().transpose().into_data(), device));
         Ok(Gpt2 {
             wte,
             wpe: normal([config.n_positions, d]),
@@ -120,7 +125,11 @@ impl<B: Backend> Gpt2<B> {
     ///
     /// Token ids and lengths are checked first: a bad batch is an error
     /// before any tensor work.
-    pub fn forward(&self, batch: &TokenBatch, hooks: &TransformerHooks<B>) -> Result<Tensor<B, 3>, ModelError> {
+    pub fn forward(
+        &self,
+        batch: &TokenBatch,
+        hooks: &TransformerHooks<B>,
+    ) -> Result<Tensor<B, 3>, ModelError> {
         batch.check(&self.config, 0)?;
         let pad = pad_rows(batch);
         let layout = Layout::new(&pad, batch.len());
@@ -180,21 +189,37 @@ impl<B: Backend> Gpt2<B> {
     ) -> Tensor<B, 3> {
         let device = self.device();
         let (b, s, k) = (layout.batch, layout.queries, layout.keys);
-        let positions = Tensor::<B, 2, Int>::from_data(TensorData::new(layout.positions.clone(), [b, s]), &device);
-        let mask = Tensor::<B, 4>::from_data(TensorData::new(layout.mask.clone(), [b, 1, s, k]), &device);
+        let positions = Tensor::<B, 2, Int>::from_data(
+            TensorData::new(layout.positions.clone(), [b, s]),
+            &device,
+        );
+        let mask =
+            Tensor::<B, 4>::from_data(TensorData::new(layout.mask.clone(), [b, 1, s, k]), &device);
 
         let root = Ctx::root();
         let x = embedding(self.wte.val(), tokens) + embedding(self.wpe.val(), positions);
-        let mut x = if HOOKED { hooks.resid.post_emb.call(x, &root) } else { x };
+        let mut x = if HOOKED {
+            hooks.resid.post_emb.call(x, &root)
+        } else {
+            x
+        };
         for (layer, block) in self.blocks.iter().enumerate() {
             let ctx = Ctx::at_layer(layer);
             let layer_cache = cache.as_mut().map(|c| &mut c[layer]);
             x = block.forward::<HOOKED>(x, &mask, hooks, &ctx, layer_cache);
         }
         let x = self.ln_f.forward::<HOOKED>(x, &hooks.resid.ln_f, &root);
-        let x = if HOOKED { hooks.resid.post_ln_f.call(x, &root) } else { x };
+        let x = if HOOKED {
+            hooks.resid.post_ln_f.call(x, &root)
+        } else {
+            x
+        };
         let logits = x.matmul(self.unembed.val().unsqueeze::<3>());
-        if HOOKED { hooks.logits.call(logits, &root) } else { logits }
+        if HOOKED {
+            hooks.logits.call(logits, &root)
+        } else {
+            logits
+        }
     }
 }
 

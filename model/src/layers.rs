@@ -3,9 +3,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
+use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::Tensor;
 use hooks_core::{Bindings, Ctx, Value};
 
 use crate::hooks::{AttentionHooks, MlpHooks, NormalizationHooks, TransformerHooks};
@@ -36,7 +36,12 @@ pub struct Norm<B: Backend> {
 
 impl<B: Backend> Norm<B> {
     /// Normalises over the last dimension, calling the three norm sites.
-    pub fn forward<const HOOKED: bool>(&self, x: Tensor<B, 3>, hooks: &NormalizationHooks<B>, ctx: &Ctx<'_>) -> Tensor<B, 3> {
+    pub fn forward<const HOOKED: bool>(
+        &self,
+        x: Tensor<B, 3>,
+        hooks: &NormalizationHooks<B>,
+        ctx: &Ctx<'_>,
+    ) -> Tensor<B, 3> {
         let mean = x.clone().mean_dim(2);
         let x = call::<HOOKED, B, 3>(&hooks.post_mean_subtraction, x - mean, ctx);
         let scale = (x.clone().square().mean_dim(2) + self.eps).sqrt();
@@ -92,7 +97,11 @@ impl<B: Backend> Attention<B> {
         let qk_scale = (d as f64).powf(-0.25);
 
         let qkv = self.c_attn.forward(x);
-        let split = |i: usize| qkv.clone().slice([0..b, 0..s, i * d_model..(i + 1) * d_model]).reshape([b, s, h, d]);
+        let split = |i: usize| {
+            qkv.clone()
+                .slice([0..b, 0..s, i * d_model..(i + 1) * d_model])
+                .reshape([b, s, h, d])
+        };
         let q = split(0) * qk_scale;
         let mut k = split(1) * qk_scale;
         let mut v = split(2);
@@ -147,7 +156,12 @@ pub struct Mlp<B: Backend> {
 
 impl<B: Backend> Mlp<B> {
     /// `x` `[B,S,D]` → `delta_mlp` `[B,S,D]`.
-    pub fn forward<const HOOKED: bool>(&self, x: Tensor<B, 3>, hooks: &MlpHooks<B>, ctx: &Ctx<'_>) -> Tensor<B, 3> {
+    pub fn forward<const HOOKED: bool>(
+        &self,
+        x: Tensor<B, 3>,
+        hooks: &MlpHooks<B>,
+        ctx: &Ctx<'_>,
+    ) -> Tensor<B, 3> {
         let pre = call::<HOOKED, B, 3>(&hooks.pre_act, self.c_fc.forward(x), ctx);
         let post = gelu_tanh(pre);
         let post = if !HOOKED || hooks.post_act.is_empty() {
@@ -190,7 +204,9 @@ impl<B: Backend> Block<B> {
         let torso = &hooks.resid.torso;
         let h = self.ln_1.forward::<HOOKED>(x.clone(), &torso.ln_attn, ctx);
         let h = call::<HOOKED, B, 3>(&torso.post_ln_attn, h, ctx);
-        let delta = self.attn.forward::<HOOKED>(h, mask, &hooks.attn, ctx, cache);
+        let delta = self
+            .attn
+            .forward::<HOOKED>(h, mask, &hooks.attn, ctx, cache);
         let delta = call::<HOOKED, B, 3>(&torso.delta_attn, delta, ctx);
         let x = call::<HOOKED, B, 3>(&torso.post_attn, x + delta, ctx);
 

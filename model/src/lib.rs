@@ -17,10 +17,10 @@
 pub mod backend;
 mod batch;
 pub mod checkpoint;
-pub mod experiments;
 pub mod cli;
 mod config;
 mod error;
+pub mod experiments;
 mod gpt2;
 mod hooks;
 pub mod layers;

@@ -46,7 +46,10 @@ pub fn generate<B: Backend>(
         )));
     }
     if !(config.top_p > 0.0 && config.top_p <= 1.0) {
-        return Err(ModelError::BadBatch(format!("top_p must be in (0, 1], not {}", config.top_p)));
+        return Err(ModelError::BadBatch(format!(
+            "top_p must be in (0, 1], not {}",
+            config.top_p
+        )));
     }
     let total = prompt.len() + config.max_new_tokens;
     if total > model.config.n_positions {

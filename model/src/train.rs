@@ -14,9 +14,16 @@ use crate::{Gpt2, ModelError, TokenBatch, TransformerHooks};
 
 /// Mean next-token cross-entropy over the predictions made at positions
 /// `from..S-1` (the prediction at position p is of token p+1).
-pub fn next_token_loss<B: Backend>(logits: Tensor<B, 3>, batch: &TokenBatch, from: usize) -> Tensor<B, 1> {
+pub fn next_token_loss<B: Backend>(
+    logits: Tensor<B, 3>,
+    batch: &TokenBatch,
+    from: usize,
+) -> Tensor<B, 1> {
     let [b, s, v] = logits.dims();
-    assert!(from < s - 1, "no prediction to score: from = {from}, length = {s}");
+    assert!(
+        from < s - 1,
+        "no prediction to score: from = {from}, length = {s}"
+    );
     let n = s - 1 - from;
     let preds = logits.slice([0..b, from..s - 1, 0..v]).reshape([b * n, v]);
     let targets: Vec<i64> = batch
@@ -31,7 +38,10 @@ pub fn next_token_loss<B: Backend>(logits: Tensor<B, 3>, batch: &TokenBatch, fro
 }
 
 /// Per-example mean loss on positions `from..S-1`, as `[B]` values on the host.
-pub fn next_token_loss_per_position<B: Backend>(logits: Tensor<B, 3>, batch: &TokenBatch) -> Vec<Vec<f32>> {
+pub fn next_token_loss_per_position<B: Backend>(
+    logits: Tensor<B, 3>,
+    batch: &TokenBatch,
+) -> Vec<Vec<f32>> {
     let [b, s, v] = logits.dims();
     let logp: Vec<f32> = log_softmax(logits, 2).into_data().to_vec().expect("f32");
     (0..b)
@@ -118,10 +128,13 @@ impl RepeatedBatch {
     pub fn copy_losses<B: Backend>(&self, logits: Tensor<B, 3>) -> (f32, f32) {
         let losses = next_token_loss_per_position(logits, &self.batch);
         let mean = |pick: &dyn Fn(usize) -> std::ops::Range<usize>| {
-            let (sum, n) = losses.iter().enumerate().fold((0f32, 0usize), |(sum, n), (row, l)| {
-                let r = pick(row);
-                (sum + l[r.clone()].iter().sum::<f32>(), n + r.len())
-            });
+            let (sum, n) = losses
+                .iter()
+                .enumerate()
+                .fold((0f32, 0usize), |(sum, n), (row, l)| {
+                    let r = pick(row);
+                    (sum + l[r.clone()].iter().sum::<f32>(), n + r.len())
+                });
             sum / n as f32
         };
         (

@@ -13,7 +13,9 @@ use hooks_model::{Gpt2, TokenBatch, TransformerHooks};
 use safetensors::SafeTensors;
 
 fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(name)
 }
 
 /// The expected tensors of a fixture, as f32 or i64 values with shapes.
@@ -23,14 +25,21 @@ struct Expected {
 
 impl Expected {
     fn load(name: &str) -> Self {
-        let bytes = std::fs::read(fixture_dir(name).join("expected.safetensors")).expect("fixture exists");
+        let bytes =
+            std::fs::read(fixture_dir(name).join("expected.safetensors")).expect("fixture exists");
         Expected { bytes }
     }
 
     fn f32(&self, key: &str) -> (Vec<usize>, Vec<f32>) {
         let st = SafeTensors::deserialize(&self.bytes).unwrap();
-        let t = st.tensor(key).unwrap_or_else(|_| panic!("fixture has `{key}`"));
-        let v = t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let t = st
+            .tensor(key)
+            .unwrap_or_else(|_| panic!("fixture has `{key}`"));
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         (t.shape().to_vec(), v)
     }
 
@@ -51,12 +60,17 @@ impl Expected {
 fn rel_err(actual: &[f32], expected: &[f32]) -> f32 {
     assert_eq!(actual.len(), expected.len(), "sizes differ");
     let scale = expected.iter().fold(0f32, |m, x| m.max(x.abs())).max(1e-12);
-    let diff = actual.iter().zip(expected).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let diff = actual
+        .iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     diff / scale
 }
 
 fn recorded<B: Backend>(rec: &Recorder<B>, key: &str) -> (Vec<usize>, Vec<f32>) {
-    let t = rec.get_key(key).unwrap_or_else(|| panic!("site `{key}` was recorded"));
+    let t = rec
+        .get_key(key)
+        .unwrap_or_else(|| panic!("site `{key}` was recorded"));
     (t.shape().to_vec(), t.to_data().to_vec::<f32>().unwrap())
 }
 
@@ -103,7 +117,10 @@ fn check_every_site<B: Backend>(name: &str) {
         let (want_shape, want) = expected.f32(&theirs);
         assert_eq!(shape, want_shape, "{ours} vs {theirs}: shape");
         let err = rel_err(&actual, &want);
-        assert!(err <= 1e-4, "{name}: {ours} vs HF {theirs}: relative error {err:e}");
+        assert!(
+            err <= 1e-4,
+            "{name}: {ours} vs HF {theirs}: relative error {err:e}"
+        );
     }
 }
 
@@ -113,8 +130,14 @@ fn check_padded<B: Backend>(name: &str) {
     let expected = Expected::load(name);
     let tokens = expected.i64_rows("padded_tokens");
     let mask = expected.i64_rows("padded_mask");
-    let pad: Vec<Vec<bool>> = mask.iter().map(|r| r.iter().map(|&m| m == 0).collect()).collect();
-    let batch = TokenBatch::new(tokens).unwrap().with_pad_mask(pad.clone()).unwrap();
+    let pad: Vec<Vec<bool>> = mask
+        .iter()
+        .map(|r| r.iter().map(|&m| m == 0).collect())
+        .collect();
+    let batch = TokenBatch::new(tokens)
+        .unwrap()
+        .with_pad_mask(pad.clone())
+        .unwrap();
     let logits = model.forward(&batch, &TransformerHooks::default()).unwrap();
     let [b, s, v] = logits.dims();
     let actual = logits.into_data().to_vec::<f32>().unwrap();
@@ -125,11 +148,18 @@ fn check_padded<B: Backend>(name: &str) {
         for (pos, _) in row_pad.iter().enumerate().take(s).filter(|(_, p)| !**p) {
             let at = (row * s + pos) * v;
             let err = rel_err(&actual[at..at + v], &want[at..at + v]);
-            assert!(err <= 1e-4, "{name}: padded logits row {row} pos {pos}: {err:e}");
+            assert!(
+                err <= 1e-4,
+                "{name}: padded logits row {row} pos {pos}: {err:e}"
+            );
             compared += 1;
         }
     }
-    assert_eq!(compared, 8 + 5 + 6, "every real token of the three rows was compared");
+    assert_eq!(
+        compared,
+        8 + 5 + 6,
+        "every real token of the three rows was compared"
+    );
 }
 
 #[test]

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::TensorData;
+use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use hooks_core::{HookTree, Record, Recorder, SiteInfo};
 
@@ -281,7 +281,8 @@ fn write(
     metadata: HashMap<String, String>,
 ) -> Result<u64, CliError> {
     let fail = |why: String| CliError::Other(format!("cannot write {}: {why}", out.display()));
-    write_safetensors_with_metadata(tensors, Some(metadata), out).map_err(|e| fail(e.to_string()))?;
+    write_safetensors_with_metadata(tensors, Some(metadata), out)
+        .map_err(|e| fail(e.to_string()))?;
     std::fs::metadata(out)
         .map(|m| m.len())
         .map_err(|e| fail(e.to_string()))

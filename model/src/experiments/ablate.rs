@@ -5,8 +5,8 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 use hooks_core::{AnyRankHook, Ctx, HookFn, Hooks, Path, Recorder, Site, named, record_key};
 
 use crate::TransformerHooks;
@@ -53,10 +53,12 @@ fn append_at<B: Backend, const D: usize>(
     let site = path.get_mut(hooks);
     match layer {
         Some(l) => {
-            site.fwd.append(Hooks::at_layers(l).with(std::sync::Arc::new(hook) as hooks_core::Hook<_>));
+            site.fwd
+                .append(Hooks::at_layers(l).with(std::sync::Arc::new(hook) as hooks_core::Hook<_>));
         }
         None => {
-            site.fwd.append(std::sync::Arc::new(hook) as hooks_core::Hook<_>);
+            site.fwd
+                .append(std::sync::Arc::new(hook) as hooks_core::Hook<_>);
         }
     }
 }
@@ -141,7 +143,11 @@ impl<B: Backend> AnyRankHook<B> for PatchFrom<B> {
                 record_key(site, ctx.layer())
             );
         };
-        assert_eq!(src.dims(), x.dims(), "patch source shape differs at `{site}`");
+        assert_eq!(
+            src.dims(),
+            x.dims(),
+            "patch source shape differs at `{site}`"
+        );
         match self.position {
             None => src,
             Some(p) => {

@@ -33,7 +33,8 @@ pub fn act_times_grad<B: AutodiffBackend>(
     spec: &CacheSpec,
     metric: impl Fn(Tensor<B, 3>) -> Tensor<B, 1>,
 ) -> Result<Vec<Attribution>, ModelError> {
-    let cache = ActivationCache::install_with_grads(&mut hooks, spec).map_err(|e| ModelError::BadBatch(e.to_string()))?;
+    let cache = ActivationCache::install_with_grads(&mut hooks, spec)
+        .map_err(|e| ModelError::BadBatch(e.to_string()))?;
     let logits = model.forward(batch, &hooks)?;
     let _grads = metric(logits).backward();
     let grads = cache.grads().expect("installed with gradients");
@@ -44,8 +45,16 @@ pub fn act_times_grad<B: AutodiffBackend>(
         };
         let activation = act.to_data();
         let gradient = grad.to_data();
-        let a = activation.clone().convert::<f32>().to_vec::<f32>().expect("f32");
-        let g = gradient.clone().convert::<f32>().to_vec::<f32>().expect("f32");
+        let a = activation
+            .clone()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32");
+        let g = gradient
+            .clone()
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .expect("f32");
         let act_x_grad: Vec<f32> = a.iter().zip(&g).map(|(a, g)| a * g).collect();
         let total = act_x_grad.iter().sum();
         out.push(Attribution {
@@ -63,7 +72,9 @@ pub fn act_times_grad<B: AutodiffBackend>(
 /// Detaches every norm `scale` (`resid.torso.ln_attn.scale`, ...,
 /// `resid.ln_f.scale`): gradients then flow only through the numerator of
 /// each norm, the reference's pattern for attribution through layer norms.
-pub fn detach_norm_scales<B: burn::tensor::backend::Backend>(hooks: &mut TransformerHooks<B>) -> Result<(), HookError> {
+pub fn detach_norm_scales<B: burn::tensor::backend::Backend>(
+    hooks: &mut TransformerHooks<B>,
+) -> Result<(), HookError> {
     for site in hooks.sites_matching(&["**.scale"])? {
         hooks.append_to_path(&format!("{}.fwd", site.path), Detach)?;
     }

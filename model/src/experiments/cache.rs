@@ -27,7 +27,10 @@ impl CacheSpec {
     }
 
     /// Adds a site by typed path (checked by rustc).
-    pub fn site<B: Backend, const D: usize>(mut self, path: &Path<TransformerHooks<B>, Site<B, D>>) -> Self {
+    pub fn site<B: Backend, const D: usize>(
+        mut self,
+        path: &Path<TransformerHooks<B>, Site<B, D>>,
+    ) -> Self {
         self.sites.push(path.name().to_string());
         self
     }
@@ -52,7 +55,11 @@ impl CacheSpec {
             return Ok(hooks.sites().into_iter().map(|s| s.path).collect());
         }
         let patterns: Vec<&str> = self.sites.iter().map(String::as_str).collect();
-        Ok(hooks.sites_matching(&patterns)?.into_iter().map(|s| s.path).collect())
+        Ok(hooks
+            .sites_matching(&patterns)?
+            .into_iter()
+            .map(|s| s.path)
+            .collect())
     }
 }
 
@@ -69,7 +76,8 @@ impl<B: Backend> AnyRankHook<B> for RecordAt<B> {
             Some(ls) => ctx.layer().is_some_and(|l| ls.contains(&l)),
         };
         if wanted {
-            self.recorder.record(ctx.site().unwrap_or("?"), ctx.layer(), x.clone());
+            self.recorder
+                .record(ctx.site().unwrap_or("?"), ctx.layer(), x.clone());
         }
         x
     }
@@ -88,7 +96,10 @@ trait GradStore: Send + Sync {
 
 impl<I: Backend> GradStore for Recorder<I> {
     fn data(&self) -> Vec<(String, TensorData)> {
-        self.entries().into_iter().map(|(k, t)| (k, t.to_data())).collect()
+        self.entries()
+            .into_iter()
+            .map(|(k, t)| (k, t.to_data()))
+            .collect()
     }
     fn as_any(&self) -> &dyn Any {
         self
@@ -194,7 +205,10 @@ impl<B: AutodiffBackend> ActivationCache<B> {
     /// Installs forward and gradient recording: the gradient stage of each
     /// selected site records the gradient flowing into it when a loss built
     /// from the forward pass is back-propagated.
-    pub fn install_with_grads(hooks: &mut TransformerHooks<B>, spec: &CacheSpec) -> Result<Self, HookError> {
+    pub fn install_with_grads(
+        hooks: &mut TransformerHooks<B>,
+        spec: &CacheSpec,
+    ) -> Result<Self, HookError> {
         let mut cache = Self::install(hooks, spec)?;
         let grads = Recorder::<B::InnerBackend>::new();
         for site in &cache.sites {
@@ -216,7 +230,11 @@ impl<B: AutodiffBackend> ActivationCache<B> {
     }
 
     /// The gradient flowing into `site` at `layer`.
-    pub fn grad<const D: usize>(&self, site: &str, layer: Option<usize>) -> Option<Tensor<B::InnerBackend, D>> {
+    pub fn grad<const D: usize>(
+        &self,
+        site: &str,
+        layer: Option<usize>,
+    ) -> Option<Tensor<B::InnerBackend, D>> {
         self.grads()?.get::<D>(site, layer)
     }
 }

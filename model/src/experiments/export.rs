@@ -9,7 +9,10 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use crate::ModelError;
 
 /// Writes `(key, values)` pairs as f32 tensors. Keys must be unique.
-pub fn write_safetensors(entries: &[(String, TensorData)], path: impl AsRef<Path>) -> Result<(), ModelError> {
+pub fn write_safetensors(
+    entries: &[(String, TensorData)],
+    path: impl AsRef<Path>,
+) -> Result<(), ModelError> {
     write_safetensors_with_metadata(entries, None, path)
 }
 
@@ -22,12 +25,14 @@ pub fn write_safetensors_with_metadata(
     let path = path.as_ref();
     let mut data: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(entries.len());
     for (key, t) in entries {
-        let values = t
-            .clone()
-            .convert::<f32>()
-            .to_vec::<f32>()
-            .map_err(|e| ModelError::BadBatch(format!("tensor `{key}` is not readable as f32: {e:?}")))?;
-        data.push((key.clone(), t.shape.to_vec(), values.into_iter().flat_map(f32::to_le_bytes).collect()));
+        let values = t.clone().convert::<f32>().to_vec::<f32>().map_err(|e| {
+            ModelError::BadBatch(format!("tensor `{key}` is not readable as f32: {e:?}"))
+        })?;
+        data.push((
+            key.clone(),
+            t.shape.to_vec(),
+            values.into_iter().flat_map(f32::to_le_bytes).collect(),
+        ));
     }
     let views = data
         .iter()
@@ -38,7 +43,10 @@ pub fn write_safetensors_with_metadata(
         .collect::<Vec<_>>();
     // Through a temporary file beside the target, so a failed write leaves
     // no partial file (and never clobbers a good one).
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let written = safetensors::serialize_to_file(views, &metadata, &tmp)
         .map_err(|e| std::io::Error::other(e.to_string()))

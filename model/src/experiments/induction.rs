@@ -20,14 +20,23 @@ pub fn duplicate_token_scores<B: Backend>(probs: &Tensor<B, 4>, batch: &Repeated
 }
 
 /// Mean attention from each second-copy query `q` to key `q - L + shift`.
-fn repeat_attention<B: Backend>(probs: &Tensor<B, 4>, batch: &RepeatedBatch, shift: usize) -> Vec<f32> {
+fn repeat_attention<B: Backend>(
+    probs: &Tensor<B, 4>,
+    batch: &RepeatedBatch,
+    shift: usize,
+) -> Vec<f32> {
     let [b, s, k, h] = probs.dims();
     assert_eq!(
         [b, s],
         [batch.batch.batch_size(), batch.batch.len()],
         "probabilities of another batch"
     );
-    let values: Vec<f32> = probs.clone().into_data().convert::<f32>().to_vec().expect("f32");
+    let values: Vec<f32> = probs
+        .clone()
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("f32");
     let mut scores = vec![0f32; h];
     let mut n = 0usize;
     for (row, &period) in batch.periods.iter().enumerate() {

@@ -14,7 +14,7 @@ mod sae;
 pub use ablate::{Ablate, PatchFrom, ablate, add_at, patch_slice};
 pub use attribution::{Attribution, act_times_grad, detach_norm_scales};
 pub use cache::{ActivationCache, CacheSpec};
-pub use induction::{duplicate_token_scores, induction_scores};
 pub use export::{read_safetensors, write_safetensors, write_safetensors_with_metadata};
+pub use induction::{duplicate_token_scores, induction_scores};
 pub use patching::{PatchRow, patching_table};
 pub use sae::{Activation, SaeSite, SparseAutoencoder, splice_sae};

@@ -1,8 +1,8 @@
 //! Clean → corrupted activation patching over a set of sites and layers.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
-use hooks_core::{HookTree, Recorder, Record, FwdStage};
+use burn::tensor::backend::Backend;
+use hooks_core::{FwdStage, HookTree, Record, Recorder};
 
 use crate::experiments::ablate::PatchFrom;
 use crate::{Gpt2, ModelError, TokenBatch, TransformerHooks};
@@ -76,7 +76,11 @@ pub fn patching_table<B: Backend>(
                 site: site.path.clone(),
                 layer,
                 metric: m,
-                restored: if span.abs() > f32::EPSILON { (m - corrupted_metric) / span } else { 0.0 },
+                restored: if span.abs() > f32::EPSILON {
+                    (m - corrupted_metric) / span
+                } else {
+                    0.0
+                },
             });
         }
     }

@@ -59,7 +59,10 @@ impl<B: Backend> SparseAutoencoder<B> {
         let encoder = Tensor::random([d, n_latents], Distribution::Normal(0.0, scale), device);
         SparseAutoencoder {
             pre_bias: Param::from_tensor(Tensor::zeros([d], device)),
-            decoder: Param::from_tensor(Tensor::from_data(encoder.clone().transpose().into_data(), device)),
+            decoder: Param::from_tensor(Tensor::from_data(
+                encoder.clone().transpose().into_data(),
+                device,
+            )),
             encoder: Param::from_tensor(encoder),
             latent_bias: Param::from_tensor(Tensor::zeros([n_latents], device)),
             activation,
@@ -78,7 +81,8 @@ impl<B: Backend> SparseAutoencoder<B> {
 
     /// `[.., D]` → latents `[.., L]`.
     pub fn encode<const R: usize>(&self, x: Tensor<B, R>) -> Tensor<B, R> {
-        let pre = (x - self.pre_bias.val().unsqueeze::<R>()).matmul(self.encoder.val().unsqueeze::<R>())
+        let pre = (x - self.pre_bias.val().unsqueeze::<R>())
+            .matmul(self.encoder.val().unsqueeze::<R>())
             + self.latent_bias.val().unsqueeze::<R>();
         let pre = relu(pre);
         match self.activation {
@@ -87,7 +91,11 @@ impl<B: Backend> SparseAutoencoder<B> {
                 let k = k.clamp(1, self.n_latents());
                 // The threshold needs no gradient (the mask is a comparison),
                 // and Burn's autodiff backend has no `topk`: sort a detached copy.
-                let kth = pre.clone().detach().sort_descending(R - 1).narrow(R - 1, k - 1, 1);
+                let kth = pre
+                    .clone()
+                    .detach()
+                    .sort_descending(R - 1)
+                    .narrow(R - 1, k - 1, 1);
                 let keep = pre.clone().greater_equal(kth).float();
                 pre * keep
             }
@@ -131,7 +139,11 @@ impl<B: Backend> SparseAutoencoder<B> {
                     dtype: format!("{:?}", view.dtype()),
                 });
             }
-            let v = view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let v = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
             Ok((view.shape().to_vec(), v))
         };
         let (enc_shape, enc) = get("encoder.weight")?;
@@ -161,20 +173,37 @@ impl<B: Backend> SparseAutoencoder<B> {
         check("latent_bias", s, vec![l])?;
         let (s, dec) = get("decoder.weight")?;
         check("decoder.weight", s, vec![d, l])?;
-        let activation = match meta.metadata().as_ref().and_then(|m| m.get("activation")).map(String::as_str) {
+        let activation = match meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get("activation"))
+            .map(String::as_str)
+        {
             None | Some("relu") => Activation::Relu,
             Some(other) => match other.strip_prefix("topk:").and_then(|k| k.parse().ok()) {
                 Some(k) => Activation::TopK(k),
-                None => return Err(bad(format!("unknown activation `{other}` (expected `relu` or `topk:<k>`)"))),
+                None => {
+                    return Err(bad(format!(
+                        "unknown activation `{other}` (expected `relu` or `topk:<k>`)"
+                    )));
+                }
             },
         };
-        let t2 = |v: Vec<f32>, shape: [usize; 2]| Tensor::<B, 2>::from_data(TensorData::new(v, shape), device);
+        let t2 = |v: Vec<f32>, shape: [usize; 2]| {
+            Tensor::<B, 2>::from_data(TensorData::new(v, shape), device)
+        };
         let t1 = |v: Vec<f32>, n: usize| Tensor::<B, 1>::from_data(TensorData::new(v, [n]), device);
         Ok(SparseAutoencoder {
             pre_bias: Param::from_tensor(t1(pre_bias, d)),
-            encoder: Param::from_tensor(Tensor::from_data(t2(enc, [l, d]).transpose().into_data(), device)),
+            encoder: Param::from_tensor(Tensor::from_data(
+                t2(enc, [l, d]).transpose().into_data(),
+                device,
+            )),
             latent_bias: Param::from_tensor(t1(latent_bias, l)),
-            decoder: Param::from_tensor(Tensor::from_data(t2(dec, [d, l]).transpose().into_data(), device)),
+            decoder: Param::from_tensor(Tensor::from_data(
+                t2(dec, [d, l]).transpose().into_data(),
+                device,
+            )),
             activation,
         })
     }
@@ -184,9 +213,18 @@ impl<B: Backend> SparseAutoencoder<B> {
         let to = |t: TensorData| t.convert::<f32>();
         let entries = vec![
             ("pre_bias".to_string(), to(self.pre_bias.val().into_data())),
-            ("encoder.weight".to_string(), to(self.encoder.val().transpose().into_data())),
-            ("latent_bias".to_string(), to(self.latent_bias.val().into_data())),
-            ("decoder.weight".to_string(), to(self.decoder.val().transpose().into_data())),
+            (
+                "encoder.weight".to_string(),
+                to(self.encoder.val().transpose().into_data()),
+            ),
+            (
+                "latent_bias".to_string(),
+                to(self.latent_bias.val().into_data()),
+            ),
+            (
+                "decoder.weight".to_string(),
+                to(self.decoder.val().transpose().into_data()),
+            ),
         ];
         let activation = match self.activation {
             Activation::Relu => "relu".to_string(),
@@ -194,7 +232,11 @@ impl<B: Backend> SparseAutoencoder<B> {
         };
         crate::experiments::export::write_safetensors_with_metadata(
             &entries,
-            Some([("activation".to_string(), activation)].into_iter().collect()),
+            Some(
+                [("activation".to_string(), activation)]
+                    .into_iter()
+                    .collect(),
+            ),
             path,
         )
     }
@@ -202,7 +244,12 @@ impl<B: Backend> SparseAutoencoder<B> {
 
 /// Splices `ae` into `hooks` at `site` of `layer`, in the `fwd2` stage (so
 /// the site's gradient hooks see the unspliced value's gradient).
-pub fn splice_sae<B: Backend>(hooks: &mut TransformerHooks<B>, site: SaeSite, layer: usize, ae: AutoencoderHooks<B, 3>) {
+pub fn splice_sae<B: Backend>(
+    hooks: &mut TransformerHooks<B>,
+    site: SaeSite,
+    layer: usize,
+    ae: AutoencoderHooks<B, 3>,
+) {
     let target = match site {
         SaeSite::MlpPostAct => &mut hooks.mlp.post_act,
         SaeSite::DeltaMlp => &mut hooks.resid.torso.delta_mlp,
