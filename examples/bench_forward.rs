@@ -5,7 +5,8 @@
 //! ```text
 //! cargo build --release --example bench_forward
 //! target/release/examples/bench_forward --shape small|tiny --batch N --tokens S \
-//!     --case bare|unhooked|record|grad|grad_nohooks --iters K --warmup W
+//!     --case bare|unhooked|record|record_no_denominator|grad|grad_nohooks \
+//!     --iters K --warmup W
 //! ```
 //!
 //! Shapes: `small` is GPT-2 small (12 layers, width 768, 12 heads, 1024
@@ -17,6 +18,10 @@
 //! - `unhooked`: `forward_unhooked` (every site call compiled out);
 //! - `record`: `forward` recording every site into a [`Recorder`] (cleared
 //!   after each iteration);
+//! - `record_no_denominator`: `record` without the
+//!   `attn.qk_softmax_denominator` site (a hook there makes the model write
+//!   the softmax out instead of calling the fused one; TransformerLens has
+//!   no such site);
 //! - `grad`: forward and backward of `logits.sum()` on `CpuAutodiff`, with a
 //!   pass-through gradient hook at every site;
 //! - `grad_nohooks`: the same with an empty hook tree.
@@ -76,7 +81,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "-h" | "--help" => {
                 println!(
                     "bench_forward --shape small|tiny --batch N --tokens S \
-                     --case bare|unhooked|record|grad|grad_nohooks --iters K --warmup W"
+                     --case bare|unhooked|record|record_no_denominator|grad|grad_nohooks --iters K --warmup W"
                 );
                 std::process::exit(0);
             }
@@ -101,18 +106,26 @@ fn config(shape: &str) -> Result<Gpt2Config, Box<dyn Error>> {
 /// Deterministic token rows spread over the vocabulary.
 fn tokens(batch: usize, len: usize, vocab: usize) -> Result<TokenBatch, Box<dyn Error>> {
     let rows = (0..batch)
-        .map(|b| (0..len).map(|t| ((b * 7919 + t * 104729) % vocab) as u32).collect())
+        .map(|b| {
+            (0..len)
+                .map(|t| ((b * 7919 + t * 104729) % vocab) as u32)
+                .collect()
+        })
         .collect();
     Ok(TokenBatch::new(rows)?)
 }
 
 /// Reading one value waits for the whole computation.
 fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) {
-    let _ = t.flatten::<1>(0, D - 1).slice([0..1]).into_scalar();
+    let _ = t.flatten::<1>(0, D - 1).slice(0..1).into_scalar();
 }
 
 /// Runs `f` `warmup` times untimed, then `iters` times timed.
-fn time(warmup: usize, iters: usize, mut f: impl FnMut() -> Result<(), Box<dyn Error>>) -> Result<Vec<Duration>, Box<dyn Error>> {
+fn time(
+    warmup: usize,
+    iters: usize,
+    mut f: impl FnMut() -> Result<(), Box<dyn Error>>,
+) -> Result<Vec<Duration>, Box<dyn Error>> {
     for _ in 0..warmup {
         f()?;
     }
@@ -133,15 +146,24 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut hook_calls = 0usize;
 
     let times = match args.case.as_str() {
-        "bare" | "unhooked" | "record" => {
+        "bare" | "unhooked" | "record" | "record_no_denominator" => {
             let model = Gpt2::<Cpu>::init(&config, &device)?;
             let recorder = Recorder::new();
             let mut hooks = TransformerHooks::<Cpu>::default();
             match args.case.as_str() {
-                "bare" => time(args.warmup, args.iters, || Ok(sync(model.forward(&input, &hooks)?)))?,
-                "unhooked" => time(args.warmup, args.iters, || Ok(sync(model.forward_unhooked(&input)?)))?,
+                "bare" => time(args.warmup, args.iters, || {
+                    sync(model.forward(&input, &hooks)?);
+                    Ok(())
+                })?,
+                "unhooked" => time(args.warmup, args.iters, || {
+                    sync(model.forward_unhooked(&input)?);
+                    Ok(())
+                })?,
                 _ => {
                     hooks.append_all(FwdStage::Fwd, Record::into(&recorder));
+                    if args.case == "record_no_denominator" {
+                        hooks.attn.qk_softmax_denominator = Default::default();
+                    }
                     let times = time(args.warmup, args.iters, || {
                         sync(model.forward(&input, &hooks)?);
                         hook_calls = recorder.len();
@@ -176,7 +198,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             }
             times
         }
-        other => return Err(format!("unknown case `{other}`: bare, unhooked, record, grad or grad_nohooks").into()),
+        other => return Err(format!("unknown case `{other}`: bare, unhooked, record, record_no_denominator, grad or grad_nohooks").into()),
     };
 
     let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
@@ -186,7 +208,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     } else {
         (ms[ms.len() / 2 - 1] + ms[ms.len() / 2]) / 2.0
     };
-    let samples = ms.iter().map(|m| format!("{m:.3}")).collect::<Vec<_>>().join(",");
+    let samples = ms
+        .iter()
+        .map(|m| format!("{m:.3}"))
+        .collect::<Vec<_>>()
+        .join(",");
     println!(
         "{{\"impl\":\"burn-hooks\",\"shape\":\"{}\",\"batch\":{},\"tokens\":{},\"case\":\"{}\",\
          \"median_ms\":{median:.3},\"min_ms\":{:.3},\"iters\":{},\"hook_calls\":{hook_calls},\"samples_ms\":[{samples}]}}",

@@ -43,17 +43,27 @@ impl<B: Backend> AnyRankHook<B> for CountGrad {
 
 fn tokens(batch: usize, len: usize, vocab: usize) -> TokenBatch {
     let rows = (0..batch)
-        .map(|b| (0..len).map(|t| ((b * 7919 + t * 104729) % vocab) as u32).collect())
+        .map(|b| {
+            (0..len)
+                .map(|t| ((b * 7919 + t * 104729) % vocab) as u32)
+                .collect()
+        })
         .collect();
     TokenBatch::new(rows).expect("equal rows")
 }
 
 /// Reading one value waits for the whole computation.
 fn sync<B: Backend, const D: usize>(t: Tensor<B, D>) -> B::FloatElem {
-    t.flatten::<1>(0, D - 1).slice([0..1]).into_scalar()
+    t.flatten::<1>(0, D - 1).slice(0..1).into_scalar()
 }
 
-fn forward_variants(c: &mut Criterion, name: &str, config: &Gpt2Config, input: &TokenBatch, sample_size: usize) {
+fn forward_variants(
+    c: &mut Criterion,
+    name: &str,
+    config: &Gpt2Config,
+    input: &TokenBatch,
+    sample_size: usize,
+) {
     let device = Default::default();
     let model = Gpt2::<Cpu>::init(config, &device).expect("a valid config");
     let empty = TransformerHooks::<Cpu>::default();
@@ -95,7 +105,9 @@ fn grad_variants(c: &mut Criterion, name: &str, config: &Gpt2Config, input: &Tok
         group.bench_function(label, |b| {
             b.iter(|| {
                 let grads = model.forward(input, hooks).unwrap().sum().backward();
-                black_box(sync(model.wte.val().grad(&grads).expect("wte has a gradient")))
+                black_box(sync(
+                    model.wte.val().grad(&grads).expect("wte has a gradient"),
+                ))
             })
         });
     }
@@ -126,15 +138,25 @@ fn ops(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward/ops_small_1x128");
     group.sample_size(20);
 
-    let x = Tensor::<Cpu, 3>::random([b, s, d_mlp], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let x = Tensor::<Cpu, 3>::random(
+        [b, s, d_mlp],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
     let reference = hooks_model::layers::gelu_tanh(x.clone());
     for (name, f) in [
-        ("gelu_tanh (model)", hooks_model::layers::gelu_tanh::<Cpu, 3> as fn(Tensor<Cpu, 3>) -> Tensor<Cpu, 3>),
+        (
+            "gelu_tanh (model)",
+            hooks_model::layers::gelu_tanh::<Cpu, 3> as fn(Tensor<Cpu, 3>) -> Tensor<Cpu, 3>,
+        ),
         ("gelu_tanh, x*x*x", gelu_tanh_cube::<Cpu, 3>),
         ("gelu_tanh, sigmoid form", gelu_sigmoid::<Cpu, 3>),
     ] {
         let diff = (f(x.clone()) - reference.clone()).abs().max().into_scalar();
-        assert!(diff < 1e-4, "{name} differs from the model's gelu_tanh by {diff}");
+        assert!(
+            diff < 1e-4,
+            "{name} differs from the model's gelu_tanh by {diff}"
+        );
         group.bench_function(format!("{name} [1,128,3072]"), |bench| {
             bench.iter(|| black_box(sync(f(x.clone()))))
         });
@@ -143,7 +165,11 @@ fn ops(c: &mut Criterion) {
     // Attention logits as the model computes them, [B,H,S,K], then the
     // softmax as the model takes it (over K in the [B,S,K,H] site layout)
     // and over the last axis of the contiguous tensor.
-    let logits = Tensor::<Cpu, 4>::random([b, h, s, s], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+    let logits = Tensor::<Cpu, 4>::random(
+        [b, h, s, s],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        &device,
+    );
     group.bench_function("softmax over K of [B,S,K,H] (model)", |bench| {
         bench.iter(|| {
             let probs = burn::tensor::activation::softmax(logits.clone().permute([0, 2, 3, 1]), 2);

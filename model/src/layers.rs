@@ -4,7 +4,7 @@
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::Tensor;
-use burn::tensor::activation::softmax;
+use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
 use hooks_core::{Bindings, Ctx, Value};
 
@@ -51,11 +51,15 @@ impl<B: Backend> Norm<B> {
     }
 }
 
-/// GPT-2's GELU, the tanh approximation.
+/// GPT-2's GELU, the tanh approximation
+/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, computed as the equal
+/// `x · sigmoid(2 √(2/π) (x + 0.044715 x³))` with `x·x·x`: on Flex this is
+/// about six times faster than `tanh` and `powi` (see BENCHMARKS.md).
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
-    let inner = (x.clone() + x.clone().powi_scalar(3) * 0.044715) * SQRT_2_OVER_PI;
-    x.clone() * (inner.tanh() + 1.0) * 0.5
+    const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;
+    x * sigmoid(inner)
 }
 
 /// Cached keys and values of one layer, `[B,K,H,d]`, as they were before the
