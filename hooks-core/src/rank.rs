@@ -112,6 +112,7 @@ impl<B: Backend> AnyRankHook<B> for Scale {
 #[derive(Clone)]
 pub struct Record<B: Backend> {
     recorder: Recorder<B>,
+    layers: Option<Vec<usize>>,
 }
 
 impl<B: Backend> Record<B> {
@@ -119,14 +120,27 @@ impl<B: Backend> Record<B> {
     pub fn into(recorder: &Recorder<B>) -> Self {
         Record {
             recorder: recorder.clone(),
+            layers: None,
         }
+    }
+
+    /// Records only at these layers (calls with no layer are then skipped).
+    pub fn at_layers(mut self, layers: Option<Vec<usize>>) -> Self {
+        self.layers = layers;
+        self
     }
 }
 
 impl<B: Backend> AnyRankHook<B> for Record<B> {
     fn call<const D: usize>(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
-        self.recorder
-            .record(ctx.site().unwrap_or("?"), ctx.layer(), x.clone());
+        let wanted = match &self.layers {
+            None => true,
+            Some(ls) => ctx.layer().is_some_and(|l| ls.contains(&l)),
+        };
+        if wanted {
+            self.recorder
+                .record(ctx.site().unwrap_or("?"), ctx.layer(), x.clone());
+        }
         x
     }
 

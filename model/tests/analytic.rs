@@ -2,6 +2,7 @@
 //! is recomputed by hand on the host from other recorded values and the
 //! model's weights. Each behaviour runs on both CPU backends.
 
+#[macro_use]
 mod common;
 
 use std::collections::BTreeMap;
@@ -14,22 +15,6 @@ use burn::tensor::backend::Backend;
 use common::{CallLog, HostTensor, assert_close, at_layer, host, load, record};
 use hooks_core::{Ctx, FwdStage, HookTree, Record, Recorder};
 use hooks_model::{Gpt2, ModelError, TokenBatch, TransformerHooks};
-
-/// Runs a generic test on Flex and on NdArray.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn flex() {
-                super::$name::<hooks_model::backend::Cpu>();
-            }
-            #[test]
-            fn ndarray() {
-                super::$name::<hooks_model::backend::NdArray>();
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     probs_sum_to_one_and_causal_mask,

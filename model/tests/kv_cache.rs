@@ -3,6 +3,7 @@
 //! argmax of repeated full forwards, seeded sampling is reproducible, and bad
 //! requests fail before any work. Each runs on Flex and NdArray.
 
+#[macro_use]
 mod common;
 
 use burn::tensor::Tensor;
@@ -11,21 +12,6 @@ use common::{HostTensor, assert_close, host, load, record};
 use hooks_core::{FwdStage, HookTree, Record, Recorder};
 use hooks_model::sample::{SampleConfig, SplitMix64, generate, pick};
 use hooks_model::{Gpt2, KvCache, ModelError, TokenBatch, TransformerHooks};
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn flex() {
-                super::$name::<hooks_model::backend::Cpu>();
-            }
-            #[test]
-            fn ndarray() {
-                super::$name::<hooks_model::backend::NdArray>();
-            }
-        }
-    )*};
-}
 
 on_both_backends!(
     cached_steps_match_full_forward,

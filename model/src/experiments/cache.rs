@@ -3,12 +3,11 @@
 //! asked for (one tensor per site and layer, replaced on each pass).
 
 use std::any::Any;
-use std::borrow::Cow;
 use std::path::Path as FsPath;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use hooks_core::{AnyRankHook, Ctx, HookError, HookTree, Path, Recorder, Site};
+use hooks_core::{HookError, HookTree, Path, Record, Recorder, Site};
 
 use crate::experiments::export::write_safetensors;
 use crate::{ModelError, TransformerHooks};
@@ -63,30 +62,6 @@ impl CacheSpec {
     }
 }
 
-/// Records a site's value at the selected layers and passes it on.
-struct RecordAt<B: Backend> {
-    recorder: Recorder<B>,
-    layers: Option<Vec<usize>>,
-}
-
-impl<B: Backend> AnyRankHook<B> for RecordAt<B> {
-    fn call<const D: usize>(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
-        let wanted = match &self.layers {
-            None => true,
-            Some(ls) => ctx.layer().is_some_and(|l| ls.contains(&l)),
-        };
-        if wanted {
-            self.recorder
-                .record(ctx.site().unwrap_or("?"), ctx.layer(), x.clone());
-        }
-        x
-    }
-
-    fn name(&self) -> Cow<'_, str> {
-        Cow::Borrowed("RecordAt")
-    }
-}
-
 /// Gradients recorded on an autodiff backend's inner backend, kept without
 /// naming it so the cache type stays `ActivationCache<B>` for every `B`.
 trait GradStore: Send + Sync {
@@ -138,10 +113,7 @@ impl<B: Backend> ActivationCache<B> {
         for site in &sites {
             hooks.append_to_path(
                 &format!("{site}.fwd"),
-                RecordAt {
-                    recorder: forward.clone(),
-                    layers: spec.layers.clone(),
-                },
+                Record::into(&forward).at_layers(spec.layers.clone()),
             )?;
         }
         Ok(ActivationCache {
@@ -214,10 +186,7 @@ impl<B: AutodiffBackend> ActivationCache<B> {
         for site in &cache.sites {
             hooks.append_grad_to_path(
                 &format!("{site}.bwd"),
-                RecordAt {
-                    recorder: grads.clone(),
-                    layers: spec.layers.clone(),
-                },
+                Record::into(&grads).at_layers(spec.layers.clone()),
             )?;
         }
         cache.grads = Some(Box::new(grads));

@@ -15,6 +15,23 @@ use hooks_model::{Gpt2, TokenBatch};
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
 
+/// Runs each generic test `fn name<B: Backend>()` on Flex and on NdArray.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn flex() {
+                super::$name::<hooks_model::backend::Cpu>();
+            }
+            #[test]
+            fn ndarray() {
+                super::$name::<hooks_model::backend::NdArray>();
+            }
+        }
+    )*};
+}
+
 /// `tests/fixtures/<name>` at the workspace root.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
