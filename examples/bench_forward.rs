@@ -6,8 +6,12 @@
 //! cargo build --release --example bench_forward
 //! target/release/examples/bench_forward --shape small|tiny --batch N --tokens S \
 //!     --case bare|unhooked|record|record_no_denominator|grad|grad_nohooks \
-//!     --iters K --warmup W
+//!     --iters K --warmup W [--malloc retain|default]
 //! ```
+//!
+//! `--malloc retain` (the default) calls
+//! [`burn_hooks::model::alloc::retain_freed_memory`] first, as the `hooks`
+//! tool does; `--malloc default` leaves glibc's settings alone.
 //!
 //! Shapes: `small` is GPT-2 small (12 layers, width 768, 12 heads, 1024
 //! positions, vocabulary 50257), `tiny` is 2 layers, width 64, 4 heads, 64
@@ -36,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn_hooks::model::alloc;
 use burn_hooks::model::backend::{Cpu, CpuAutodiff};
 use burn_hooks::model::{Gpt2, Gpt2Config, TokenBatch, TransformerHooks};
 use burn_hooks::{AnyRankHook, Ctx, FwdStage, HookTree, Record, Recorder};
@@ -57,6 +62,7 @@ struct Args {
     case: String,
     iters: usize,
     warmup: usize,
+    malloc: String,
 }
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
@@ -67,6 +73,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         case: "bare".into(),
         iters: 5,
         warmup: 1,
+        malloc: "retain".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,10 +85,11 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--case" => args.case = value()?,
             "--iters" => args.iters = value()?.parse()?,
             "--warmup" => args.warmup = value()?.parse()?,
+            "--malloc" => args.malloc = value()?,
             "-h" | "--help" => {
                 println!(
                     "bench_forward --shape small|tiny --batch N --tokens S \
-                     --case bare|unhooked|record|record_no_denominator|grad|grad_nohooks --iters K --warmup W"
+                     --case bare|unhooked|record|record_no_denominator|grad|grad_nohooks --iters K --warmup W [--malloc retain|default]"
                 );
                 std::process::exit(0);
             }
@@ -90,6 +98,9 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
     }
     if args.iters == 0 || args.batch == 0 || args.tokens == 0 {
         return Err("--iters, --batch and --tokens must be positive".into());
+    }
+    if args.malloc != "retain" && args.malloc != "default" {
+        return Err(format!("--malloc is `retain` or `default`, not `{}`", args.malloc).into());
     }
     Ok(args)
 }
@@ -140,6 +151,9 @@ fn time(
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
+    if args.malloc == "retain" && !alloc::retain_freed_memory() {
+        return Err("--malloc retain: this C library does not take glibc's settings".into());
+    }
     let config = config(&args.shape)?;
     let input = tokens(args.batch, args.tokens, config.vocab_size)?;
     let device = Default::default();
@@ -214,9 +228,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         .collect::<Vec<_>>()
         .join(",");
     println!(
-        "{{\"impl\":\"burn-hooks\",\"shape\":\"{}\",\"batch\":{},\"tokens\":{},\"case\":\"{}\",\
+        "{{\"impl\":\"burn-hooks\",\"shape\":\"{}\",\"batch\":{},\"tokens\":{},\"case\":\"{}\",\"malloc\":\"{}\",\
          \"median_ms\":{median:.3},\"min_ms\":{:.3},\"iters\":{},\"hook_calls\":{hook_calls},\"samples_ms\":[{samples}]}}",
-        args.shape, args.batch, args.tokens, args.case, ms[0], args.iters
+        args.shape, args.batch, args.tokens, args.case, args.malloc, ms[0], args.iters
     );
     Ok(())
 }

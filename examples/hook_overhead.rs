@@ -3,23 +3,30 @@
 //! with an empty hook tree, and recording every site.
 //!
 //! ```text
-//! cargo run --release --example hook_overhead -- [small|tiny] [BATCH] [TOKENS] [ROUNDS]
+//! cargo run --release --example hook_overhead -- [small|tiny] [BATCH] [TOKENS] [ROUNDS] [--default-malloc]
 //! ```
 //! Defaults: GPT-2 small's shape (12 layers, width 768, 12 heads, vocabulary
 //! 50257, random weights, f32, Flex CPU backend), batch 1 × 128 tokens, 10
 //! rounds. Each round runs the variants back to back in a rotating order;
 //! the table gives the median time of each and its ratio to the compiled-out
-//! forward.
+//! forward. Like the `hooks` tool, it first asks glibc to keep freed memory
+//! for reuse ([`burn_hooks::model::alloc::retain_freed_memory`]);
+//! `--default-malloc` leaves glibc's settings alone.
 
 use std::error::Error;
 use std::time::{Duration, Instant};
 
+use burn_hooks::model::alloc;
 use burn_hooks::model::backend::Cpu;
 use burn_hooks::model::{Gpt2, Gpt2Config, TokenBatch, TransformerHooks};
 use burn_hooks::{FwdStage, HookTree, Record, Recorder};
 
 fn main() -> Result<(), Box<dyn Error>> {
-    let mut args = std::env::args().skip(1);
+    let default_malloc = std::env::args().any(|a| a == "--default-malloc");
+    if !default_malloc {
+        alloc::retain_freed_memory();
+    }
+    let mut args = std::env::args().skip(1).filter(|a| a != "--default-malloc");
     let shape = args.next().unwrap_or_else(|| "small".into());
     let batch: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1);
     let tokens: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(128);
@@ -92,14 +99,20 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
     let medians: Vec<Duration> = times.iter_mut().map(median).collect();
     println!(
-        "{shape} ({} layers, width {}), batch {batch} × {tokens} tokens, {rounds} rounds, Flex CPU",
-        config.n_layer, config.n_embd
+        "{shape} ({} layers, width {}), batch {batch} × {tokens} tokens, {rounds} rounds, Flex CPU, {} malloc settings",
+        config.n_layer,
+        config.n_embd,
+        if default_malloc {
+            "default"
+        } else {
+            "retaining"
+        }
     );
     println!("| variant | median | ratio to compiled out |");
     println!("|---|---|---|");
     for ((name, _), m) in variants.iter().zip(&medians) {
         println!(
-            "| {name} | {:.2} ms | {:.3} |",
+            "| {name} | {:.3} ms | {:.3} |",
             m.as_secs_f64() * 1e3,
             m.as_secs_f64() / medians[0].as_secs_f64()
         );

@@ -15,7 +15,11 @@
 //!   notes, at GPT-2 small's shapes: the model's `gelu_tanh` against two
 //!   rewrites (`x*x*x` instead of `powi_scalar(3)`, and the sigmoid form),
 //!   and the attention softmax over the key axis of the `[B,S,K,H]` site
-//!   layout against the same softmax on a contiguous `[B,H,S,K]` tensor.
+//!   layout (how the model took it before) against the same softmax on the
+//!   contiguous `[B,H,S,K]` tensor (how it takes it now).
+//!
+//! Like the `hooks` tool, the bench first asks glibc to keep freed memory
+//! for reuse (`hooks_model::alloc`).
 //!
 //! `cargo bench -p hooks-model --bench forward -- --warm-up-time 1 --measurement-time 5`
 
@@ -26,7 +30,7 @@ use std::time::Duration;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use hooks_core::{AnyRankHook, Ctx, FwdStage, HookTree, Record, Recorder};
 use hooks_model::backend::{Cpu, CpuAutodiff};
 use hooks_model::{Gpt2, Gpt2Config, TokenBatch, TransformerHooks};
@@ -162,21 +166,21 @@ fn ops(c: &mut Criterion) {
         });
     }
 
-    // Attention logits as the model computes them, [B,H,S,K], then the
-    // softmax as the model takes it (over K in the [B,S,K,H] site layout)
-    // and over the last axis of the contiguous tensor.
+    // Attention logits [B,H,S,K], then the softmax as the model took it
+    // before attention moved to [B,H,S,K] (over K in the [B,S,K,H] site
+    // layout) and as it takes it now (over the last axis).
     let logits = Tensor::<Cpu, 4>::random(
         [b, h, s, s],
         burn::tensor::Distribution::Normal(0.0, 1.0),
         &device,
     );
-    group.bench_function("softmax over K of [B,S,K,H] (model)", |bench| {
+    group.bench_function("softmax over K of [B,S,K,H] (old layout)", |bench| {
         bench.iter(|| {
             let probs = burn::tensor::activation::softmax(logits.clone().permute([0, 2, 3, 1]), 2);
             black_box(sync(probs.permute([0, 3, 1, 2]).matmul(logits.clone())))
         })
     });
-    group.bench_function("softmax over last axis of [B,H,S,K]", |bench| {
+    group.bench_function("softmax over last axis of [B,H,S,K] (model)", |bench| {
         bench.iter(|| {
             let probs = burn::tensor::activation::softmax(logits.clone(), 3);
             black_box(sync(probs.matmul(logits.clone())))
@@ -203,4 +207,11 @@ criterion_group! {
     config = Criterion::default().warm_up_time(Duration::from_secs(1));
     targets = tiny, small, ops
 }
-criterion_main!(benches);
+
+/// criterion's `criterion_main!`, after asking glibc to keep freed memory
+/// as the `hooks` tool does (`hooks_model::alloc`).
+fn main() {
+    hooks_model::alloc::retain_freed_memory();
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

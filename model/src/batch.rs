@@ -142,8 +142,11 @@ pub(crate) struct Layout {
     /// `[B,S]` position ids: the count of non-pad tokens before each token
     /// (pads take the position of the last real token, or 0).
     pub positions: Vec<i64>,
-    /// `[B,1,S,K]` additive mask: 0 where a query may see a key, -inf where not.
+    /// `[R,1,S,K]` additive mask: 0 where a query may see a key, -inf where
+    /// not; `R` is `mask_rows`.
     pub mask: Vec<f32>,
+    /// 1 when every row has the same mask (no pads, or the same pads), else B.
+    pub mask_rows: usize,
     pub batch: usize,
     pub queries: usize,
     pub keys: usize,
@@ -176,12 +179,47 @@ impl Layout {
                 }
             }
         }
+        // Rows without pads share one mask: keep one copy, which the
+        // attention adds to every row and head in a single pass.
+        let row = queries * keys;
+        let mask_rows = if row > 0 && mask.chunks(row).all(|m| m == &mask[..row]) {
+            mask.truncate(row);
+            1
+        } else {
+            batch
+        };
         Layout {
             positions,
             mask,
+            mask_rows,
             batch,
             queries,
             keys,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Layout;
+
+    #[test]
+    fn rows_without_pads_share_one_mask() {
+        let layout = Layout::new(&[vec![false; 3], vec![false; 3]], 3);
+        assert_eq!(layout.mask_rows, 1);
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(
+            layout.mask,
+            vec![0.0, inf, inf, 0.0, 0.0, inf, 0.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn padded_rows_keep_their_own_masks() {
+        let layout = Layout::new(&[vec![false; 2], vec![true, false]], 2);
+        assert_eq!(layout.mask_rows, 2);
+        let inf = f32::NEG_INFINITY;
+        // Row 1: the pad query sees only itself, the real query only itself.
+        assert_eq!(layout.mask, vec![0.0, inf, 0.0, 0.0, 0.0, inf, inf, 0.0]);
     }
 }

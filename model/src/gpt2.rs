@@ -193,8 +193,10 @@ impl<B: Backend> Gpt2<B> {
             TensorData::new(layout.positions.clone(), [b, s]),
             &device,
         );
-        let mask =
-            Tensor::<B, 4>::from_data(TensorData::new(layout.mask.clone(), [b, 1, s, k]), &device);
+        let mask = Tensor::<B, 4>::from_data(
+            TensorData::new(layout.mask.clone(), [layout.mask_rows, 1, s, k]),
+            &device,
+        );
 
         let root = Ctx::root();
         let x = embedding(self.wte.val(), tokens) + embedding(self.wpe.val(), positions);

@@ -3,9 +3,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::Tensor;
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorPrimitive};
 use hooks_core::{Bindings, Ctx, Value};
 
 use crate::hooks::{AttentionHooks, MlpHooks, NormalizationHooks, TransformerHooks};
@@ -42,6 +42,21 @@ impl<B: Backend> Norm<B> {
         hooks: &NormalizationHooks<B>,
         ctx: &Ctx<'_>,
     ) -> Tensor<B, 3> {
+        if !HOOKED
+            || (hooks.post_mean_subtraction.is_empty()
+                && hooks.scale.is_empty()
+                && hooks.post_scale.is_empty())
+        {
+            // Nothing to see in between: the backend's fused layer norm
+            // (one row-parallel pass on Flex instead of nine operations).
+            let fused = B::layer_norm(
+                x.into_primitive().tensor(),
+                self.weight.val().into_primitive().tensor(),
+                Some(self.bias.val().into_primitive().tensor()),
+                self.eps,
+            );
+            return Tensor::from_primitive(TensorPrimitive::Float(fused));
+        }
         let mean = x.clone().mean_dim(2);
         let x = call::<HOOKED, B, 3>(&hooks.post_mean_subtraction, x - mean, ctx);
         let scale = (x.clone().square().mean_dim(2) + self.eps).sqrt();
@@ -123,29 +138,65 @@ impl<B: Backend> Attention<B> {
         let k = call::<HOOKED, B, 4>(&hooks.k, k, ctx);
         let v = call::<HOOKED, B, 4>(&hooks.v, v, ctx);
 
-        // [B,H,S,d] x [B,H,d,K] -> [B,H,S,K], masked, then laid out [B,S,K,H].
-        let logits = q.permute([0, 2, 1, 3]).matmul(k.permute([0, 2, 3, 1])) + mask.clone();
-        let logits = call::<HOOKED, B, 4>(&hooks.qk_logits, logits.permute([0, 2, 3, 1]), ctx);
+        // Attention is computed in the contiguous [B,H,S,K] layout, where the
+        // mask add, the softmax over keys (the last axis) and the products
+        // with v are single passes. Hooks see the sites' [B,S,K,H] layout
+        // (and [B,S,1,H] for the denominator): a permuted view, handed over
+        // only when the site has hooks and permuted back afterwards, so a
+        // hook that returns its input costs no copy.
+        let logits = add_mask(
+            q.permute([0, 2, 1, 3]).matmul(k.permute([0, 2, 3, 1])),
+            mask,
+        );
+        let logits = call_keys_last::<HOOKED, B>(&hooks.qk_logits, logits, ctx);
 
         let probs = if !HOOKED || hooks.qk_softmax_denominator.is_empty() {
-            softmax(logits, 2)
+            softmax(logits, 3)
         } else {
-            let max = logits.clone().max_dim(2).detach();
+            let max = logits.clone().max_dim(3).detach();
             let numerator = (logits - max).exp();
-            let denominator = hooks
-                .qk_softmax_denominator
-                .call(numerator.clone().sum_dim(2), ctx);
+            let denominator = call_keys_last::<HOOKED, B>(
+                &hooks.qk_softmax_denominator,
+                numerator.clone().sum_dim(3),
+                ctx,
+            );
             numerator / denominator
         };
-        let probs = call::<HOOKED, B, 4>(&hooks.qk_probs, probs, ctx);
+        let probs = call_keys_last::<HOOKED, B>(&hooks.qk_probs, probs, ctx);
 
         // [B,H,S,K] x [B,H,K,d] -> [B,H,S,d] -> [B,S,H,d]
-        let v_out = probs
-            .permute([0, 3, 1, 2])
-            .matmul(v.permute([0, 2, 1, 3]))
-            .permute([0, 2, 1, 3]);
+        let v_out = probs.matmul(v.permute([0, 2, 1, 3])).permute([0, 2, 1, 3]);
         let v_out = call::<HOOKED, B, 4>(&hooks.v_out, v_out, ctx);
         self.c_proj.forward(v_out.reshape([b, s, d_model]))
+    }
+}
+
+/// Calls an attention site on a `[B,H,S,K]` tensor (or `[B,H,S,1]`), which
+/// its hooks see as `[B,S,K,H]` (`[B,S,1,H]`); an empty site is skipped
+/// without touching the layout.
+#[inline(always)]
+fn call_keys_last<const HOOKED: bool, B: Backend>(
+    site: &hooks_core::Site<B, 4>,
+    x: Tensor<B, 4>,
+    ctx: &Ctx<'_>,
+) -> Tensor<B, 4> {
+    if !HOOKED || site.is_empty() {
+        return x;
+    }
+    site.call(x.permute([0, 2, 3, 1]), ctx)
+        .permute([0, 3, 1, 2])
+}
+
+/// Adds the `[B or 1, 1, S, K]` additive mask to `[B,H,S,K]` logits. A mask
+/// shared by every row is added to the logits seen as `[B·H, S·K]`, which
+/// the CPU backend does in place with SIMD; a per-row mask (padded batches)
+/// is broadcast over the heads.
+fn add_mask<B: Backend>(logits: Tensor<B, 4>, mask: &Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, s, k] = logits.dims();
+    if mask.dims()[0] == 1 {
+        (logits.reshape([b * h, s * k]) + mask.clone().reshape([1, s * k])).reshape([b, h, s, k])
+    } else {
+        logits + mask.clone()
     }
 }
 

@@ -14,6 +14,7 @@
 // loading or checking inputs, never per tensor operation.
 #![allow(clippy::result_large_err)]
 
+pub mod alloc;
 pub mod backend;
 mod batch;
 pub mod checkpoint;

@@ -1,0 +1,51 @@
+//! Tells the C allocator to keep freed memory for reuse.
+//!
+//! A forward pass allocates and frees buffers of megabytes (activations,
+//! attention patterns, logits), and more when hooks record every site. With
+//! its default settings glibc serves large blocks with `mmap` and hands
+//! freed ones back to the kernel, so each pass faults fresh zeroed pages in
+//! again: at GPT-2-small shape that was up to a third of the time spent
+//! recording every site (BENCHMARKS.md, "Hook overhead"). Keeping freed
+//! memory in the heap lets the next pass reuse it.
+//!
+//! This changes process-wide allocator settings, so the library never calls
+//! it on its own: binaries opt in at start-up (the `hooks` tool, the
+//! examples and benchmarks do). Other allocators, and libc's other than
+//! glibc, are left alone.
+
+/// Largest block glibc will still serve from the heap instead of `mmap`:
+/// 32 MiB, the most glibc accepts on 64-bit targets.
+pub const MMAP_THRESHOLD: usize = 32 << 20;
+/// Free memory at the top of the heap kept rather than returned: 1 GiB.
+pub const TRIM_THRESHOLD: usize = 1 << 30;
+/// Extra memory requested each time the heap grows: 64 MiB.
+pub const TOP_PAD: usize = 64 << 20;
+
+/// Asks glibc to keep freed memory for reuse: blocks up to
+/// [`MMAP_THRESHOLD`] come from the heap, up to [`TRIM_THRESHOLD`] of free
+/// memory stays mapped, and the heap grows by [`TOP_PAD`] at a time.
+///
+/// Returns whether every setting was accepted; `false` on targets without
+/// glibc, where nothing is changed. The same settings can be given without
+/// code through the environment: `MALLOC_MMAP_THRESHOLD_=33554432
+/// MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864`.
+pub fn retain_freed_memory() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let settings = [
+            (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD),
+            (libc::M_TOP_PAD, TOP_PAD),
+        ];
+        settings.iter().all(|&(param, value)| {
+            let value = libc::c_int::try_from(value).expect("the settings fit a C int");
+            // SAFETY: mallopt only changes allocator tunables; it is safe to
+            // call at any time and reports a rejected value by returning 0.
+            unsafe { libc::mallopt(param, value) == 1 }
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
