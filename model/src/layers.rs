@@ -164,10 +164,18 @@ impl<B: Backend> Attention<B> {
         };
         let probs = call_keys_last::<HOOKED, B>(&hooks.qk_probs, probs, ctx);
 
-        // [B,H,S,K] x [B,H,K,d] -> [B,H,S,d] -> [B,S,H,d]
-        let v_out = probs.matmul(v.permute([0, 2, 1, 3])).permute([0, 2, 1, 3]);
-        let v_out = call::<HOOKED, B, 4>(&hooks.v_out, v_out, ctx);
-        self.c_proj.forward(v_out.reshape([b, s, d_model]))
+        // probs·v computed transposed, [B,H,d,K] x [B,H,K,S] -> [B,H,d,S]:
+        // merging heads is then a reshape to [B,D,S], and the output
+        // projection reads [B,S,D] as a strided view of it, with no copy.
+        // v_out's hooks see the [B,S,H,d] site layout as a view.
+        let out_t = v.permute([0, 2, 3, 1]).matmul(probs.swap_dims(2, 3));
+        let merged_t = if !HOOKED || hooks.v_out.is_empty() {
+            out_t.reshape([b, d_model, s])
+        } else {
+            let v_out = hooks.v_out.call(out_t.permute([0, 3, 1, 2]), ctx);
+            v_out.permute([0, 2, 3, 1]).reshape([b, d_model, s])
+        };
+        self.c_proj.forward(merged_t.swap_dims(1, 2))
     }
 }
 
