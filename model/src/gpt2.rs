@@ -216,7 +216,13 @@ impl<B: Backend> Gpt2<B> {
         } else {
             x
         };
-        let logits = x.matmul(self.unembed.val().unsqueeze::<3>());
+        // As rows: one matrix product, and in the backward one product for
+        // the unembedding's gradient (a broadcast [1,D,V] weight would
+        // make a [B,D,V] gradient per row of the batch and then sum it).
+        let logits = x
+            .reshape([b * s, self.config.n_embd])
+            .matmul(self.unembed.val())
+            .reshape([b, s, self.config.vocab_size]);
         if HOOKED {
             hooks.logits.call(logits, &root)
         } else {

@@ -115,7 +115,7 @@ impl<B: Backend> Attention<B> {
         // d^-1/4 on both q and k: their product carries the usual 1/sqrt(d).
         let qk_scale = (d as f64).powf(-0.25);
 
-        let qkv = self.c_attn.forward(x);
+        let qkv = linear_rows(&self.c_attn, x);
         let split = |i: usize| {
             qkv.clone()
                 .slice([0..b, 0..s, i * d_model..(i + 1) * d_model])
@@ -175,7 +175,35 @@ impl<B: Backend> Attention<B> {
             let v_out = hooks.v_out.call(out_t.permute([0, 3, 1, 2]), ctx);
             v_out.permute([0, 2, 3, 1]).reshape([b, d_model, s])
         };
-        self.c_proj.forward(merged_t.swap_dims(1, 2))
+        linear_batched(&self.c_proj, merged_t.swap_dims(1, 2))
+    }
+}
+
+/// `x·W + b` for `x` `[B,S,I]` seen as `B·S` rows: one 2-D matrix product,
+/// whose backward computes `dW` as one product over all rows and `dx`
+/// against a transposed view of `W`. (`Linear::forward` multiplies by the
+/// weight broadcast to `[1,I,O]`; its backward copies `Wᵀ` on every call,
+/// which was a tenth of a GPT-2-small training step on Flex.) A reshape
+/// costs nothing when `x` is contiguous, as the block's activations are.
+pub fn linear_rows<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let [b, s, i] = x.dims();
+    let y = x.reshape([b * s, i]).matmul(layer.weight.val());
+    let y = match &layer.bias {
+        Some(bias) => y + bias.val().unsqueeze::<2>(),
+        None => y,
+    };
+    let o = y.dims()[1];
+    y.reshape([b, s, o])
+}
+
+/// `x·W + b` with the weight broadcast over the batch, for an `x` that is a
+/// strided view (reshaping it to rows would copy it); the backward still
+/// reads `Wᵀ` as a view.
+pub fn linear_batched<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
+    let y = x.matmul(layer.weight.val().unsqueeze::<3>());
+    match &layer.bias {
+        Some(bias) => y + bias.val().unsqueeze::<3>(),
+        None => y,
     }
 }
 
@@ -225,7 +253,7 @@ impl<B: Backend> Mlp<B> {
         hooks: &MlpHooks<B>,
         ctx: &Ctx<'_>,
     ) -> Tensor<B, 3> {
-        let pre = call::<HOOKED, B, 3>(&hooks.pre_act, self.c_fc.forward(x), ctx);
+        let pre = call::<HOOKED, B, 3>(&hooks.pre_act, linear_rows(&self.c_fc, x), ctx);
         let post = gelu_tanh(pre);
         let post = if !HOOKED || hooks.post_act.is_empty() {
             post
@@ -237,7 +265,7 @@ impl<B: Backend> Mlp<B> {
                 .expect("a fresh binding set");
             hooks.post_act.call(post, &ctx.with_bindings(&extra))
         };
-        self.c_proj.forward(post)
+        linear_rows(&self.c_proj, post)
     }
 }
 
