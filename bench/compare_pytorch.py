@@ -17,6 +17,12 @@ Setup (this script installs nothing):
     python bench/compare_pytorch.py            # full run, ~10 min on 2 cores
     python bench/compare_pytorch.py --quick    # tiny shape only, seconds
 
+Our side asks glibc to keep freed memory (`--malloc retain`, as the `hooks`
+tool does); to give PyTorch the same settings, start the script with them:
+
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824 \
+        MALLOC_TOP_PAD_=67108864 python bench/compare_pytorch.py
+
 Cases (the same on both sides):
   bare          forward, no hooks, no autograd graph (`torch.no_grad()`; ours
                 on the plain `Cpu` backend with an empty hook tree)
@@ -191,9 +197,10 @@ class TheirSide:
         return times, calls
 
 
-def run_ours(binary: Path, job: Job, n_threads: int) -> tuple[list[float], int]:
+def run_ours(binary: Path, job: Job, n_threads: int, malloc: str) -> tuple[list[float], int]:
     cmd = [
         str(binary),
+        "--malloc", malloc,
         "--shape", job.shape,
         "--batch", str(job.batch),
         "--tokens", str(job.tokens),
@@ -225,6 +232,14 @@ def main() -> int:
         default=threads(),
         help="threads for both sides: torch.set_num_threads and RAYON_NUM_THREADS (default: the cores this process may use)",
     )
+    p.add_argument(
+        "--malloc",
+        choices=("retain", "default"),
+        default="retain",
+        help="our side's glibc settings: `retain` keeps freed memory (what the `hooks` tool does), "
+        "`default` leaves glibc alone. TransformerLens runs with whatever MALLOC_* variables this "
+        "process was started with (none by default)",
+    )
     args = p.parse_args()
 
     if not args.bin.exists():
@@ -247,7 +262,9 @@ def main() -> int:
     ) if Path("/proc/cpuinfo").exists() else platform.processor()
     print(
         f"# {cpu}, {n_threads} threads; torch {torch.__version__}, "
-        f"transformer-lens {md.version('transformer-lens')}, python {platform.python_version()}",
+        f"transformer-lens {md.version('transformer-lens')}, python {platform.python_version()}; "
+        f"ours --malloc {args.malloc}; MALLOC_* in the environment: "
+        f"{' '.join(f'{k}={v}' for k, v in sorted(os.environ.items()) if k.startswith('MALLOC_')) or 'none'}",
         flush=True,
     )
 
@@ -259,7 +276,7 @@ def main() -> int:
             theirs.clear()  # one model in memory at a time
             theirs[job.shape] = TheirSide(job.shape)
         for _ in range(job.rounds):
-            samples, job.ours_calls = run_ours(args.bin, job, n_threads)
+            samples, job.ours_calls = run_ours(args.bin, job, n_threads, args.malloc)
             job.ours += samples
             samples, job.theirs_calls = theirs[job.shape].run(job)
             job.theirs += samples
