@@ -5,7 +5,7 @@
 //! ```text
 //! cargo build --release --example bench_forward
 //! target/release/examples/bench_forward --shape small|tiny --batch N --tokens S \
-//!     --case bare|unhooked|record|record_no_denominator|grad|grad_nohooks \
+//!     --case bare|unhooked|record|record_no_denominator|record_no_norm|grad|grad_nohooks \
 //!     --iters K --warmup W [--malloc retain|default]
 //! ```
 //!
@@ -26,6 +26,8 @@
 //!   `attn.qk_softmax_denominator` site (a hook there makes the model write
 //!   the softmax out instead of calling the fused one; TransformerLens has
 //!   no such site);
+//! - `record_no_norm`: `record` without the three layer-norm sites of each
+//!   norm (with them empty the model calls the backend's fused layer norm);
 //! - `grad`: forward and backward of `logits.sum()` on `CpuAutodiff`, with a
 //!   pass-through gradient hook at every site;
 //! - `grad_nohooks`: the same with an empty hook tree.
@@ -89,7 +91,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "-h" | "--help" => {
                 println!(
                     "bench_forward --shape small|tiny --batch N --tokens S \
-                     --case bare|unhooked|record|record_no_denominator|grad|grad_nohooks --iters K --warmup W [--malloc retain|default]"
+                     --case bare|unhooked|record|record_no_denominator|record_no_norm|grad|grad_nohooks --iters K --warmup W [--malloc retain|default]"
                 );
                 std::process::exit(0);
             }
@@ -160,7 +162,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut hook_calls = 0usize;
 
     let times = match args.case.as_str() {
-        "bare" | "unhooked" | "record" | "record_no_denominator" => {
+        "bare" | "unhooked" | "record" | "record_no_denominator" | "record_no_norm" => {
             let model = Gpt2::<Cpu>::init(&config, &device)?;
             let recorder = Recorder::new();
             let mut hooks = TransformerHooks::<Cpu>::default();
@@ -177,6 +179,11 @@ fn main() -> Result<(), Box<dyn Error>> {
                     hooks.append_all(FwdStage::Fwd, Record::into(&recorder));
                     if args.case == "record_no_denominator" {
                         hooks.attn.qk_softmax_denominator = Default::default();
+                    }
+                    if args.case == "record_no_norm" {
+                        hooks.resid.torso.ln_attn = Default::default();
+                        hooks.resid.torso.ln_mlp = Default::default();
+                        hooks.resid.ln_f = Default::default();
                     }
                     let times = time(args.warmup, args.iters, || {
                         sync(model.forward(&input, &hooks)?);
@@ -212,7 +219,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             }
             times
         }
-        other => return Err(format!("unknown case `{other}`: bare, unhooked, record, record_no_denominator, grad or grad_nohooks").into()),
+        other => return Err(format!("unknown case `{other}`: bare, unhooked, record, record_no_denominator, record_no_norm, grad or grad_nohooks").into()),
     };
 
     let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
