@@ -20,15 +20,23 @@ pub const MMAP_THRESHOLD: usize = 32 << 20;
 pub const TRIM_THRESHOLD: usize = 1 << 30;
 /// Extra memory requested each time the heap grows: 64 MiB.
 pub const TOP_PAD: usize = 64 << 20;
+/// Allocator arenas: one. glibc otherwise gives each thread that allocates
+/// (Flex's rayon workers) an arena of its own, made of 64 MiB heaps that are
+/// mapped and unmapped as buffers come and go; at GPT-2-small 8 × 128
+/// recording every site cost 1.23–1.37× the bare forward with them, and
+/// 1.13–1.15× with one arena (BENCHMARKS.md).
+pub const ARENA_MAX: usize = 1;
 
 /// Asks glibc to keep freed memory for reuse: blocks up to
 /// [`MMAP_THRESHOLD`] come from the heap, up to [`TRIM_THRESHOLD`] of free
-/// memory stays mapped, and the heap grows by [`TOP_PAD`] at a time.
+/// memory stays mapped, the heap grows by [`TOP_PAD`] at a time, and all
+/// threads share [`ARENA_MAX`] arena.
 ///
 /// Returns whether every setting was accepted; `false` on targets without
 /// glibc, where nothing is changed. The same settings can be given without
 /// code through the environment: `MALLOC_MMAP_THRESHOLD_=33554432
-/// MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864`.
+/// MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864
+/// MALLOC_ARENA_MAX=1`.
 pub fn retain_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
@@ -36,6 +44,7 @@ pub fn retain_freed_memory() -> bool {
             (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD),
             (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD),
             (libc::M_TOP_PAD, TOP_PAD),
+            (libc::M_ARENA_MAX, ARENA_MAX),
         ];
         settings.iter().all(|&(param, value)| {
             let value = libc::c_int::try_from(value).expect("the settings fit a C int");
@@ -47,5 +56,17 @@ pub fn retain_freed_memory() -> bool {
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    fn glibc_accepts_every_setting() {
+        assert!(super::retain_freed_memory());
+        // Allocating and freeing a block above the old mmap threshold works.
+        let block = vec![1u8; 8 << 20];
+        assert_eq!(block.iter().map(|&b| b as usize).sum::<usize>(), 8 << 20);
     }
 }
