@@ -14,7 +14,7 @@ Setup (this script installs nothing):
     pip install "transformer-lens<4" torch
     export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
     cargo build --release --example bench_forward
-    python bench/compare_pytorch.py            # full run, ~10 min on 2 cores
+    python bench/compare_pytorch.py            # full run, ~3–5 min on 2 cores
     python bench/compare_pytorch.py --quick    # tiny shape only, seconds
 
 Our side asks glibc to keep freed memory (`--malloc retain`, as the `hooks`
