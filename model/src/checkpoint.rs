@@ -53,6 +53,7 @@ impl Weights<'_> {
         let (found_key, view) = self.find(key).ok_or_else(|| ModelError::MissingKey {
             path: self.path.clone(),
             key: key.to_string(),
+            also_tried: vec![format!("transformer.{key}")],
         })?;
         if view.shape() != shape {
             return Err(ModelError::WrongShape {

@@ -25,12 +25,15 @@ pub enum ModelError {
         reason: String,
     },
     /// A weight the model needs is not in the file.
-    #[error("{}: missing weight `{key}` (also looked for `transformer.{key}`)", path.display())]
+    #[error("{}: missing weight `{key}`{}", path.display(), also_looked_for(.also_tried))]
     MissingKey {
         /// The file.
         path: PathBuf,
         /// The key, without prefix.
         key: String,
+        /// Other names tried for the same weight (GPT-2 checkpoints may
+        /// prefix every key with `transformer.`); empty when there are none.
+        also_tried: Vec<String>,
     },
     /// A weight has the wrong shape.
     #[error("{}: weight `{key}` has shape {found:?}, expected {expected:?}", path.display())]
@@ -104,4 +107,13 @@ impl ModelError {
             source,
         }
     }
+}
+
+/// ` (also looked for `a`, `b`)`, or nothing.
+fn also_looked_for(keys: &[String]) -> String {
+    if keys.is_empty() {
+        return String::new();
+    }
+    let quoted: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+    format!(" (also looked for {})", quoted.join(", "))
 }

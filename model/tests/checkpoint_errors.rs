@@ -178,9 +178,14 @@ fn missing_key_is_named() {
         let err = load_err(dir.path());
         let msg = err.to_string();
         match err {
-            ModelError::MissingKey { path, key } => {
+            ModelError::MissingKey {
+                path,
+                key,
+                also_tried,
+            } => {
                 assert_eq!(key, "h.1.mlp.c_fc.bias");
                 assert_eq!(path, dir.join(WEIGHTS_FILE));
+                assert_eq!(also_tried, vec!["transformer.h.1.mlp.c_fc.bias"]);
             }
             other => panic!("{name}: expected MissingKey, got {other:?}"),
         }

@@ -432,10 +432,16 @@ fn loading_a_bad_file_names_the_problem() {
 
     let mut missing = entries(4, 6);
     missing.retain(|(k, _)| k != "latent_bias");
-    match load("missing.safetensors", missing, None).unwrap_err() {
-        ModelError::MissingKey { key, .. } => assert_eq!(key, "latent_bias"),
+    let err = load("missing.safetensors", missing, None).unwrap_err();
+    let msg = err.to_string();
+    match err {
+        ModelError::MissingKey {
+            key, also_tried, ..
+        } => assert_eq!((key.as_str(), also_tried.len()), ("latent_bias", 0)),
         other => panic!("expected MissingKey, got {other}"),
     }
+    // An SAE file has no `transformer.` prefix to mention.
+    assert!(msg.ends_with("missing weight `latent_bias`"), "{msg}");
 
     let mut wrong = entries(4, 6);
     wrong[3].1 = TensorData::new(vec![0.0f32; 24], [6, 4]);

@@ -131,6 +131,7 @@ impl<B: Backend> SparseAutoencoder<B> {
             let view = st.tensor(key).map_err(|_| ModelError::MissingKey {
                 path: path.to_path_buf(),
                 key: key.to_string(),
+                also_tried: Vec::new(),
             })?;
             if view.dtype() != Dtype::F32 {
                 return Err(ModelError::WrongDtype {
