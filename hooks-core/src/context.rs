@@ -6,7 +6,7 @@
 //! that lives on the stack: building one allocates nothing, and each
 //! [`Hooks`](crate::Hooks) stage with bindings pushes a borrowed frame on top.
 
-use crate::{Bindings, Value};
+use crate::{Bindings, HookFault, HookFaults, Value};
 
 /// What a hook is told about the call it is part of.
 ///
@@ -19,6 +19,7 @@ pub struct Ctx<'a> {
     site: Option<&'a str>,
     bound: Option<&'a Bindings>,
     parent: Option<&'a Ctx<'a>>,
+    faults: Option<&'a HookFaults>,
 }
 
 impl<'a> Ctx<'a> {
@@ -29,6 +30,7 @@ impl<'a> Ctx<'a> {
             site: None,
             bound: None,
             parent: None,
+            faults: None,
         }
     }
 
@@ -39,6 +41,7 @@ impl<'a> Ctx<'a> {
             site: None,
             bound: None,
             parent: None,
+            faults: None,
         }
     }
 
@@ -50,6 +53,7 @@ impl<'a> Ctx<'a> {
             site: self.site,
             bound: Some(bindings),
             parent: Some(self),
+            faults: self.faults,
         }
     }
 
@@ -60,6 +64,38 @@ impl<'a> Ctx<'a> {
             site: Some(site),
             bound: None,
             parent: Some(self),
+            faults: self.faults,
+        }
+    }
+
+    /// The same context, with hooks' faults ([`Ctx::fail`]) collected in
+    /// `faults` instead of panicking. The model's forward pass sets one up
+    /// and returns the first fault as an error.
+    pub fn with_faults<'b>(&self, faults: &'b HookFaults) -> Ctx<'b>
+    where
+        'a: 'b,
+    {
+        Ctx {
+            faults: Some(faults),
+            ..*self
+        }
+    }
+
+    /// Reports that the hook cannot do its job (bad input it was given at
+    /// set-up, a value of an unexpected shape). The hook should then return
+    /// its input unchanged: the caller that collects faults turns the first
+    /// one into an error when the call is over. Without a collector (a hook
+    /// called directly, or a gradient hook during the backward pass) this
+    /// panics with the message.
+    pub fn fail(&self, message: impl Into<String>) {
+        let fault = HookFault {
+            site: self.site.map(str::to_string),
+            layer: self.layer(),
+            message: message.into(),
+        };
+        match self.faults {
+            Some(sink) => sink.report(fault),
+            None => panic!("{fault}"),
         }
     }
 
@@ -147,6 +183,7 @@ impl CtxSnapshot {
             site: self.site.as_deref(),
             bound: (!self.bindings.is_empty()).then_some(&self.bindings),
             parent: None,
+            faults: None,
         }
     }
 }

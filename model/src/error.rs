@@ -24,6 +24,10 @@ pub enum ModelError {
         /// What the parser said.
         reason: String,
     },
+    /// A hook could not run during the forward pass ([`hooks_core::Ctx::fail`]):
+    /// a patch source of the wrong shape, a missing recording.
+    #[error(transparent)]
+    Hook(#[from] hooks_core::HookFault),
     /// A weight the model needs is not in the file.
     #[error("{}: missing weight `{key}`{}", path.display(), also_looked_for(.also_tried))]
     MissingKey {

@@ -6,7 +6,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::embedding;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use hooks_core::Ctx;
+use hooks_core::{Ctx, HookFaults};
 
 use crate::batch::{Layout, TokenBatch};
 use crate::layers::{Attention, Block, LayerCache, Mlp, Norm};
@@ -133,7 +133,15 @@ impl<B: Backend> Gpt2<B> {
         batch.check(&self.config, 0)?;
         let pad = pad_rows(batch);
         let layout = Layout::new(&pad, batch.len());
-        Ok(self.run::<true>(batch.tokens_tensor(&self.device()), &layout, hooks, None))
+        let mut faults = HookFaults::new();
+        let logits = self.run::<true>(
+            batch.tokens_tensor(&self.device()),
+            &layout,
+            hooks,
+            &faults,
+            None,
+        );
+        fault_or(&mut faults, logits)
     }
 
     /// Logits for new tokens after the ones in `cache`, which is extended.
@@ -161,12 +169,15 @@ impl<B: Backend> Gpt2<B> {
             }
         }
         let layout = Layout::new(&cache.pad, batch.len());
-        Ok(self.run::<true>(
+        let mut faults = HookFaults::new();
+        let logits = self.run::<true>(
             batch.tokens_tensor(&self.device()),
             &layout,
             hooks,
+            &faults,
             Some(&mut cache.layers),
-        ))
+        );
+        fault_or(&mut faults, logits)
     }
 
     /// The same forward pass with every site call compiled out: the
@@ -176,15 +187,24 @@ impl<B: Backend> Gpt2<B> {
         batch.check(&self.config, 0)?;
         let layout = Layout::new(&pad_rows(batch), batch.len());
         let hooks = TransformerHooks::default();
-        Ok(self.run::<false>(batch.tokens_tensor(&self.device()), &layout, &hooks, None))
+        let faults = HookFaults::new();
+        Ok(self.run::<false>(
+            batch.tokens_tensor(&self.device()),
+            &layout,
+            &hooks,
+            &faults,
+            None,
+        ))
     }
 
     /// The forward pass on checked inputs; `HOOKED = false` skips every site.
+    /// Hooks that fail report into `faults`.
     fn run<const HOOKED: bool>(
         &self,
         tokens: Tensor<B, 2, Int>,
         layout: &Layout,
         hooks: &TransformerHooks<B>,
+        faults: &HookFaults,
         mut cache: Option<&mut Vec<Option<LayerCache<B>>>>,
     ) -> Tensor<B, 3> {
         let device = self.device();
@@ -198,7 +218,7 @@ impl<B: Backend> Gpt2<B> {
             &device,
         );
 
-        let root = Ctx::root();
+        let root = Ctx::root().with_faults(faults);
         let x = embedding(self.wte.val(), tokens) + embedding(self.wpe.val(), positions);
         let mut x = if HOOKED {
             hooks.resid.post_emb.call(x, &root)
@@ -206,7 +226,7 @@ impl<B: Backend> Gpt2<B> {
             x
         };
         for (layer, block) in self.blocks.iter().enumerate() {
-            let ctx = Ctx::at_layer(layer);
+            let ctx = Ctx::at_layer(layer).with_faults(faults);
             let layer_cache = cache.as_mut().map(|c| &mut c[layer]);
             x = block.forward::<HOOKED>(x, &mask, hooks, &ctx, layer_cache);
         }
@@ -228,6 +248,18 @@ impl<B: Backend> Gpt2<B> {
         } else {
             logits
         }
+    }
+}
+
+/// The logits, or the first fault a hook reported during the pass (the
+/// logits are then meaningless: the failing hook passed its input on).
+fn fault_or<B: Backend>(
+    faults: &mut HookFaults,
+    logits: Tensor<B, 3>,
+) -> Result<Tensor<B, 3>, ModelError> {
+    match faults.take() {
+        Some(fault) => Err(fault.into()),
+        None => Ok(logits),
     }
 }
 

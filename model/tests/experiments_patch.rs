@@ -5,9 +5,9 @@ mod common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::{HostTensor, host, load, max_abs_diff, record};
-use hooks_core::{HookTree, path};
+use hooks_core::{HookTree, Recorder, path};
 use hooks_model::backend::NdArray;
-use hooks_model::experiments::{ablate, add_at, patch_slice, patching_table};
+use hooks_model::experiments::{PatchFrom, ablate, add_at, patch_slice, patching_table};
 use hooks_model::{ModelError, TokenBatch, TransformerHooks};
 
 type B = NdArray;
@@ -138,14 +138,52 @@ fn patch_slice_copies_the_slice_of_the_source() {
 }
 
 #[test]
-#[should_panic(expected = "patch source shape must equal the site's value shape")]
-fn patch_slice_with_a_source_of_another_shape_panics() {
+fn patch_slice_with_a_source_of_another_shape_is_an_error() {
     let model = load::<B>("tiny");
     let post_attn = path!(TransformerHooks<NdArray>: resid.torso.post_attn);
     let mut hooks = TransformerHooks::<B>::default();
     let source = Tensor::<B, 3>::zeros([1, 6, 32], &Default::default());
     patch_slice(&mut hooks, &post_attn, Some(0), [ALL, ALL, ALL], source);
-    let _ = model.forward(&clean(), &hooks);
+    match model.forward(&clean(), &hooks) {
+        Err(ModelError::Hook(fault)) => {
+            assert_eq!(fault.layer, Some(0));
+            assert_eq!(
+                fault.to_string(),
+                "hook failed at layer 0: the patch source has shape [1, 6, 32], \
+                 the site's value [2, 6, 32]"
+            );
+        }
+        other => panic!("expected a hook fault, got {other:?}"),
+    }
+}
+
+#[test]
+fn patching_from_an_empty_recorder_names_the_missing_recording() {
+    let model = load::<B>("tiny");
+    let mut hooks = TransformerHooks::<B>::default();
+    hooks
+        .append_to_path(
+            "resid.torso.post_attn.fwd",
+            PatchFrom {
+                source: Recorder::new(),
+                position: None,
+                layer: Some(1),
+            },
+        )
+        .unwrap();
+    match model.forward(&clean(), &hooks) {
+        Err(ModelError::Hook(fault)) => {
+            assert_eq!(fault.site.as_deref(), Some("resid.torso.post_attn"));
+            assert_eq!(fault.layer, Some(1));
+            assert!(
+                fault
+                    .message
+                    .contains("no recorded activation `layers.1.resid.torso.post_attn`"),
+                "{fault}"
+            );
+        }
+        other => panic!("expected a hook fault, got {other:?}"),
+    }
 }
 
 #[test]

@@ -70,7 +70,8 @@ fn model_error_code(e: &ModelError) -> u8 {
     match e {
         ModelError::TokenOutOfRange { .. }
         | ModelError::TooLong { .. }
-        | ModelError::BadBatch(_) => exit::INVALID_INPUT,
+        | ModelError::BadBatch(_)
+        | ModelError::Hook(_) => exit::INVALID_INPUT,
         ModelError::BadConfig(_)
         | ModelError::BadSafetensors { .. }
         | ModelError::MissingKey { .. }

@@ -75,7 +75,11 @@ pub fn ablate<B: Backend, const D: usize>(
 }
 
 /// Replaces a slice of the site at `path` (at `layer`) by the same slice of
-/// `source`, an activation of the same shape from another run.
+/// `source`, an activation of the same shape from another run. A source of
+/// another shape makes the forward pass return [`ModelError::Hook`] naming
+/// both shapes.
+///
+/// [`ModelError::Hook`]: crate::ModelError::Hook
 pub fn patch_slice<B: Backend, const D: usize>(
     hooks: &mut TransformerHooks<B>,
     path: &Path<TransformerHooks<B>, Site<B, D>>,
@@ -87,13 +91,16 @@ pub fn patch_slice<B: Backend, const D: usize>(
         hooks,
         path,
         layer,
-        named("PatchSlice", move |x: Tensor<B, D>, _: &Ctx<'_>| {
+        named("PatchSlice", move |x: Tensor<B, D>, ctx: &Ctx<'_>| {
+            if source.dims() != x.dims() {
+                ctx.fail(format!(
+                    "the patch source has shape {:?}, the site's value {:?}",
+                    source.dims(),
+                    x.dims()
+                ));
+                return x;
+            }
             let r = clip(&ranges, x.dims());
-            assert_eq!(
-                source.dims(),
-                x.dims(),
-                "patch source shape must equal the site's value shape"
-            );
             x.slice_assign(r.clone(), source.clone().slice(r))
         }),
     );
@@ -120,7 +127,9 @@ pub fn add_at<B: Backend, const D: usize>(
 /// Replaces a site's value by the one a [`Recorder`] holds for the same site
 /// and layer (a clean run's activation, say): the hook of activation
 /// patching, rank-generic so one value serves a sweep over many sites.
-/// With `position`, only that position (dimension 1) is patched.
+/// With `position`, only that position (dimension 1) is patched. A missing
+/// recording, or one of another shape, makes the forward pass return
+/// [`ModelError::Hook`](crate::ModelError::Hook) naming the key.
 #[derive(Clone)]
 pub struct PatchFrom<B: Backend> {
     /// Where the source activations are.
@@ -138,16 +147,20 @@ impl<B: Backend> AnyRankHook<B> for PatchFrom<B> {
         }
         let site = ctx.site().unwrap_or("?");
         let Some(src) = self.source.get::<D>(site, ctx.layer()) else {
-            panic!(
+            ctx.fail(format!(
                 "no recorded activation `{}` to patch from",
                 record_key(site, ctx.layer())
-            );
+            ));
+            return x;
         };
-        assert_eq!(
-            src.dims(),
-            x.dims(),
-            "patch source shape differs at `{site}`"
-        );
+        if src.dims() != x.dims() {
+            ctx.fail(format!(
+                "the recorded activation has shape {:?}, the site's value {:?}",
+                src.dims(),
+                x.dims()
+            ));
+            return x;
+        }
         match self.position {
             None => src,
             Some(p) => {
