@@ -133,15 +133,7 @@ impl<B: Backend> Gpt2<B> {
         batch.check(&self.config, 0)?;
         let pad = pad_rows(batch);
         let layout = Layout::new(&pad, batch.len());
-        let mut faults = HookFaults::new();
-        let logits = self.run::<true>(
-            batch.tokens_tensor(&self.device()),
-            &layout,
-            hooks,
-            &faults,
-            None,
-        );
-        fault_or(&mut faults, logits)
+        self.run_hooked(batch, &layout, hooks, None)
     }
 
     /// Logits for new tokens after the ones in `cache`, which is extended.
@@ -169,15 +161,7 @@ impl<B: Backend> Gpt2<B> {
             }
         }
         let layout = Layout::new(&cache.pad, batch.len());
-        let mut faults = HookFaults::new();
-        let logits = self.run::<true>(
-            batch.tokens_tensor(&self.device()),
-            &layout,
-            hooks,
-            &faults,
-            Some(&mut cache.layers),
-        );
-        fault_or(&mut faults, logits)
+        self.run_hooked(batch, &layout, hooks, Some(&mut cache.layers))
     }
 
     /// The same forward pass with every site call compiled out: the
@@ -195,6 +179,25 @@ impl<B: Backend> Gpt2<B> {
             &faults,
             None,
         ))
+    }
+
+    /// The hooked forward pass on checked inputs, or the first fault a hook
+    /// reported during it (the logits are then meaningless: the failing hook
+    /// passed its input on).
+    fn run_hooked(
+        &self,
+        batch: &TokenBatch,
+        layout: &Layout,
+        hooks: &TransformerHooks<B>,
+        cache: Option<&mut Vec<Option<LayerCache<B>>>>,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        let mut faults = HookFaults::new();
+        let tokens = batch.tokens_tensor(&self.device());
+        let logits = self.run::<true>(tokens, layout, hooks, &faults, cache);
+        match faults.take() {
+            Some(fault) => Err(fault.into()),
+            None => Ok(logits),
+        }
     }
 
     /// The forward pass on checked inputs; `HOOKED = false` skips every site.
@@ -248,18 +251,6 @@ impl<B: Backend> Gpt2<B> {
         } else {
             logits
         }
-    }
-}
-
-/// The logits, or the first fault a hook reported during the pass (the
-/// logits are then meaningless: the failing hook passed its input on).
-fn fault_or<B: Backend>(
-    faults: &mut HookFaults,
-    logits: Tensor<B, 3>,
-) -> Result<Tensor<B, 3>, ModelError> {
-    match faults.take() {
-        Some(fault) => Err(fault.into()),
-        None => Ok(logits),
     }
 }
 
