@@ -15,27 +15,31 @@
 
 /// Largest block glibc will still serve from the heap instead of `mmap`:
 /// 32 MiB, the most glibc accepts on 64-bit targets.
-pub const MMAP_THRESHOLD: usize = 32 << 20;
-/// Free memory at the top of the heap kept rather than returned: 1 GiB.
-pub const TRIM_THRESHOLD: usize = 1 << 30;
+pub const MMAP_THRESHOLD: i32 = 32 << 20;
+/// Free memory at the top of the heap is never returned: `-1` disables
+/// trimming (mallopt(3)). A finite threshold below a pass's footprint
+/// (recording every site of GPT-2 small at 8 × 128 holds about 1.2 GB)
+/// hands the memory back after every pass and faults it in again on the
+/// next. The price: the heap stays at its peak size until the process ends.
+pub const TRIM_THRESHOLD: i32 = -1;
 /// Extra memory requested each time the heap grows: 64 MiB.
-pub const TOP_PAD: usize = 64 << 20;
+pub const TOP_PAD: i32 = 64 << 20;
 /// Allocator arenas: one. glibc otherwise gives each thread that allocates
 /// (Flex's rayon workers) an arena of its own, made of 64 MiB heaps that are
 /// mapped and unmapped as buffers come and go; at GPT-2-small 8 × 128
 /// recording every site cost 1.23–1.37× the bare forward with them, and
 /// 1.13–1.15× with one arena (BENCHMARKS.md).
-pub const ARENA_MAX: usize = 1;
+pub const ARENA_MAX: i32 = 1;
 
 /// Asks glibc to keep freed memory for reuse: blocks up to
-/// [`MMAP_THRESHOLD`] come from the heap, up to [`TRIM_THRESHOLD`] of free
-/// memory stays mapped, the heap grows by [`TOP_PAD`] at a time, and all
+/// [`MMAP_THRESHOLD`] come from the heap, freed memory stays mapped
+/// ([`TRIM_THRESHOLD`]), the heap grows by [`TOP_PAD`] at a time, and all
 /// threads share [`ARENA_MAX`] arena.
 ///
 /// Returns whether every setting was accepted; `false` on targets without
 /// glibc, where nothing is changed. The same settings can be given without
 /// code through the environment: `MALLOC_MMAP_THRESHOLD_=33554432
-/// MALLOC_TRIM_THRESHOLD_=1073741824 MALLOC_TOP_PAD_=67108864
+/// MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=67108864
 /// MALLOC_ARENA_MAX=1`.
 pub fn retain_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -47,7 +51,6 @@ pub fn retain_freed_memory() -> bool {
             (libc::M_ARENA_MAX, ARENA_MAX),
         ];
         settings.iter().all(|&(param, value)| {
-            let value = libc::c_int::try_from(value).expect("the settings fit a C int");
             // SAFETY: mallopt only changes allocator tunables; it is safe to
             // call at any time and reports a rejected value by returning 0.
             unsafe { libc::mallopt(param, value) == 1 }
