@@ -17,6 +17,11 @@ Setup (this script installs nothing):
     python bench/compare_pytorch.py            # full run, ~3–5 min on 2 cores
     python bench/compare_pytorch.py --quick    # tiny shape only, seconds
 
+On a machine with an NVIDIA GPU, both sides on the GPU:
+
+    CUDARC_CUDA_VERSION=13000 cargo build --release --features cuda --example bench_forward
+    python bench/compare_pytorch.py --device cuda
+
 Our side asks glibc to keep freed memory (`--malloc retain`, as the `hooks`
 tool does); to give PyTorch the same settings, start the script with them:
 
@@ -122,7 +127,7 @@ def tokens_for(batch: int, length: int, vocab: int):
 class TheirSide:
     """One TransformerLens model per shape, timed in this process."""
 
-    def __init__(self, shape: str):
+    def __init__(self, shape: str, device: str):
         import torch
         from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -137,11 +142,12 @@ class TheirSide:
             n_ctx=n_ctx,
             act_fn="gelu_new",
             normalization_type="LN",
-            device="cpu",
+            device=device,
             dtype=torch.float32,
             seed=0,
         )
         self.torch = torch
+        self.device = device
         self.model = HookedTransformer(cfg)
         self.model.eval()
         self.vocab = d_vocab
@@ -153,7 +159,9 @@ class TheirSide:
 
     def run(self, job: Job) -> tuple[list[float], int]:
         torch, model = self.torch, self.model
-        toks = tokens_for(job.batch, job.tokens, self.vocab)
+        toks = tokens_for(job.batch, job.tokens, self.vocab).to(self.device)
+        # On a GPU, wait for the queued kernels before reading the clock.
+        sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
         model.reset_hooks()
         self.calls = 0
         if job.case == "bare":
@@ -183,8 +191,10 @@ class TheirSide:
 
         def once():
             model.zero_grad(set_to_none=True)  # untimed: frees the last gradients
+            sync()
             start = time.perf_counter()
             step()
+            sync()
             return (time.perf_counter() - start) * 1e3
 
         for _ in range(job.warmup):
@@ -197,10 +207,11 @@ class TheirSide:
         return times, calls
 
 
-def run_ours(binary: Path, job: Job, n_threads: int, malloc: str) -> tuple[list[float], int]:
+def run_ours(binary: Path, job: Job, n_threads: int, malloc: str, device: str) -> tuple[list[float], int]:
     cmd = [
         str(binary),
         "--malloc", malloc,
+        "--backend", "cuda" if device == "cuda" else "flex",
         "--shape", job.shape,
         "--batch", str(job.batch),
         "--tokens", str(job.tokens),
@@ -240,6 +251,13 @@ def main() -> int:
         "`default` leaves glibc alone. TransformerLens runs with whatever MALLOC_* variables this "
         "process was started with (none by default)",
     )
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cpu: ours on Flex, TransformerLens on the CPU; cuda: ours on burn-cuda (the binary "
+        "must be built with `--features cuda`), TransformerLens on the GPU",
+    )
     args = p.parse_args()
 
     if not args.bin.exists():
@@ -250,6 +268,8 @@ def main() -> int:
     except ImportError as e:
         sys.exit(f"{e}: pip install \"transformer-lens<4\" torch")
 
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: PyTorch sees no CUDA GPU here (no NVIDIA driver, or a CPU-only torch)")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     n_threads = args.threads
     torch.set_num_threads(n_threads)
@@ -260,8 +280,9 @@ def main() -> int:
         (l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")),
         platform.processor(),
     ) if Path("/proc/cpuinfo").exists() else platform.processor()
+    gpu = f", GPU {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
     print(
-        f"# {cpu}, {n_threads} threads; torch {torch.__version__}, "
+        f"# {cpu}{gpu}, {n_threads} threads; torch {torch.__version__}, "
         f"transformer-lens {md.version('transformer-lens')}, python {platform.python_version()}; "
         f"ours --malloc {args.malloc}; MALLOC_* in the environment: "
         f"{' '.join(f'{k}={v}' for k, v in sorted(os.environ.items()) if k.startswith('MALLOC_')) or 'none'}",
@@ -274,9 +295,9 @@ def main() -> int:
     for job in jobs:
         if job.shape not in theirs:
             theirs.clear()  # one model in memory at a time
-            theirs[job.shape] = TheirSide(job.shape)
+            theirs[job.shape] = TheirSide(job.shape, args.device)
         for _ in range(job.rounds):
-            samples, job.ours_calls = run_ours(args.bin, job, n_threads, args.malloc)
+            samples, job.ours_calls = run_ours(args.bin, job, n_threads, args.malloc, args.device)
             job.ours += samples
             samples, job.theirs_calls = theirs[job.shape].run(job)
             job.theirs += samples

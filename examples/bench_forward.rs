@@ -6,8 +6,13 @@
 //! cargo build --release --example bench_forward
 //! target/release/examples/bench_forward --shape small|tiny --batch N --tokens S \
 //!     --case bare|unhooked|record|record_no_denominator|record_no_norm|grad|grad_nohooks \
-//!     --iters K --warmup W [--malloc retain|default]
+//!     --iters K --warmup W [--malloc retain|default] [--backend flex|ndarray|cuda]
 //! ```
+//!
+//! `--backend` picks Burn's backend: `flex` (the default, the CPU backend
+//! the comparison with TransformerLens uses), `ndarray`, or `cuda` in a build
+//! with the `cuda` feature (`cargo build --release --features cuda --example
+//! bench_forward`; without an NVIDIA driver it says so and exits).
 //!
 //! `--malloc retain` (the default) calls
 //! [`burn_hooks::model::alloc::retain_freed_memory`] first, as the `hooks`
@@ -15,7 +20,7 @@
 //!
 //! Shapes: `small` is GPT-2 small (12 layers, width 768, 12 heads, 1024
 //! positions, vocabulary 50257), `tiny` is 2 layers, width 64, 4 heads, 64
-//! positions, vocabulary 512; random weights, f32, Flex CPU backend.
+//! positions, vocabulary 512; random weights, f32.
 //!
 //! Cases:
 //! - `bare`: `forward` with an empty hook tree;
@@ -28,7 +33,7 @@
 //!   no such site);
 //! - `record_no_norm`: `record` without the three layer-norm sites of each
 //!   norm (with them empty the model calls the backend's fused layer norm);
-//! - `grad`: forward and backward of `logits.sum()` on `CpuAutodiff`, with a
+//! - `grad`: forward and backward of `logits.sum()` (on `Autodiff<backend>`), with a
 //!   pass-through gradient hook at every site;
 //! - `grad_nohooks`: the same with an empty hook tree.
 //!
@@ -40,10 +45,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use burn::backend::Autodiff;
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn_hooks::model::alloc;
-use burn_hooks::model::backend::{Cpu, CpuAutodiff};
+use burn_hooks::model::backend::{Cpu, NdArray};
 use burn_hooks::model::{Gpt2, Gpt2Config, TokenBatch, TransformerHooks};
 use burn_hooks::{AnyRankHook, Ctx, FwdStage, HookTree, Record, Recorder};
 
@@ -65,6 +71,7 @@ struct Args {
     iters: usize,
     warmup: usize,
     malloc: String,
+    backend: String,
 }
 
 fn parse_args() -> Result<Args, Box<dyn Error>> {
@@ -76,6 +83,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         iters: 5,
         warmup: 1,
         malloc: "retain".into(),
+        backend: "flex".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -88,10 +96,11 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--iters" => args.iters = value()?.parse()?,
             "--warmup" => args.warmup = value()?.parse()?,
             "--malloc" => args.malloc = value()?,
+            "--backend" => args.backend = value()?,
             "-h" | "--help" => {
                 println!(
                     "bench_forward --shape small|tiny --batch N --tokens S \
-                     --case bare|unhooked|record|record_no_denominator|record_no_norm|grad|grad_nohooks --iters K --warmup W [--malloc retain|default]"
+                     --case bare|unhooked|record|record_no_denominator|record_no_norm|grad|grad_nohooks --iters K --warmup W [--malloc retain|default] [--backend flex|ndarray|cuda]"
                 );
                 std::process::exit(0);
             }
@@ -151,6 +160,101 @@ fn time(
     Ok(times)
 }
 
+/// Times a forward case (`bare`, `unhooked`, `record*`) on backend `B`;
+/// returns the times and the recordings per pass.
+fn forward_case<B: Backend>(
+    args: &Args,
+    config: &Gpt2Config,
+    input: &TokenBatch,
+    device: &B::Device,
+) -> Result<(Vec<Duration>, usize), Box<dyn Error>> {
+    let model = Gpt2::<B>::init(config, device)?;
+    let recorder = Recorder::new();
+    let mut hooks = TransformerHooks::<B>::default();
+    let mut hook_calls = 0;
+    let times = match args.case.as_str() {
+        "bare" => time(args.warmup, args.iters, || {
+            sync(model.forward(input, &hooks)?);
+            Ok(())
+        })?,
+        "unhooked" => time(args.warmup, args.iters, || {
+            sync(model.forward_unhooked(input)?);
+            Ok(())
+        })?,
+        _ => {
+            hooks.append_all(FwdStage::Fwd, Record::into(&recorder));
+            if args.case == "record_no_denominator" {
+                hooks.attn.qk_softmax_denominator = Default::default();
+            }
+            if args.case == "record_no_norm" {
+                hooks.resid.torso.ln_attn = Default::default();
+                hooks.resid.torso.ln_mlp = Default::default();
+                hooks.resid.ln_f = Default::default();
+            }
+            let times = time(args.warmup, args.iters, || {
+                sync(model.forward(input, &hooks)?);
+                hook_calls = recorder.len();
+                recorder.clear();
+                Ok(())
+            })?;
+            if hook_calls == 0 {
+                return Err("the recorder stayed empty".into());
+            }
+            times
+        }
+    };
+    Ok((times, hook_calls))
+}
+
+/// Times a forward + backward case (`grad`, `grad_nohooks`) on backend `B`;
+/// returns the times and the gradient hook calls per pass.
+fn grad_case<B: AutodiffBackend>(
+    args: &Args,
+    config: &Gpt2Config,
+    input: &TokenBatch,
+    device: &B::Device,
+) -> Result<(Vec<Duration>, usize), Box<dyn Error>> {
+    let model = Gpt2::<B>::init(config, device)?;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut hooks = TransformerHooks::<B>::default();
+    if args.case == "grad" {
+        hooks.append_all_grad(CountGrad(calls.clone()));
+    }
+    let times = time(args.warmup, args.iters, || {
+        let logits = model.forward(input, &hooks)?;
+        let grads = logits.sum().backward();
+        let g = model.wte.val().grad(&grads).ok_or("no gradient for wte")?;
+        sync(g);
+        Ok(())
+    })?;
+    let hook_calls = calls.load(Ordering::Relaxed) / (args.warmup + args.iters);
+    if args.case == "grad" && hook_calls == 0 {
+        return Err("the gradient hooks were never called".into());
+    }
+    Ok((times, hook_calls))
+}
+
+/// The case on the backend `--backend` names (`B`, or its autodiff
+/// wrapper for the gradient cases).
+fn run_case<B: Backend>(
+    args: &Args,
+    config: &Gpt2Config,
+    input: &TokenBatch,
+    device: &B::Device,
+) -> Result<(Vec<Duration>, usize), Box<dyn Error>> {
+    match args.case.as_str() {
+        "bare" | "unhooked" | "record" | "record_no_denominator" | "record_no_norm" => {
+            forward_case::<B>(args, config, input, device)
+        }
+        "grad" | "grad_nohooks" => grad_case::<Autodiff<B>>(args, config, input, device),
+        other => Err(format!(
+            "unknown case `{other}`: bare, unhooked, record, record_no_denominator, \
+             record_no_norm, grad or grad_nohooks"
+        )
+        .into()),
+    }
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
     if args.malloc == "retain" && !alloc::retain_freed_memory() {
@@ -158,68 +262,22 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let config = config(&args.shape)?;
     let input = tokens(args.batch, args.tokens, config.vocab_size)?;
-    let device = Default::default();
-    let mut hook_calls = 0usize;
 
-    let times = match args.case.as_str() {
-        "bare" | "unhooked" | "record" | "record_no_denominator" | "record_no_norm" => {
-            let model = Gpt2::<Cpu>::init(&config, &device)?;
-            let recorder = Recorder::new();
-            let mut hooks = TransformerHooks::<Cpu>::default();
-            match args.case.as_str() {
-                "bare" => time(args.warmup, args.iters, || {
-                    sync(model.forward(&input, &hooks)?);
-                    Ok(())
-                })?,
-                "unhooked" => time(args.warmup, args.iters, || {
-                    sync(model.forward_unhooked(&input)?);
-                    Ok(())
-                })?,
-                _ => {
-                    hooks.append_all(FwdStage::Fwd, Record::into(&recorder));
-                    if args.case == "record_no_denominator" {
-                        hooks.attn.qk_softmax_denominator = Default::default();
-                    }
-                    if args.case == "record_no_norm" {
-                        hooks.resid.torso.ln_attn = Default::default();
-                        hooks.resid.torso.ln_mlp = Default::default();
-                        hooks.resid.ln_f = Default::default();
-                    }
-                    let times = time(args.warmup, args.iters, || {
-                        sync(model.forward(&input, &hooks)?);
-                        hook_calls = recorder.len();
-                        recorder.clear();
-                        Ok(())
-                    })?;
-                    if hook_calls == 0 {
-                        return Err("the recorder stayed empty".into());
-                    }
-                    times
-                }
-            }
+    let (times, hook_calls) = match args.backend.as_str() {
+        "flex" => run_case::<Cpu>(&args, &config, &input, &Default::default())?,
+        "ndarray" => run_case::<NdArray>(&args, &config, &input, &Default::default())?,
+        #[cfg(feature = "cuda")]
+        "cuda" => {
+            let device = burn_hooks::model::backend::cuda_device()?;
+            run_case::<burn_hooks::model::backend::Cuda>(&args, &config, &input, &device)?
         }
-        "grad" | "grad_nohooks" => {
-            let model = Gpt2::<CpuAutodiff>::init(&config, &device)?;
-            let calls = Arc::new(AtomicUsize::new(0));
-            let mut hooks = TransformerHooks::<CpuAutodiff>::default();
-            if args.case == "grad" {
-                hooks.append_all_grad(CountGrad(calls.clone()));
-            }
-            let times = time(args.warmup, args.iters, || {
-                let logits = model.forward(&input, &hooks)?;
-                let grads = logits.sum().backward();
-                let g = model.wte.val().grad(&grads).ok_or("no gradient for wte")?;
-                sync(g);
-                Ok(())
-            })?;
-            let total = calls.load(Ordering::Relaxed);
-            hook_calls = total / (args.warmup + args.iters);
-            if args.case == "grad" && hook_calls == 0 {
-                return Err("the gradient hooks were never called".into());
-            }
-            times
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => {
+            return Err("this build has no CUDA backend: build with \
+                        `cargo build --release --features cuda --example bench_forward`"
+                .into());
         }
-        other => return Err(format!("unknown case `{other}`: bare, unhooked, record, record_no_denominator, record_no_norm, grad or grad_nohooks").into()),
+        other => return Err(format!("unknown backend `{other}`: flex, ndarray or cuda").into()),
     };
 
     let mut ms: Vec<f64> = times.iter().map(|t| t.as_secs_f64() * 1e3).collect();
@@ -235,9 +293,16 @@ fn main() -> Result<(), Box<dyn Error>> {
         .collect::<Vec<_>>()
         .join(",");
     println!(
-        "{{\"impl\":\"burn-hooks\",\"shape\":\"{}\",\"batch\":{},\"tokens\":{},\"case\":\"{}\",\"malloc\":\"{}\",\
+        "{{\"impl\":\"burn-hooks\",\"shape\":\"{}\",\"batch\":{},\"tokens\":{},\"case\":\"{}\",\"backend\":\"{}\",\"malloc\":\"{}\",\
          \"median_ms\":{median:.3},\"min_ms\":{:.3},\"iters\":{},\"hook_calls\":{hook_calls},\"samples_ms\":[{samples}]}}",
-        args.shape, args.batch, args.tokens, args.case, args.malloc, ms[0], args.iters
+        args.shape,
+        args.batch,
+        args.tokens,
+        args.case,
+        args.backend,
+        args.malloc,
+        ms[0],
+        args.iters
     );
     Ok(())
 }
