@@ -70,14 +70,14 @@ fn dispatch(c: &mut Criterion) {
             let x = slot.take().unwrap();
             slot = Some(black_box(tree.x.call(black_box(x), black_box(&ctx))));
             n += 1;
-            if n % 48 == 0 {
+            if n.is_multiple_of(48) {
                 recorder.clear();
             }
         })
     });
     group.finish();
     assert!(calls.load(Ordering::Relaxed) > 0);
-    assert!(!recorder.is_empty() || n % 48 == 0);
+    assert!(!recorder.is_empty() || n.is_multiple_of(48));
 }
 
 /// A one-site tree, so `append_all` names the site as it does in a model.

@@ -207,9 +207,58 @@ pub struct Recorder<B: Backend> {
     inner: Arc<Mutex<Store<B>>>,
 }
 
+/// The recordings, and each key ever recorded, interned.
+///
+/// A recording pass stores one tensor per site call; formatting and hashing
+/// its key every time was most of what a `Record` hook cost. Each (layer,
+/// site) pair is given its key once, with the position of the recording it
+/// last had, and both survive [`Recorder::clear`], so the next pass finds
+/// them with one lookup and no allocation.
 struct Store<B: Backend> {
-    order: Vec<(String, ErasedTensor<B>)>,
-    index: HashMap<String, usize>,
+    /// The recordings, in first-recorded order since the last `clear`.
+    entries: Vec<(Arc<str>, ErasedTensor<B>)>,
+    /// Per layer, per site: the interned key and where its recording is.
+    slots: HashMap<Option<usize>, HashMap<Box<str>, Slot>>,
+}
+
+struct Slot {
+    key: Arc<str>,
+    /// Index into `entries`; stale when that entry belongs to another key
+    /// (or is gone), which `Store::find` checks.
+    at: usize,
+}
+
+impl<B: Backend> Store<B> {
+    /// The position of the recording at (`layer`, `site`), if there is one.
+    fn find(&self, layer: Option<usize>, site: &str) -> Option<usize> {
+        let slot = self.slots.get(&layer)?.get(site)?;
+        let entry = self.entries.get(slot.at)?;
+        Arc::ptr_eq(&entry.0, &slot.key).then_some(slot.at)
+    }
+
+    /// Stores `t` at (`layer`, `site`), replacing an earlier recording.
+    fn put(&mut self, layer: Option<usize>, site: &str, t: ErasedTensor<B>) {
+        let Store { entries, slots } = self;
+        let by_site = slots.entry(layer).or_default();
+        if !by_site.contains_key(site) {
+            let key = Arc::from(record_key(site, layer));
+            by_site.insert(
+                site.into(),
+                Slot {
+                    key,
+                    at: usize::MAX,
+                },
+            );
+        }
+        let slot = by_site.get_mut(site).expect("inserted above");
+        match entries.get_mut(slot.at) {
+            Some(entry) if Arc::ptr_eq(&entry.0, &slot.key) => entry.1 = t,
+            _ => {
+                slot.at = entries.len();
+                entries.push((slot.key.clone(), t));
+            }
+        }
+    }
 }
 
 impl<B: Backend> Clone for Recorder<B> {
@@ -234,13 +283,31 @@ pub fn record_key(site: &str, layer: Option<usize>) -> String {
     }
 }
 
+/// The (layer, site) a key names: the inverse of [`record_key`], so that
+/// `"layers.3.x"` names the same recording whether it is given as a key or
+/// as the site `x` at layer 3.
+fn split_key(site: &str, layer: Option<usize>) -> (Option<usize>, &str) {
+    if layer.is_some() {
+        return (layer, site);
+    }
+    let split = site
+        .strip_prefix("layers.")
+        .and_then(|rest| rest.split_once('.'))
+        .and_then(|(num, inner)| {
+            let l: usize = num.parse().ok()?;
+            // Only the form record_key writes: no sign, no leading zeros.
+            (l.to_string() == num && !inner.is_empty()).then_some((Some(l), inner))
+        });
+    split.unwrap_or((None, site))
+}
+
 impl<B: Backend> Recorder<B> {
     /// An empty recorder.
     pub fn new() -> Self {
         Recorder {
             inner: Arc::new(Mutex::new(Store {
-                order: Vec::new(),
-                index: HashMap::new(),
+                entries: Vec::new(),
+                slots: HashMap::new(),
             })),
         }
     }
@@ -252,46 +319,54 @@ impl<B: Backend> Recorder<B> {
 
     /// Stores `t` under `site` and `layer`, replacing an earlier recording.
     pub fn record<const D: usize>(&self, site: &str, layer: Option<usize>, t: Tensor<B, D>) {
-        self.insert(record_key(site, layer), ErasedTensor::new(t));
+        let t = ErasedTensor::new(t);
+        let (layer, site) = split_key(site, layer);
+        self.lock().put(layer, site, t);
     }
 
     /// Stores a tensor under an explicit key.
     pub fn insert(&self, key: String, t: ErasedTensor<B>) {
-        let mut store = self.lock();
-        match store.index.get(&key) {
-            Some(&i) => store.order[i].1 = t,
-            None => {
-                let i = store.order.len();
-                store.index.insert(key.clone(), i);
-                store.order.push((key, t));
-            }
-        }
+        let (layer, site) = split_key(&key, None);
+        self.lock().put(layer, site, t);
     }
 
     /// The tensor recorded at `site` and `layer`, if it has rank `D`.
     pub fn get<const D: usize>(&self, site: &str, layer: Option<usize>) -> Option<Tensor<B, D>> {
-        self.get_key(&record_key(site, layer))?.tensor::<D>()
+        let (layer, site) = split_key(site, layer);
+        let store = self.lock();
+        let at = store.find(layer, site)?;
+        store.entries[at].1.tensor::<D>()
     }
 
     /// The tensor recorded under `key`.
     pub fn get_key(&self, key: &str) -> Option<ErasedTensor<B>> {
+        let (layer, site) = split_key(key, None);
         let store = self.lock();
-        store.index.get(key).map(|&i| store.order[i].1.clone())
+        let at = store.find(layer, site)?;
+        Some(store.entries[at].1.clone())
     }
 
     /// Every key, in first-recorded order.
     pub fn keys(&self) -> Vec<String> {
-        self.lock().order.iter().map(|(k, _)| k.clone()).collect()
+        self.lock()
+            .entries
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect()
     }
 
     /// Every recording, in first-recorded order.
     pub fn entries(&self) -> Vec<(String, ErasedTensor<B>)> {
-        self.lock().order.clone()
+        self.lock()
+            .entries
+            .iter()
+            .map(|(k, t)| (k.to_string(), t.clone()))
+            .collect()
     }
 
     /// How many tensors are held.
     pub fn len(&self) -> usize {
-        self.lock().order.len()
+        self.lock().entries.len()
     }
 
     /// Whether nothing is recorded.
@@ -299,10 +374,8 @@ impl<B: Backend> Recorder<B> {
         self.len() == 0
     }
 
-    /// Drops every recording.
+    /// Drops every recording (the interned keys stay, for the next pass).
     pub fn clear(&self) {
-        let mut store = self.lock();
-        store.order.clear();
-        store.index.clear();
+        self.lock().entries.clear();
     }
 }
