@@ -21,9 +21,10 @@ fn call<const HOOKED: bool, B: Backend, const D: usize>(
     if HOOKED { site.call(x, ctx) } else { x }
 }
 
-/// Layer norm written out: `x - mean` → `post_mean_subtraction`,
-/// `sqrt(mean(x²) + eps)` → `scale`, `x / scale` → `post_scale`, then the
-/// affine weight and bias.
+/// Layer norm, written out when any of its three sites has hooks:
+/// `x - mean` → `post_mean_subtraction`, `sqrt(mean(x²) + eps)` → `scale`,
+/// `x / scale` → `post_scale`, then the affine weight and bias. With no hooks
+/// there, the backend's fused layer norm computes the same function.
 #[derive(Module, Debug)]
 pub struct Norm<B: Backend> {
     /// Affine weight `[D]`.
