@@ -160,98 +160,106 @@ fn time(
     Ok(times)
 }
 
-/// Times a forward case (`bare`, `unhooked`, `record*`) on backend `B`;
-/// returns the times and the recordings per pass.
-fn forward_case<B: Backend>(
-    args: &Args,
-    config: &Gpt2Config,
-    input: &TokenBatch,
-    device: &B::Device,
-) -> Result<(Vec<Duration>, usize), Box<dyn Error>> {
-    let model = Gpt2::<B>::init(config, device)?;
-    let recorder = Recorder::new();
-    let mut hooks = TransformerHooks::<B>::default();
-    let mut hook_calls = 0;
-    let times = match args.case.as_str() {
-        "bare" => time(args.warmup, args.iters, || {
-            sync(model.forward(input, &hooks)?);
-            Ok(())
-        })?,
-        "unhooked" => time(args.warmup, args.iters, || {
-            sync(model.forward_unhooked(input)?);
-            Ok(())
-        })?,
-        _ => {
-            hooks.append_all(FwdStage::Fwd, Record::into(&recorder));
-            if args.case == "record_no_denominator" {
-                hooks.attn.qk_softmax_denominator = Default::default();
-            }
-            if args.case == "record_no_norm" {
-                hooks.resid.torso.ln_attn = Default::default();
-                hooks.resid.torso.ln_mlp = Default::default();
-                hooks.resid.ln_f = Default::default();
-            }
-            let times = time(args.warmup, args.iters, || {
+/// What one invocation measures: the case, the model's shape and the tokens.
+struct Case {
+    args: Args,
+    config: Gpt2Config,
+    input: TokenBatch,
+}
+
+/// The times of the timed iterations and the hook calls per pass.
+type Timed = (Vec<Duration>, usize);
+
+impl Case {
+    /// Times a forward case (`bare`, `unhooked`, `record*`) on backend `B`;
+    /// returns the times and the recordings per pass.
+    fn forward<B: Backend>(&self, device: &B::Device) -> Result<Timed, Box<dyn Error>> {
+        let Case {
+            args,
+            config,
+            input,
+        } = self;
+        let model = Gpt2::<B>::init(config, device)?;
+        let recorder = Recorder::new();
+        let mut hooks = TransformerHooks::<B>::default();
+        let mut hook_calls = 0;
+        let times = match args.case.as_str() {
+            "bare" => time(args.warmup, args.iters, || {
                 sync(model.forward(input, &hooks)?);
-                hook_calls = recorder.len();
-                recorder.clear();
                 Ok(())
-            })?;
-            if hook_calls == 0 {
-                return Err("the recorder stayed empty".into());
+            })?,
+            "unhooked" => time(args.warmup, args.iters, || {
+                sync(model.forward_unhooked(input)?);
+                Ok(())
+            })?,
+            _ => {
+                hooks.append_all(FwdStage::Fwd, Record::into(&recorder));
+                if args.case == "record_no_denominator" {
+                    hooks.attn.qk_softmax_denominator = Default::default();
+                }
+                if args.case == "record_no_norm" {
+                    hooks.resid.torso.ln_attn = Default::default();
+                    hooks.resid.torso.ln_mlp = Default::default();
+                    hooks.resid.ln_f = Default::default();
+                }
+                let times = time(args.warmup, args.iters, || {
+                    sync(model.forward(input, &hooks)?);
+                    hook_calls = recorder.len();
+                    recorder.clear();
+                    Ok(())
+                })?;
+                if hook_calls == 0 {
+                    return Err("the recorder stayed empty".into());
+                }
+                times
             }
-            times
-        }
-    };
-    Ok((times, hook_calls))
-}
-
-/// Times a forward + backward case (`grad`, `grad_nohooks`) on backend `B`;
-/// returns the times and the gradient hook calls per pass.
-fn grad_case<B: AutodiffBackend>(
-    args: &Args,
-    config: &Gpt2Config,
-    input: &TokenBatch,
-    device: &B::Device,
-) -> Result<(Vec<Duration>, usize), Box<dyn Error>> {
-    let model = Gpt2::<B>::init(config, device)?;
-    let calls = Arc::new(AtomicUsize::new(0));
-    let mut hooks = TransformerHooks::<B>::default();
-    if args.case == "grad" {
-        hooks.append_all_grad(CountGrad(calls.clone()));
+        };
+        Ok((times, hook_calls))
     }
-    let times = time(args.warmup, args.iters, || {
-        let logits = model.forward(input, &hooks)?;
-        let grads = logits.sum().backward();
-        let g = model.wte.val().grad(&grads).ok_or("no gradient for wte")?;
-        sync(g);
-        Ok(())
-    })?;
-    let hook_calls = calls.load(Ordering::Relaxed) / (args.warmup + args.iters);
-    if args.case == "grad" && hook_calls == 0 {
-        return Err("the gradient hooks were never called".into());
-    }
-    Ok((times, hook_calls))
-}
 
-/// The case on the backend `--backend` names (`B`, or its autodiff
-/// wrapper for the gradient cases).
-fn run_case<B: Backend>(
-    args: &Args,
-    config: &Gpt2Config,
-    input: &TokenBatch,
-    device: &B::Device,
-) -> Result<(Vec<Duration>, usize), Box<dyn Error>> {
-    match args.case.as_str() {
-        "bare" | "unhooked" | "record" | "record_no_denominator" | "record_no_norm" => {
-            forward_case::<B>(args, config, input, device)
+    /// Times a forward + backward case (`grad`, `grad_nohooks`) on backend `B`;
+    /// returns the times and the gradient hook calls per pass.
+    fn grad<B: AutodiffBackend>(&self, device: &B::Device) -> Result<Timed, Box<dyn Error>> {
+        let Case {
+            args,
+            config,
+            input,
+        } = self;
+        let model = Gpt2::<B>::init(config, device)?;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let mut hooks = TransformerHooks::<B>::default();
+        if args.case == "grad" {
+            hooks.append_all_grad(CountGrad(calls.clone()));
         }
-        "grad" | "grad_nohooks" => grad_case::<Autodiff<B>>(args, config, input, device),
-        other => Err(format!(
-            "unknown case `{other}`: bare, unhooked, record, record_no_denominator, \
-             record_no_norm, grad or grad_nohooks"
-        )
-        .into()),
+        let times = time(args.warmup, args.iters, || {
+            let logits = model.forward(input, &hooks)?;
+            let grads = logits.sum().backward();
+            let g = model.wte.val().grad(&grads).ok_or("no gradient for wte")?;
+            sync(g);
+            Ok(())
+        })?;
+        let hook_calls = calls.load(Ordering::Relaxed) / (args.warmup + args.iters);
+        if args.case == "grad" && hook_calls == 0 {
+            return Err("the gradient hooks were never called".into());
+        }
+        Ok((times, hook_calls))
+    }
+
+    /// The case on the backend `--backend` names (`B`, or its autodiff
+    /// wrapper for the gradient cases).
+    fn run<B: Backend>(&self, device: &B::Device) -> Result<Timed, Box<dyn Error>> {
+        let args = &self.args;
+        match args.case.as_str() {
+            "bare" | "unhooked" | "record" | "record_no_denominator" | "record_no_norm" => {
+                self.forward::<B>(device)
+            }
+            "grad" | "grad_nohooks" => self.grad::<Autodiff<B>>(device),
+            other => Err(format!(
+                "unknown case `{other}`: bare, unhooked, record, record_no_denominator, \
+                 record_no_norm, grad or grad_nohooks"
+            )
+            .into()),
+        }
     }
 }
 
@@ -262,19 +270,26 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     let config = config(&args.shape)?;
     let input = tokens(args.batch, args.tokens, config.vocab_size)?;
+    let case = Case {
+        args,
+        config,
+        input,
+    };
+    let args = &case.args;
 
     let (times, hook_calls) = match args.backend.as_str() {
-        "flex" => run_case::<Cpu>(&args, &config, &input, &Default::default())?,
-        "ndarray" => run_case::<NdArray>(&args, &config, &input, &Default::default())?,
+        "flex" => case.run::<Cpu>(&Default::default())?,
+        "ndarray" => case.run::<NdArray>(&Default::default())?,
         #[cfg(feature = "cuda")]
         "cuda" => {
             let device = burn_hooks::model::backend::cuda_device()?;
-            run_case::<burn_hooks::model::backend::Cuda>(&args, &config, &input, &device)?
+            case.run::<burn_hooks::model::backend::Cuda>(&device)?
         }
         #[cfg(not(feature = "cuda"))]
         "cuda" => {
             return Err("this build has no CUDA backend: build with \
-                        `cargo build --release --features cuda --example bench_forward`"
+                        `cargo build --release --features cuda --example bench_forward` \
+                        (with CUDARC_CUDA_VERSION=13000, say, where no CUDA toolkit is installed)"
                 .into());
         }
         other => return Err(format!("unknown backend `{other}`: flex, ndarray or cuda").into()),
