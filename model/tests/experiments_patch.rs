@@ -297,14 +297,7 @@ fn patching_table_restores_fully_at_the_residual_stream() {
     model.forward(&clean(), &record_clean).unwrap();
     let delta_mlp = path!(TransformerHooks<NdArray>: resid.torso.delta_mlp);
     for layer in [0, 1] {
-        let source = clean_delta
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(l, _)| *l == Some(layer))
-            .unwrap()
-            .1
-            .clone();
+        let source = common::tensor_at(&clean_delta, Some(layer));
         let mut hooks = TransformerHooks::<B>::default();
         patch_slice(&mut hooks, &delta_mlp, Some(layer), [ALL, ALL, ALL], source);
         let by_hand = logit_diff(model.forward(&corrupted(), &hooks).unwrap());

@@ -152,14 +152,7 @@ fn latents_are_readable_and_differentiable() {
     let lat = common::at_layer(&latents, Some(1));
     assert_eq!(latents.lock().unwrap().len(), 1);
     assert_eq!(lat.shape, [2, 6, L_D]);
-    let x = inputs
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|(l, _)| *l == Some(1))
-        .unwrap()
-        .1
-        .clone();
+    let x = common::tensor_at(&inputs, Some(1));
     assert_eq!(lat.data, host(sae.encode(x)));
     assert!(
         lat.data.iter().filter(|&&v| v > 0.0).count() > 10,
@@ -172,14 +165,7 @@ fn latents_are_readable_and_differentiable() {
     let lg = common::at_layer(&latent_grads, Some(1));
     assert_eq!(lg.shape, [2, 6, L_D]);
     assert!(lg.data.iter().any(|&g| g.abs() > 1e-6));
-    let g_out = out_grads
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|(l, _)| *l == Some(1))
-        .unwrap()
-        .1
-        .clone();
+    let g_out = common::tensor_at(&out_grads, Some(1));
     let dec: Tensor<B, 2> = sae.decoder.val().inner();
     let expected = host(g_out.matmul(dec.transpose().unsqueeze::<3>()));
     assert_close("latent gradient", &lg.data, &expected, 1e-7, 1e-4);
@@ -216,14 +202,7 @@ fn without_the_error_term_the_site_becomes_the_reconstruction() {
     );
 
     // The error site sees x - reconstruction.
-    let x = inputs
-        .lock()
-        .unwrap()
-        .iter()
-        .find(|(l, _)| *l == Some(1))
-        .unwrap()
-        .1
-        .clone();
+    let x = common::tensor_at(&inputs, Some(1));
     let err = common::at_layer(&errors, Some(1));
     let expected_err = host(x.clone() - sae.decode(sae.encode(x)));
     assert_eq!(err.data, expected_err);

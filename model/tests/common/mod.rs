@@ -176,6 +176,14 @@ pub fn at_layer<B: Backend, const D: usize>(
     calls: &Calls<B, D>,
     layer: Option<usize>,
 ) -> HostTensor {
+    HostTensor::of(tensor_at(calls, layer))
+}
+
+/// The recorded value at `layer` (the only call there).
+pub fn tensor_at<B: Backend, const D: usize>(
+    calls: &Calls<B, D>,
+    layer: Option<usize>,
+) -> Tensor<B, D> {
     let calls = calls.lock().unwrap();
     let found: Vec<_> = calls.iter().filter(|(l, _)| *l == layer).collect();
     assert_eq!(
@@ -184,7 +192,7 @@ pub fn at_layer<B: Backend, const D: usize>(
         "expected one call at layer {layer:?}, got {}",
         found.len()
     );
-    HostTensor::of(found[0].1.clone())
+    found[0].1.clone()
 }
 
 /// The `expected.safetensors` of a fixture.
