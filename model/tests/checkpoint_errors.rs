@@ -234,40 +234,24 @@ fn wrong_shape_names_key_and_both_shapes() {
         assert_eq!(w.shape, vec![131, 48]);
         w.shape = vec![48, 131];
     });
-    match load_err(dir.path()) {
-        ModelError::WrongShape {
-            key,
-            expected,
-            found,
-            ..
-        } => {
-            assert_eq!(
-                (key.as_str(), expected, found),
-                ("lm_head.weight", vec![131, 48], vec![48, 131])
-            )
-        }
-        other => panic!("expected WrongShape, got {other:?}"),
-    }
+    assert_wrong_shape(
+        load_err(dir.path()),
+        "lm_head.weight",
+        &[131, 48],
+        &[48, 131],
+    );
     let dir = TempDir::copy_of("untied");
     edit_weights(&dir, |e| {
         let mut w = e.remove("transformer.wpe.weight").unwrap();
         w.shape = vec![12, 96];
         e.insert("transformer.wpe.weight".into(), w);
     });
-    match load_err(dir.path()) {
-        ModelError::WrongShape {
-            key,
-            expected,
-            found,
-            ..
-        } => {
-            assert_eq!(
-                (key.as_str(), expected, found),
-                ("transformer.wpe.weight", vec![24, 48], vec![12, 96])
-            )
-        }
-        other => panic!("expected WrongShape, got {other:?}"),
-    }
+    assert_wrong_shape(
+        load_err(dir.path()),
+        "transformer.wpe.weight",
+        &[24, 48],
+        &[12, 96],
+    );
 }
 
 #[test]
@@ -566,5 +550,21 @@ fn saving_into_a_file_path_is_io_error() {
     match model.save(&blocker) {
         Err(ModelError::Io { path, .. }) => assert_eq!(path, blocker),
         other => panic!("expected Io, got {other:?}"),
+    }
+}
+
+/// Asserts that `err` is `WrongShape` naming `key`, `expected` and `found`.
+fn assert_wrong_shape(err: ModelError, key: &str, expected: &[usize], found: &[usize]) {
+    match err {
+        ModelError::WrongShape {
+            key: k,
+            expected: e,
+            found: f,
+            ..
+        } => assert_eq!(
+            (k.as_str(), e.as_slice(), f.as_slice()),
+            (key, expected, found)
+        ),
+        other => panic!("expected WrongShape, got {other:?}"),
     }
 }
