@@ -332,15 +332,17 @@ impl<B: Backend> Recorder<B> {
 
     /// The tensor recorded at `site` and `layer`, if it has rank `D`.
     pub fn get<const D: usize>(&self, site: &str, layer: Option<usize>) -> Option<Tensor<B, D>> {
-        let (layer, site) = split_key(site, layer);
-        let store = self.lock();
-        let at = store.find(layer, site)?;
-        store.entries[at].1.tensor::<D>()
+        self.lookup(site, layer)?.tensor::<D>()
     }
 
     /// The tensor recorded under `key`.
     pub fn get_key(&self, key: &str) -> Option<ErasedTensor<B>> {
-        let (layer, site) = split_key(key, None);
+        self.lookup(key, None)
+    }
+
+    /// The recording a site and layer (or a key, with no layer) name.
+    fn lookup(&self, site: &str, layer: Option<usize>) -> Option<ErasedTensor<B>> {
+        let (layer, site) = split_key(site, layer);
         let store = self.lock();
         let at = store.find(layer, site)?;
         Some(store.entries[at].1.clone())

@@ -38,8 +38,14 @@ struct Weights<'a> {
 }
 
 impl Weights<'_> {
-    fn find(&self, key: &str) -> Option<(String, TensorView<'_>)> {
+    /// The names a weight may be stored under: as is, or with the
+    /// `transformer.` prefix some GPT-2 checkpoints put on every key.
+    fn names(key: &str) -> [String; 2] {
         [key.to_string(), format!("transformer.{key}")]
+    }
+
+    fn find(&self, key: &str) -> Option<(String, TensorView<'_>)> {
+        Self::names(key)
             .into_iter()
             .find_map(|k| self.tensors.tensor(&k).ok().map(|t| (k, t)))
     }
@@ -53,7 +59,7 @@ impl Weights<'_> {
         let (found_key, view) = self.find(key).ok_or_else(|| ModelError::MissingKey {
             path: self.path.clone(),
             key: key.to_string(),
-            also_tried: vec![format!("transformer.{key}")],
+            also_tried: Self::names(key)[1..].to_vec(),
         })?;
         if view.shape() != shape {
             return Err(ModelError::WrongShape {

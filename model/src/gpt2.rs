@@ -9,7 +9,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use hooks_core::{Ctx, HookFaults};
 
 use crate::batch::{Layout, TokenBatch};
-use crate::layers::{Attention, Block, LayerCache, Mlp, Norm};
+use crate::layers::{Attention, Block, LayerCache, Mlp, Norm, matmul_rows};
 use crate::{Gpt2Config, ModelError, TransformerHooks};
 
 /// GPT-2, as the reference model computes it.
@@ -242,10 +242,7 @@ impl<B: Backend> Gpt2<B> {
         // As rows: one matrix product, and in the backward one product for
         // the unembedding's gradient (a broadcast [1,D,V] weight would
         // make a [B,D,V] gradient per row of the batch and then sum it).
-        let logits = x
-            .reshape([b * s, self.config.n_embd])
-            .matmul(self.unembed.val())
-            .reshape([b, s, self.config.vocab_size]);
+        let logits = matmul_rows(x, self.unembed.val());
         if HOOKED {
             hooks.logits.call(logits, &root)
         } else {

@@ -6,7 +6,7 @@ use burn::nn::Linear;
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
-use hooks_core::{Bindings, Ctx, Value};
+use hooks_core::{Bindings, Ctx, HookTree, Value};
 
 use crate::hooks::{AttentionHooks, MlpHooks, NormalizationHooks, TransformerHooks};
 
@@ -43,11 +43,7 @@ impl<B: Backend> Norm<B> {
         hooks: &NormalizationHooks<B>,
         ctx: &Ctx<'_>,
     ) -> Tensor<B, 3> {
-        if !HOOKED
-            || (hooks.post_mean_subtraction.is_empty()
-                && hooks.scale.is_empty()
-                && hooks.post_scale.is_empty())
-        {
+        if !HOOKED || HookTree::is_empty(hooks) {
             // Nothing to see in between: the backend's fused layer norm
             // (one row-parallel pass on Flex instead of nine operations).
             let fused = B::layer_norm(
@@ -187,14 +183,19 @@ impl<B: Backend> Attention<B> {
 /// which was a tenth of a GPT-2-small training step on Flex.) A reshape
 /// costs nothing when `x` is contiguous, as the block's activations are.
 pub fn linear_rows<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let [b, s, i] = x.dims();
-    let y = x.reshape([b * s, i]).matmul(layer.weight.val());
-    let y = match &layer.bias {
-        Some(bias) => y + bias.val().unsqueeze::<2>(),
+    let y = matmul_rows(x, layer.weight.val());
+    match &layer.bias {
+        Some(bias) => y + bias.val().unsqueeze::<3>(),
         None => y,
-    };
-    let o = y.dims()[1];
-    y.reshape([b, s, o])
+    }
+}
+
+/// `x·w` for `x` `[B,S,I]` and `w` `[I,O]`, as one `[B·S, I] × [I, O]`
+/// product (see [`linear_rows`] for why not a `[1,I,O]` broadcast).
+pub fn matmul_rows<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [b, s, i] = x.dims();
+    let o = w.dims()[1];
+    x.reshape([b * s, i]).matmul(w).reshape([b, s, o])
 }
 
 /// `x·W + b` with the weight broadcast over the batch, for an `x` that is a

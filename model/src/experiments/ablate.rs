@@ -16,6 +16,22 @@ fn clip<const D: usize>(ranges: &[Range<usize>; D], dims: [usize; D]) -> [Range<
     std::array::from_fn(|i| ranges[i].start.min(dims[i])..ranges[i].end.min(dims[i]))
 }
 
+/// Whether a patch source has the site's shape; if not, reports a fault
+/// naming `what` and both shapes (the hook then passes its input on).
+fn same_shape<const D: usize>(
+    ctx: &Ctx<'_>,
+    what: &str,
+    source: [usize; D],
+    site: [usize; D],
+) -> bool {
+    if source != site {
+        ctx.fail(format!(
+            "{what} has shape {source:?}, the site's value {site:?}"
+        ));
+    }
+    source == site
+}
+
 /// Sets a slice of a site's value to a constant (e.g. zero one head of
 /// `attn.v_out` with `[0..usize::MAX, 0..usize::MAX, h..h + 1, 0..usize::MAX]`).
 #[derive(Clone, Debug)]
@@ -92,12 +108,7 @@ pub fn patch_slice<B: Backend, const D: usize>(
         path,
         layer,
         named("PatchSlice", move |x: Tensor<B, D>, ctx: &Ctx<'_>| {
-            if source.dims() != x.dims() {
-                ctx.fail(format!(
-                    "the patch source has shape {:?}, the site's value {:?}",
-                    source.dims(),
-                    x.dims()
-                ));
+            if !same_shape(ctx, "the patch source", source.dims(), x.dims()) {
                 return x;
             }
             let r = clip(&ranges, x.dims());
@@ -153,12 +164,7 @@ impl<B: Backend> AnyRankHook<B> for PatchFrom<B> {
             ));
             return x;
         };
-        if src.dims() != x.dims() {
-            ctx.fail(format!(
-                "the recorded activation has shape {:?}, the site's value {:?}",
-                src.dims(),
-                x.dims()
-            ));
+        if !same_shape(ctx, "the recorded activation", src.dims(), x.dims()) {
             return x;
         }
         match self.position {
