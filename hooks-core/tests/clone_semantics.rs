@@ -10,7 +10,7 @@
 //! groups included, is shared. A hook that must not be shared should be
 //! appended after cloning.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,7 +1,7 @@
 //! `append_all`, `append_all_grad` and `append_to_path` on a derived tree
 //! whose sites have ranks 2, 3 and 4.
 
-mod common;
+use crate::common;
 
 use burn::backend::Autodiff;
 use burn::tensor::Tensor;

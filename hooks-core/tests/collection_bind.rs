@@ -1,6 +1,6 @@
 //! `bind` / `unbind` on a derived tree reach every stage of every site.
 
-mod common;
+use crate::common;
 
 use burn_ndarray::NdArray;
 use common::{Inputs, Probe, SITES, TinyHooks, forward};

@@ -1,7 +1,7 @@
 //! String paths (`"resid.torso.post_mlp.fwd"`, as in configs and CLIs) and
 //! their errors: each names what is wrong and what would be right.
 
-mod common;
+use crate::common;
 
 use burn::backend::Autodiff;
 use burn::tensor::Tensor;

@@ -1,7 +1,7 @@
 //! Finding sites in a tree: iteration, globs, typed paths; and the tree's
 //! thread-safety.
 
-mod common;
+use crate::common;
 
 use burn::backend::Autodiff;
 use burn::tensor::Tensor;

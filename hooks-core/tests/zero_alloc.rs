@@ -2,7 +2,7 @@
 //! nothing. A counting global allocator counts this thread's allocations
 //! while the calls run.
 
-mod common;
+use crate::common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -2,8 +2,7 @@
 //! is recomputed by hand on the host from other recorded values and the
 //! model's weights. Each behaviour runs on both CPU backends.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! that name the file, key and shapes; both fixture layouts load; save → load
 //! is exact and writes the Hugging Face layout.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! against exact identities of the unembedding and the final norm, and the
 //! effect of `detach_norm_scales` on gradients (not on the forward pass).
 
-mod common;
+use crate::common;
 
 use burn::backend::Autodiff;
 use burn::tensor::Tensor;

@@ -2,7 +2,7 @@
 //! that memory stays bounded over many passes, gradient recording on an
 //! autodiff backend, and `save` read back with `read_safetensors`.
 
-mod common;
+use crate::common;
 
 use burn::backend::Autodiff;
 use burn::tensor::Tensor;

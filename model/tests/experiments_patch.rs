@@ -1,7 +1,7 @@
 //! Ablation, patching and steering by typed path (`ablate`, `patch_slice`,
 //! `add_at`), and the clean → corrupted `patching_table`.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Tensor, TensorData};
 use common::{HostTensor, host, load, max_abs_diff, record};

@@ -3,7 +3,7 @@
 //! latents are readable, differentiable and ablatable; without it the site
 //! becomes the reconstruction. TopK sparsity, and the safetensors format.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! the order hooks fire in, and the fixture's reference gradients. Each runs on
 //! `Autodiff<NdArray>` and `Autodiff<Flex>`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
@@ -14,22 +14,7 @@ use common::{CallLog, Calls, Expected, HostTensor, assert_close, host, load};
 use hooks_core::{Ctx, HookTree, Site};
 use hooks_model::{Gpt2, Gpt2Config, TokenBatch, TransformerHooks};
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[test]
-            fn ndarray() {
-                super::$name::<burn::backend::Autodiff<hooks_model::backend::NdArray>>();
-            }
-            #[test]
-            fn flex() {
-                super::$name::<hooks_model::backend::CpuAutodiff>();
-            }
-        }
-    )*};
-}
-
-on_both_backends!(
+on_both_autodiff_backends!(
     post_attn_gradient_matches_finite_differences,
     zeroing_v_gradient_removes_value_path,
     zeroing_post_emb_gradient_zeroes_embedding_grads,

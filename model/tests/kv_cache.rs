@@ -3,8 +3,7 @@
 //! argmax of repeated full forwards, seeded sampling is reproducible, and bad
 //! requests fail before any work. Each runs on Flex and NdArray.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;

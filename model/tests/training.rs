@@ -3,7 +3,7 @@
 //! statistics hooks fire once per step, and 50 steps with every site
 //! recorded keep memory and graph nodes bounded.
 
-mod common;
+use crate::common;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -32,6 +32,24 @@ macro_rules! on_both_backends {
     )*};
 }
 
+/// Runs each generic test `fn name<B: AutodiffBackend>()` on
+/// `Autodiff<NdArray>` and `Autodiff<Flex>`.
+#[macro_export]
+macro_rules! on_both_autodiff_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn ndarray() {
+                super::$name::<burn::backend::Autodiff<hooks_model::backend::NdArray>>();
+            }
+            #[test]
+            fn flex() {
+                super::$name::<hooks_model::backend::CpuAutodiff>();
+            }
+        }
+    )*};
+}
+
 /// `tests/fixtures/<name>` at the workspace root.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

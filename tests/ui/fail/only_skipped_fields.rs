@@ -1,4 +1,4 @@
-use burn_hooks::HookCollection;
+use hooks_core::HookCollection;
 
 #[derive(HookCollection, Clone, Default)]
 struct Hooks {

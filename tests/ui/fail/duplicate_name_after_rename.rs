@@ -1,5 +1,5 @@
 use burn::tensor::backend::Backend;
-use burn_hooks::{HookCollection, Site};
+use hooks_core::{HookCollection, Site};
 
 #[derive(HookCollection, Clone, Default)]
 struct Hooks<B: Backend> {

@@ -1,10 +1,10 @@
 use burn::tensor::backend::Backend;
-use burn_hooks::{HookCollection, Site};
+use hooks_core::{HookCollection, Site};
 
 #[derive(HookCollection, Clone, Default)]
 struct Hooks<B: Backend> {
-    #[hooks(name = "pre")]
-    pre_act: Site<B, 3>,
+    resid: Site<B, 3>,
+    count: u32,
 }
 
 fn main() {}

@@ -1,6 +1,5 @@
 use burn::tensor::backend::Backend;
-use burn_hooks::{HookCollection, Site, path};
-use burn_ndarray::NdArray;
+use hooks_core::{HookCollection, Site, path};
 
 #[derive(HookCollection, Clone, Default)]
 struct Mlp<B: Backend> {
@@ -13,6 +12,8 @@ struct Model<B: Backend> {
     mlp: Mlp<B>,
 }
 
-fn main() {
-    let _ = path!(Model<NdArray>: mlp.post_atc);
+fn post_act_path<B: Backend>() {
+    let _ = path!(Model<B>: mlp.post_atc);
 }
+
+fn main() {}

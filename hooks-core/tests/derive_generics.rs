@@ -1,11 +1,12 @@
-// Generic trees, renamed and skipped fields, nested collections, a where
-// clause and extra generic parameters all derive.
+//! What must derive: generic trees, renamed and skipped fields, nested
+//! collections, a where clause and extra generic parameters.
+
 use std::marker::PhantomData;
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
-use burn_hooks::{FwdStage, HookCollection, HookTree, Site, Zero, path};
 use burn_ndarray::NdArray;
+use hooks_core::{FwdStage, HookCollection, HookTree, Site, Zero, path};
 
 #[derive(HookCollection, Clone, Default)]
 struct Attn<B: Backend, const H: usize> {
@@ -30,17 +31,24 @@ where
     config: T,
 }
 
-fn run<B: Backend>() {
+fn site_paths<B: Backend>() -> Vec<String> {
     let mut m = Model::<B>::default();
     m.append_all(FwdStage::Fwd, Zero);
-    let paths: Vec<String> = m.sites().into_iter().map(|s| s.path).collect();
-    assert_eq!(paths, ["attn.q", "attn.probs", "type"]);
-    let _ = (&m.attn.label, &m.config);
+    assert!(m.attn.label.is_empty() && m.config == ());
+    m.sites().into_iter().map(|s| s.path).collect()
 }
 
-fn main() {
-    run::<NdArray>();
-    run::<Autodiff<NdArray>>();
+#[test]
+fn generic_renamed_and_skipped_fields_derive_on_plain_and_autodiff_backends() {
+    assert_eq!(site_paths::<NdArray>(), ["attn.q", "attn.probs", "type"]);
+    assert_eq!(
+        site_paths::<Autodiff<NdArray>>(),
+        ["attn.q", "attn.probs", "type"]
+    );
+}
+
+#[test]
+fn typed_path_uses_the_renamed_name() {
     let p = path!(Model<NdArray, u8>: attn.qk_probs);
     assert_eq!(p.name(), "attn.probs");
 }

@@ -1,0 +1,17 @@
+//! Every integration test of the model, in one test binary: one link of
+//! Burn instead of one per file (each file below is a module).
+
+#[macro_use]
+mod common;
+
+mod analytic;
+mod checkpoint_errors;
+mod cli;
+mod experiments_attribution;
+mod experiments_cache;
+mod experiments_patch;
+mod experiments_sae;
+mod gradients;
+mod kv_cache;
+mod parity;
+mod training;
