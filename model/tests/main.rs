@@ -7,6 +7,7 @@ mod common;
 mod analytic;
 mod checkpoint_errors;
 mod cli;
+mod cpu_kind;
 mod experiments_attribution;
 mod experiments_cache;
 mod experiments_patch;
