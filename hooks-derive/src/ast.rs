@@ -15,13 +15,25 @@ pub struct Node<'a> {
 pub struct Input<'a> {
     pub original: &'a DeriveInput,
     pub attrs: ContainerAttrs,
+    /// The tree's fields; empty when the input has none that can be used
+    /// (an enum, a tuple struct, only skipped fields), which is an error.
     pub nodes: Vec<Node<'a>>,
 }
 
 impl<'a> Input<'a> {
     /// Parses and validates; every problem found is collected in `errors`.
-    pub fn from_syn(input: &'a DeriveInput, errors: &mut Vec<syn::Error>) -> Option<Self> {
+    ///
+    /// What can still be understood is kept (a field with a bad attribute
+    /// stays in the tree, a duplicate name too), so that the impl emitted
+    /// beside the errors matches what the user wrote and no follow-on error
+    /// hides the first one.
+    pub fn from_syn(input: &'a DeriveInput, errors: &mut Vec<syn::Error>) -> Self {
         let attrs = attr::container_attrs(&input.attrs, errors);
+        let unusable = |attrs| Input {
+            original: input,
+            attrs,
+            nodes: Vec::new(),
+        };
         let fields = match &input.data {
             Data::Struct(s) => match &s.fields {
                 Fields::Named(named) => &named.named,
@@ -31,7 +43,7 @@ impl<'a> Input<'a> {
                         "HookCollection needs named fields: the field names are the hook paths \
                          (write `struct Name { site: Site<B, 3> }`)",
                     ));
-                    return None;
+                    return unusable(attrs);
                 }
                 Fields::Unit => {
                     errors.push(syn::Error::new_spanned(
@@ -39,7 +51,7 @@ impl<'a> Input<'a> {
                         "HookCollection needs at least one hook field: add a field such as \
                          `site: Site<B, 3>`",
                     ));
-                    return None;
+                    return unusable(attrs);
                 }
             },
             Data::Enum(e) => {
@@ -48,7 +60,7 @@ impl<'a> Input<'a> {
                     "HookCollection cannot be derived for an enum: a hook tree has every \
                      site at once; use a struct with one field per site",
                 ));
-                return None;
+                return unusable(attrs);
             }
             Data::Union(u) => {
                 errors.push(syn::Error::new_spanned(
@@ -56,7 +68,7 @@ impl<'a> Input<'a> {
                     "HookCollection cannot be derived for a union; use a struct with one \
                      field per site",
                 ));
-                return None;
+                return unusable(attrs);
             }
         };
 
@@ -86,7 +98,6 @@ impl<'a> Input<'a> {
                         prev.ident
                     ),
                 ));
-                continue;
             }
             nodes.push(Node {
                 ident,
@@ -99,13 +110,12 @@ impl<'a> Input<'a> {
                 &input.ident,
                 "HookCollection needs at least one hook field that is not skipped",
             ));
-            return None;
         }
-        Some(Input {
+        Input {
             original: input,
             attrs,
             nodes,
-        })
+        }
     }
 }
 

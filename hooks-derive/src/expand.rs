@@ -8,17 +8,87 @@ use syn::{DeriveInput, Ident};
 
 use crate::ast::Input;
 
+/// The impl, and beside it every error found. The impl is emitted even when
+/// there are errors (as thiserror does): the build fails on the errors
+/// anyway, and without an impl every use of the type would add an error
+/// of its own ("`Hooks<B>` is not a hook site or a hook collection").
 pub fn derive(input: &DeriveInput) -> TokenStream {
     let mut errors = Vec::new();
     let parsed = Input::from_syn(input, &mut errors);
-    let mut out = match (&parsed, errors.is_empty()) {
-        (Some(parsed), true) => impl_hook_node(parsed),
-        _ => TokenStream::new(),
+    let mut out = if parsed.nodes.is_empty() {
+        fallback_impl(&parsed)
+    } else {
+        impl_hook_node(&parsed)
     };
     for e in errors {
         out.extend(e.to_compile_error());
     }
     out
+}
+
+/// For an input with no usable field (an error already): an empty
+/// collection over the backend the type is generic in, when it has one.
+/// Without a type parameter bounded by `Backend` there is no backend to
+/// name, and nothing is emitted.
+fn fallback_impl(input: &Input) -> TokenStream {
+    let Some(backend) = backend_param(&input.original.generics) else {
+        return TokenStream::new();
+    };
+    let krate = runtime_path(input);
+    let ident = &input.original.ident;
+    let type_name = ident.to_string();
+    let (impl_generics, ty_generics, where_clause) = input.original.generics.split_for_impl();
+    let predicates = where_clause.map(|w| w.predicates.iter().collect::<Vec<_>>());
+    let predicates = predicates.unwrap_or_default();
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #krate::HookNode for #ident #ty_generics
+        where
+            #(#predicates,)*
+            Self: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,
+        {
+            type Backend = #backend;
+
+            fn schema() -> #krate::Schema {
+                #krate::Schema::Collection {
+                    type_name: #type_name,
+                    children: ::std::vec::Vec::new(),
+                }
+            }
+
+            fn walk<__V: #krate::Visitor<Self::Backend>>(&self, _: &mut __V) {}
+
+            fn walk_mut<__V: #krate::VisitorMut<Self::Backend>>(&mut self, _: &mut __V) {}
+        }
+    }
+}
+
+/// The first type parameter bounded by `Backend` or `AutodiffBackend`
+/// (however qualified), in the parameter list or the where clause.
+fn backend_param(generics: &syn::Generics) -> Option<&Ident> {
+    let is_backend_bound = |b: &syn::TypeParamBound| match b {
+        syn::TypeParamBound::Trait(t) => t
+            .path
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "Backend" || s.ident == "AutodiffBackend"),
+        _ => false,
+    };
+    let in_where = |param: &Ident| {
+        generics.where_clause.as_ref().is_some_and(|w| {
+            w.predicates.iter().any(|p| match p {
+                syn::WherePredicate::Type(t) => {
+                    matches!(&t.bounded_ty, syn::Type::Path(tp) if tp.path.is_ident(param))
+                        && t.bounds.iter().any(is_backend_bound)
+                }
+                _ => false,
+            })
+        })
+    };
+    generics
+        .type_params()
+        .find(|p| p.bounds.iter().any(is_backend_bound) || in_where(&p.ident))
+        .map(|p| &p.ident)
 }
 
 /// Where the runtime lives: `#[hooks(crate = ...)]`, else `hooks-core` or the

@@ -1,5 +1,5 @@
 use burn::tensor::backend::Backend;
-use hooks_core::{HookCollection, Site, path};
+use hooks_core::{HookCollection, HookTree, Site, path};
 
 #[derive(HookCollection, Clone, Default)]
 struct Mlp<B: Backend> {
@@ -12,8 +12,9 @@ struct Model<B: Backend> {
     mlp: Mlp<B>,
 }
 
-fn post_act_path<B: Backend>() {
-    let _ = path!(Model<B>: mlp.post_atc);
+fn post_act_is_empty<B: Backend>(hooks: &Model<B>) -> bool {
+    let post_act = path!(Model<B>: mlp.post_atc);
+    hooks.at(&post_act).is_empty()
 }
 
 fn main() {}

@@ -1,9 +1,21 @@
-use hooks_core::HookCollection;
+use std::marker::PhantomData;
+
+use burn::tensor::backend::Backend;
+use hooks_core::{FwdStage, HookCollection, HookTree, Zero};
 
 #[derive(HookCollection, Clone, Default)]
-struct Hooks {
+struct Hooks<B: Backend> {
     #[hooks(skip)]
     note: String,
+    #[hooks(skip)]
+    _backend: PhantomData<B>,
+}
+
+// Using the type adds no error of its own: the derive still emits the impl.
+fn use_it<B: Backend>() -> usize {
+    let mut hooks = Hooks::<B>::default();
+    hooks.append_all(FwdStage::Fwd, Zero);
+    hooks.sites().len()
 }
 
 fn main() {}

@@ -1,10 +1,17 @@
 use burn::tensor::backend::Backend;
-use hooks_core::{HookCollection, Site};
+use hooks_core::{FwdStage, HookCollection, HookTree, Site, Zero};
 
 #[derive(HookCollection, Clone, Default)]
 struct Hooks<B: Backend> {
     #[hooks(name = "pre")]
     pre_act: Site<B, 3>,
+}
+
+// Using the type adds no error of its own: the derive still emits the impl.
+fn use_it<B: Backend>() -> usize {
+    let mut hooks = Hooks::<B>::default();
+    hooks.append_all(FwdStage::Fwd, Zero);
+    hooks.sites().len()
 }
 
 fn main() {}
