@@ -27,23 +27,23 @@ pub trait HookFn<T>: Send + Sync + 'static {
 /// hook functions (and any state they captured) are shared between copies.
 pub type Hook<T> = Arc<dyn HookFn<T>>;
 
-/// A closure with a name.
-pub struct FnHook<F> {
+/// A closure with a name, as [`named`] makes it.
+pub struct Named<F> {
     name: Cow<'static, str>,
     f: F,
 }
 
-impl<F> FnHook<F> {
+impl<F> Named<F> {
     /// Names a closure, so tree renderings say what it does.
     pub fn new(name: impl Into<Cow<'static, str>>, f: F) -> Self {
-        FnHook {
+        Named {
             name: name.into(),
             f,
         }
     }
 }
 
-impl<T, F> HookFn<T> for FnHook<F>
+impl<T, F> HookFn<T> for Named<F>
 where
     F: Fn(T, &Ctx<'_>) -> T + Send + Sync + 'static,
 {
@@ -57,8 +57,8 @@ where
 }
 
 /// Names a closure for renderings: `named("record q", |x, _| x)`.
-pub fn named<F>(name: impl Into<Cow<'static, str>>, f: F) -> FnHook<F> {
-    FnHook::new(name, f)
+pub fn named<F>(name: impl Into<Cow<'static, str>>, f: F) -> Named<F> {
+    Named::new(name, f)
 }
 
 /// Anything that can be appended to a stage of values `T`.
@@ -72,11 +72,11 @@ where
     F: Fn(T, &Ctx<'_>) -> T + Send + Sync + 'static,
 {
     fn into_hook(self) -> Hook<T> {
-        Arc::new(FnHook::new(closure_name::<F>(), self))
+        Arc::new(Named::new(closure_name::<F>(), self))
     }
 }
 
-impl<T, F> IntoHook<T> for FnHook<F>
+impl<T, F> IntoHook<T> for Named<F>
 where
     F: Fn(T, &Ctx<'_>) -> T + Send + Sync + 'static,
 {

@@ -73,18 +73,16 @@ pub use context::{Ctx, CtxSnapshot};
 pub use error::HookError;
 pub use fault::{HookFault, HookFaults};
 pub use grad::GradHooks;
-pub use hook::{FnHook, Hook, HookFn, IntoHook, named};
+pub use hook::{Hook, HookFn, IntoHook, Named, named};
 pub use hooks::{Hooks, Layers};
 pub use hooks_derive::HookCollection;
 #[doc(hidden)]
 pub use node::HookField;
 pub use node::{HookNode, Schema, SchemaChild, Visitor, VisitorMut};
 pub use path::{Path, PathError, ResolvedPath};
-pub use rank::{
-    AnyRankHook, Detach, ErasedTensor, Record, Recorder, Scale, Zero, at_rank, record_key,
-};
+pub use rank::{AnyRankHook, Detach, ErasedTensor, Record, Recorder, Scale, Zero, record_key};
 pub use render::Renderer;
-pub use site::{FwdStage, Site, Stage};
+pub use site::{FwdStage, GradTensor, Site, Stage};
 pub use tree::{HookTree, SiteInfo};
 pub use value::{Bindings, Value};
 

@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 
 use crate::Ctx;
-use crate::hook::{Hook, HookFn};
+use crate::hook::{Hook, HookFn, IntoHook};
 
 /// A hook generic over the tensor rank.
 ///
@@ -39,11 +39,21 @@ pub trait AnyRankHook<B: Backend>: Send + Sync + 'static {
         let full = std::any::type_name::<Self>();
         Cow::Owned(full.rsplit("::").next().unwrap_or(full).to_string())
     }
+
+    /// This hook on one stage of rank-`D` values, where a closure would go:
+    /// `site.fwd.append(Clamp(1.0).for_rank())`. (The ready hooks need no
+    /// call: `site.fwd.append(Zero)`.)
+    fn for_rank<const D: usize>(self) -> Hook<Tensor<B, D>>
+    where
+        Self: Sized,
+    {
+        at_rank(Arc::new(self), None)
+    }
 }
 
 /// Makes a site hook of rank `D` from a shared rank-generic hook; `site`,
 /// when given, is exposed to the hook as [`Ctx::site`].
-pub fn at_rank<B: Backend, const D: usize, H: AnyRankHook<B>>(
+pub(crate) fn at_rank<B: Backend, const D: usize, H: AnyRankHook<B>>(
     hook: Arc<H>,
     site: Option<Arc<str>>,
 ) -> Hook<Tensor<B, D>> {
@@ -107,6 +117,22 @@ impl<B: Backend> AnyRankHook<B> for Scale {
         Cow::Owned(format!("Scale({})", self.0))
     }
 }
+
+/// The ready hooks that need no site name go on one stage directly, like a
+/// closure: `hooks.attn.q.fwd.append(Zero)`, `site.append_bwd(Scale(0.5))`.
+/// ([`Record`] keys its recordings by site, so it goes on through
+/// `append_all` or a string path, which tell it where it is.)
+macro_rules! into_hook_at_any_rank {
+    ($($hook:ty),*) => {$(
+        impl<B: Backend, const D: usize> IntoHook<Tensor<B, D>> for $hook {
+            fn into_hook(self) -> Hook<Tensor<B, D>> {
+                at_rank(Arc::new(self), None)
+            }
+        }
+    )*};
+}
+
+into_hook_at_any_rank!(Detach, Zero, Scale);
 
 /// Records the value into a [`Recorder`] and passes it on unchanged.
 #[derive(Clone)]

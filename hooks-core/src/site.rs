@@ -40,6 +40,12 @@ pub struct Site<B: Backend, const D: usize> {
     pub fwd2: Hooks<Tensor<B, D>>,
 }
 
+/// What a gradient hook on a site of `Site<B, D>` receives and returns: the
+/// gradient, a tensor of the autodiff backend's inner backend, so that
+/// `site.append_bwd(|g: GradTensor<B, 3>, _: &Ctx| g * 0.5)` reads as what it
+/// is (rather than `Tensor<<B as AutodiffBackend>::InnerBackend, 3>`).
+pub type GradTensor<B, const D: usize> = Tensor<<B as AutodiffBackend>::InnerBackend, D>;
+
 /// The three stages of a site.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stage {

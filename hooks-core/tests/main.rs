@@ -12,6 +12,8 @@ mod grad_hooks;
 mod hook_faults;
 mod hook_groups;
 mod hooks_sequence;
+mod path_fuzz;
+mod ready_hooks_on_a_stage;
 mod recorder;
 mod render;
 mod site_stages;
