@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use common::{Expected, HostTensor, TempDir, assert_close, fixture, host};
+use common::{Expected, HostTensor, TempDir, fixture, host};
 use hooks_model::backend::{Cpu, NdArray};
 use hooks_model::checkpoint::{CONFIG_FILE, WEIGHTS_FILE, load_config};
 use hooks_model::{Gpt2, Gpt2Config, ModelError, TokenBatch};
@@ -428,12 +428,10 @@ fn loads_fixture<B: Backend>(name: &str) {
     let logits = model
         .forward(&expected.tokens(), &Default::default())
         .unwrap();
-    assert_close(
-        &format!("{name} logits"),
-        &host(logits),
-        &expected.f32("logits").data,
-        1e-6,
-        1e-5,
+    expected.assert_near(
+        &format!("{name} {}: logits", common::backend_name::<B>()),
+        "logits",
+        &HostTensor::of(logits),
     );
 }
 

@@ -9,6 +9,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
 
+use burn::tensor::backend::Backend;
+use hooks_model::backend::{Cpu, NdArray};
+
+use crate::common::{Expected, HostTensor};
+
 const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny");
 
 fn hooks(args: &[&str]) -> Output {
@@ -101,24 +106,15 @@ impl Tensors {
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect()
     }
-
-    fn i64(&self, key: &str) -> Vec<i64> {
-        let t = self.parsed().tensor(key).unwrap();
-        assert_eq!(t.dtype(), Dtype::I64, "{key}");
-        t.data()
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect()
-    }
 }
 
-/// The fixture's two token rows as `--tokens` values.
-fn fixture_rows() -> (Tensors, Vec<String>) {
-    let expected = Tensors::read(format!("{TINY}/expected.safetensors"));
-    let [b, s] = expected.shape("tokens")[..] else {
+/// The tiny fixture's reference values, and its two token rows as `--tokens` values.
+fn fixture_rows() -> (Expected, Vec<String>) {
+    let expected = Expected::of("tiny");
+    let (shape, ids) = expected.i64("tokens");
+    let [b, s] = shape[..] else {
         panic!("tokens are [B,S]")
     };
-    let ids = expected.i64("tokens");
     let rows = (0..b)
         .map(|r| {
             ids[r * s..(r + 1) * s]
@@ -139,16 +135,31 @@ fn cache_args<'a>(rows: &'a [String], out: &'a str) -> Vec<&'a str> {
     args
 }
 
-/// max|a - b| / max(max|b|, floor).
-fn rel_err(a: &[f32], b: &[f32], floor: f32) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let diff = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    let scale = b.iter().map(|y| y.abs()).fold(0.0, f32::max).max(floor);
-    diff / scale
+impl Tensors {
+    /// A cached entry as a host tensor.
+    fn host(&self, key: &str) -> HostTensor {
+        HostTensor {
+            shape: self.shape(key),
+            data: self.f32(key),
+        }
+    }
+}
+
+/// Asserts a cached entry is as near the truth as the fixture's HF value
+/// ([`crate::common::assert_near_truth_with`]; gradients allow the accuracy of
+/// the `recip` of the backend `B` the tool ran on, as in `gradients.rs`).
+fn assert_near<B: Backend>(expected: &Expected, cached: &Tensors, ours: &str, theirs: &str) {
+    let approx = if ours.ends_with(".grad") {
+        crate::common::recip_rel_error::<B>()
+    } else {
+        0.0
+    };
+    expected.assert_near_with(
+        &format!("cli: {ours} vs HF {theirs}"),
+        theirs,
+        &cached.host(ours),
+        approx,
+    );
 }
 
 #[test]
@@ -222,17 +233,13 @@ fn cache_records_every_site_and_matches_the_reference() {
     ] {
         assert_eq!(cached.shape(key), shape, "{key}");
     }
-    let err = rel_err(&cached.f32("logits"), &expected.f32("logits"), 1e-6);
-    assert!(err <= 1e-4, "logits differ from the reference: {err}");
+    assert_near::<Cpu>(&expected, &cached, "logits", "logits");
     for layer in 0..2 {
-        let err = rel_err(
-            &cached.f32(&format!("layers.{layer}.attn.qk_probs")),
-            &expected.f32(&format!("attn_probs.{layer}")),
-            1e-6,
-        );
-        assert!(
-            err <= 1e-4,
-            "attention probabilities of layer {layer}: {err}"
+        assert_near::<Cpu>(
+            &expected,
+            &cached,
+            &format!("layers.{layer}.attn.qk_probs"),
+            &format!("attn_probs.{layer}"),
         );
     }
 }
@@ -276,7 +283,7 @@ fn cache_records_gradients() {
     let tmp = TempDir::new("grad");
     let out = tmp.path("grads.safetensors");
     let (expected, rows) = fixture_rows();
-    assert_eq!(expected.i64("grad_target"), [5]);
+    assert_eq!(expected.i64("grad_target").1, [5]);
     let mut args = cache_args(&rows, &out);
     args.extend(["--grad-target", "5"]);
     let o = hooks(&args);
@@ -295,13 +302,7 @@ fn cache_records_gradients() {
         let grad = format!("{key}.grad");
         assert_eq!(cached.shape(&grad), cached.shape(key), "{grad}");
     }
-    let close = |ours: &str, theirs: &str| {
-        let err = rel_err(&cached.f32(ours), &expected.f32(theirs), 1e-6);
-        assert!(
-            err <= 1e-4,
-            "{ours} differs from the reference's {theirs}: {err}"
-        );
-    };
+    let close = |ours: &str, theirs: &str| assert_near::<Cpu>(&expected, &cached, ours, theirs);
     close("logits.grad", "logits.grad");
     close("logits", "logits");
     close("resid.post_emb.grad", "hidden.0.grad");
@@ -309,7 +310,6 @@ fn cache_records_gradients() {
     close("layers.1.attn.qk_probs.grad", "attn_probs.1.grad");
     close("layers.0.mlp.pre_act.grad", "pre_act.0.grad");
     close("layers.1.resid.torso.delta_mlp.grad", "delta_mlp.1.grad");
-    let loss = expected.f32("loss")[0];
     assert!(stdout(&o).contains("loss"), "{}", stdout(&o));
     let printed: f32 = stdout(&o)
         .lines()
@@ -319,9 +319,14 @@ fn cache_records_gradients() {
         })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no loss line in {}", stdout(&o)));
-    assert!(
-        (printed - loss).abs() <= 1e-4 * loss.abs(),
-        "{printed} vs {loss}"
+    // Printed in full (shortest round-trip f32), so compared like any value.
+    expected.assert_near(
+        "cli: printed loss",
+        "loss",
+        &HostTensor {
+            shape: vec![1],
+            data: vec![printed],
+        },
     );
 }
 
@@ -337,14 +342,8 @@ fn ndarray_backend_gives_the_same_values() {
     assert_code(&o, 0);
     let cached = Tensors::read(&out);
     assert_eq!(cached.keys(), ["logits", "logits.grad"]);
-    assert!(rel_err(&cached.f32("logits"), &expected.f32("logits"), 1e-6) <= 1e-4);
-    assert!(
-        rel_err(
-            &cached.f32("logits.grad"),
-            &expected.f32("logits.grad"),
-            1e-6
-        ) <= 1e-4
-    );
+    assert_near::<NdArray>(&expected, &cached, "logits", "logits");
+    assert_near::<NdArray>(&expected, &cached, "logits.grad", "logits.grad");
 }
 
 #[test]
