@@ -8,7 +8,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use crate::hook::{Hook, HookFn, IntoHook};
-use crate::node::{HookNode, Schema, SchemaChild, Visitor, VisitorMut};
+use crate::node::{HookNode, Schema, SchemaChild, Segment, Visitor, VisitorMut};
 use crate::render::Renderer;
 use crate::{Ctx, Site};
 
@@ -152,9 +152,9 @@ impl<B: Backend, const D: usize> HookNode for AutoencoderHooks<B, D> {
             ("reconstruction", &self.reconstruction),
             ("error", &self.error),
         ] {
-            if v.enter(name) {
+            if v.enter(Segment::Name(name)) {
                 site.walk(v);
-                v.exit(name);
+                v.exit(Segment::Name(name));
             }
         }
     }
@@ -165,9 +165,9 @@ impl<B: Backend, const D: usize> HookNode for AutoencoderHooks<B, D> {
             ("reconstruction", &mut self.reconstruction),
             ("error", &mut self.error),
         ] {
-            if v.enter(name) {
+            if v.enter(Segment::Name(name)) {
                 site.walk_mut(v);
-                v.exit(name);
+                v.exit(Segment::Name(name));
             }
         }
     }

@@ -54,6 +54,7 @@
 extern crate self as hooks_core;
 
 mod autoencoder;
+mod containers;
 mod context;
 mod error;
 mod fault;
@@ -78,7 +79,7 @@ pub use hooks::{Hooks, Layers};
 pub use hooks_derive::HookCollection;
 #[doc(hidden)]
 pub use node::HookField;
-pub use node::{HookNode, Schema, SchemaChild, Visitor, VisitorMut};
+pub use node::{HookNode, Schema, SchemaChild, Segment, Step, Visitor, VisitorMut, join_segments};
 pub use path::{Path, PathError, ResolvedPath};
 pub use rank::{AnyRankHook, Detach, ErasedTensor, Record, Recorder, Scale, Zero, record_key};
 pub use render::Renderer;

@@ -15,8 +15,9 @@ use crate::Site;
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a hook site or a hook collection",
     label = "not a hook node",
-    note = "a hook node is a `Site<B, D>`, an `AutoencoderHooks<B, D>` or a \
-            `Clone + Send + Sync + 'static` struct that derives `HookCollection`",
+    note = "a hook node is a `Site<B, D>`, an `AutoencoderHooks<B, D>`, a \
+            `Clone + Send + Sync + 'static` struct that derives `HookCollection`, or a \
+            `Vec`, array, `Option` or `Box` of hook nodes",
     note = "a field of a `#[derive(HookCollection)]` struct that is not part of the hook tree \
             must be marked `#[hooks(skip)]`"
 )]
@@ -34,78 +35,122 @@ pub trait HookNode: Clone + Send + Sync + 'static {
     fn walk_mut<V: VisitorMut<Self::Backend>>(&mut self, visitor: &mut V);
 }
 
-/// [`HookNode`] as `#[derive(HookCollection)]` calls it on each field.
+/// [`HookNode`] as `#[derive(HookCollection)]` calls it on each field, for
+/// the tree's backend `B`.
 ///
 /// One blanket impl, hidden from diagnostics, so that a field which is not a
 /// hook node is one short error at the field's type, without rustc's list of
-/// every `HookNode` impl in the dependency graph.
+/// every `HookNode` impl in the dependency graph. The backend is a parameter
+/// rather than an associated type: the derive's calls then need no
+/// projection, so a field such as `Vec<u32>` fails as one obligation
+/// (`Vec<u32>: HookField<B>`) and is reported once.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a hook site or a hook collection",
     label = "not a hook node",
-    note = "a hook node is a `Site<B, D>`, an `AutoencoderHooks<B, D>` or a \
-            `Clone + Send + Sync + 'static` struct that derives `HookCollection`",
+    note = "a hook node is a `Site<B, D>`, an `AutoencoderHooks<B, D>`, a \
+            `Clone + Send + Sync + 'static` struct that derives `HookCollection`, or a \
+            `Vec`, array, `Option` or `Box` of hook nodes",
     note = "a field of a `#[derive(HookCollection)]` struct that is not part of the hook tree \
             must be marked `#[hooks(skip)]`"
 )]
-pub trait HookField {
-    /// [`HookNode::Backend`].
-    type Backend: Backend;
+pub trait HookField<B: Backend> {
     /// [`HookNode::schema`].
     fn schema() -> Schema;
     /// [`HookNode::walk`].
-    fn walk<V: Visitor<Self::Backend>>(&self, visitor: &mut V);
+    fn walk<V: Visitor<B>>(&self, visitor: &mut V);
     /// [`HookNode::walk_mut`].
-    fn walk_mut<V: VisitorMut<Self::Backend>>(&mut self, visitor: &mut V);
+    fn walk_mut<V: VisitorMut<B>>(&mut self, visitor: &mut V);
 }
 
 #[diagnostic::do_not_recommend]
-impl<T: HookNode> HookField for T {
-    type Backend = T::Backend;
-
+impl<B: Backend, T: HookNode<Backend = B>> HookField<B> for T {
     #[inline]
     fn schema() -> Schema {
         T::schema()
     }
 
     #[inline]
-    fn walk<V: Visitor<T::Backend>>(&self, visitor: &mut V) {
+    fn walk<V: Visitor<B>>(&self, visitor: &mut V) {
         HookNode::walk(self, visitor);
     }
 
     #[inline]
-    fn walk_mut<V: VisitorMut<T::Backend>>(&mut self, visitor: &mut V) {
+    fn walk_mut<V: VisitorMut<B>>(&mut self, visitor: &mut V) {
         HookNode::walk_mut(self, visitor);
     }
+}
+
+/// One step of a path from the root: a field of a collection (by its
+/// string-path name) or an entry of a list (`Vec`, array) by its index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Segment {
+    /// A field, under its string-path name.
+    Name(&'static str),
+    /// An entry of a list.
+    Index(usize),
+}
+
+impl std::fmt::Display for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Segment::Name(name) => f.write_str(name),
+            Segment::Index(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// `a.0.b`: segments joined as string paths write them.
+pub fn join_segments(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for (i, s) in segments.iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(&s.to_string());
+    }
+    out
 }
 
 /// Reads a hook tree. `enter` returns whether to descend into a child (string
 /// lookups prune with it); `exit` is called only for children entered.
 pub trait Visitor<B: Backend> {
-    /// About to visit child `name`; return `false` to skip it.
-    fn enter(&mut self, name: &'static str) -> bool {
-        let _ = name;
+    /// About to visit child `segment`; return `false` to skip it.
+    fn enter(&mut self, segment: Segment) -> bool {
+        let _ = segment;
         true
     }
-    /// Done with child `name`.
-    fn exit(&mut self, name: &'static str) {
-        let _ = name;
+    /// Done with child `segment`.
+    fn exit(&mut self, segment: Segment) {
+        let _ = segment;
     }
+    /// A list of `len` entries is about to be visited (before its entries).
+    fn list(&mut self, len: usize) {
+        let _ = len;
+    }
+    /// An optional child is `None` here: nothing below it is visited.
+    fn absent(&mut self) {}
     /// A site.
     fn site<const D: usize>(&mut self, site: &Site<B, D>);
 }
 
 /// Changes a hook tree; see [`Visitor`].
 pub trait VisitorMut<B: Backend> {
-    /// About to visit child `name`; return `false` to skip it.
-    fn enter(&mut self, name: &'static str) -> bool {
-        let _ = name;
+    /// About to visit child `segment`; return `false` to skip it.
+    fn enter(&mut self, segment: Segment) -> bool {
+        let _ = segment;
         true
     }
-    /// Done with child `name`.
-    fn exit(&mut self, name: &'static str) {
-        let _ = name;
+    /// Done with child `segment`.
+    fn exit(&mut self, segment: Segment) {
+        let _ = segment;
     }
+    /// A list of `len` entries is about to be visited (before its entries).
+    fn list(&mut self, len: usize) {
+        let _ = len;
+    }
+    /// An optional child is `None` here: nothing below it is visited.
+    fn absent(&mut self) {}
     /// A site.
     fn site<const D: usize>(&mut self, site: &mut Site<B, D>);
 }
@@ -126,6 +171,20 @@ pub enum Schema {
         /// The children.
         children: Vec<SchemaChild>,
     },
+    /// A list of nodes of one kind, named by index in paths (`blocks.0`).
+    List {
+        /// The number of entries when the type fixes it (`[N; K]`); `None`
+        /// for a `Vec`, whose length only the tree itself knows.
+        len: Option<usize>,
+        /// The schema of every entry.
+        item: fn() -> Schema,
+    },
+    /// An `Option` of a node: transparent in paths (`maybe.fwd`), and
+    /// absent from a tree that holds `None`.
+    Optional {
+        /// The schema of the node when present.
+        item: fn() -> Schema,
+    },
 }
 
 /// One child of a collection.
@@ -139,22 +198,95 @@ pub struct SchemaChild {
     pub schema: fn() -> Schema,
 }
 
+/// Where one segment of a string path leads from a node ([`Schema::step`]).
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// To this child.
+    Child(Segment, Schema),
+    /// The node is a collection without a child of that name.
+    NoSuchName,
+    /// The node is a list and the segment is not an index.
+    NotAnIndex,
+    /// The node is a list of fixed length `len` and the index is past it.
+    OutOfRange {
+        /// The list's length.
+        len: usize,
+    },
+    /// The node is a site: the segment can only be a stage.
+    AtSite,
+}
+
 impl Schema {
-    /// The child called `name` (string-path name).
-    pub fn child(&self, name: &str) -> Option<SchemaChild> {
-        match self {
-            Schema::Site { .. } => None,
+    /// This schema with `Option` wrappers removed: what a path sees.
+    pub fn present(self) -> Schema {
+        let mut node = self;
+        while let Schema::Optional { item } = node {
+            node = item();
+        }
+        node
+    }
+
+    /// Whether this node (after `Option` wrappers) is a site.
+    pub fn is_site(&self) -> bool {
+        matches!(self.clone().present(), Schema::Site { .. })
+    }
+
+    /// The rank of the site this node is, if it is one.
+    pub fn rank(&self) -> Option<usize> {
+        match self.clone().present() {
+            Schema::Site { rank } => Some(rank),
+            _ => None,
+        }
+    }
+
+    /// Where string-path segment `segment` leads from this node.
+    pub fn step(&self, segment: &str) -> Step {
+        match self.clone().present() {
+            Schema::Site { .. } => Step::AtSite,
+            Schema::Optional { .. } => unreachable!("present() removes Option wrappers"),
             Schema::Collection { children, .. } => {
-                children.iter().find(|c| c.name == name).copied()
+                match children.iter().find(|c| c.name == segment) {
+                    Some(c) => Step::Child(Segment::Name(c.name), (c.schema)()),
+                    None => Step::NoSuchName,
+                }
+            }
+            Schema::List { len, item } => {
+                let index = (!segment.is_empty() && segment.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| segment.parse::<usize>().ok())
+                    .flatten();
+                match (index, len) {
+                    (None, _) => Step::NotAnIndex,
+                    (Some(i), Some(len)) if i >= len => Step::OutOfRange { len },
+                    (Some(i), _) => Step::Child(Segment::Index(i), item()),
+                }
             }
         }
     }
 
-    /// The children's string-path names.
-    pub fn child_names(&self) -> Vec<&'static str> {
-        match self {
-            Schema::Site { .. } => Vec::new(),
-            Schema::Collection { children, .. } => children.iter().map(|c| c.name).collect(),
+    /// The child called `name` (string-path name) of a collection.
+    pub fn child(&self, name: &str) -> Option<SchemaChild> {
+        match self.clone().present() {
+            Schema::Collection { children, .. } => {
+                children.iter().find(|c| c.name == name).copied()
+            }
+            _ => None,
+        }
+    }
+
+    /// What may follow this node in a path: the children's names of a
+    /// collection, `0..K` (or `0, 1, …` when only the tree knows the
+    /// length) for a list, nothing for a site.
+    pub fn child_names(&self) -> Vec<String> {
+        match self.clone().present() {
+            Schema::Collection { children, .. } => {
+                children.iter().map(|c| c.name.to_string()).collect()
+            }
+            Schema::List { len: Some(0), .. } => Vec::new(),
+            Schema::List { len: Some(len), .. } => vec![format!("0..{len} (an index)")],
+            Schema::List { len: None, .. } => {
+                vec!["an index (the length is known at run time)".to_string()]
+            }
+            _ => Vec::new(),
         }
     }
 }

@@ -7,8 +7,8 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::hook::IntoHook;
-use crate::node::{HookNode, Schema, Visitor, VisitorMut};
-use crate::path::{PathError, ResolvedPath, glob_matches, resolve};
+use crate::node::{HookNode, Schema, Segment, Visitor, VisitorMut, join_segments};
+use crate::path::{IndexedPath, PathError, ResolvedPath, glob_matches, resolve, schema_at};
 use crate::rank::{AnyRankHook, at_rank};
 use crate::render::Renderer;
 use crate::site::{FwdStage, Stage};
@@ -83,7 +83,7 @@ pub trait HookTree: HookNode {
     fn is_empty(&self) -> bool {
         struct AllEmpty(bool);
         impl<B: Backend> Visitor<B> for AllEmpty {
-            fn enter(&mut self, _: &'static str) -> bool {
+            fn enter(&mut self, _: Segment) -> bool {
                 self.0
             }
             fn site<const D: usize>(&mut self, site: &Site<B, D>) {
@@ -132,6 +132,7 @@ pub trait HookTree: HookNode {
         hook: H,
     ) -> Result<&mut Self, HookError> {
         let (resolved, stage) = resolve_stage(Self::schema(), path)?;
+        locate(self, &resolved, path)?;
         let stage = match stage {
             Stage::Fwd => FwdStage::Fwd,
             Stage::Fwd2 => FwdStage::Fwd2,
@@ -157,6 +158,7 @@ pub trait HookTree: HookNode {
         H: AnyRankHook<<Self::Backend as AutodiffBackend>::InnerBackend>,
     {
         let (resolved, stage) = resolve_stage(Self::schema(), path)?;
+        locate(self, &resolved, path)?;
         if stage != Stage::Bwd {
             return Err(PathError::UnknownStage {
                 segment: stage.name().to_string(),
@@ -182,6 +184,7 @@ pub trait HookTree: HookNode {
         hook: impl IntoHook<Tensor<Self::Backend, D>>,
     ) -> Result<&mut Self, HookError> {
         let (resolved, stage) = resolve_stage(Self::schema(), path)?;
+        locate(self, &resolved, path)?;
         let rank = resolved.rank.expect("resolve_stage returns sites");
         if rank != D {
             return Err(HookError::RankMismatch {
@@ -216,18 +219,18 @@ pub trait HookTree: HookNode {
 
     /// Every site with its path and rank, in declaration order.
     fn sites(&self) -> Vec<SiteInfo> {
-        struct Collect(Vec<&'static str>, Vec<SiteInfo>);
+        struct Collect(Vec<Segment>, Vec<SiteInfo>);
         impl<B: Backend> Visitor<B> for Collect {
-            fn enter(&mut self, name: &'static str) -> bool {
-                self.0.push(name);
+            fn enter(&mut self, segment: Segment) -> bool {
+                self.0.push(segment);
                 true
             }
-            fn exit(&mut self, _: &'static str) {
+            fn exit(&mut self, _: Segment) {
                 self.0.pop();
             }
             fn site<const D: usize>(&mut self, _: &Site<B, D>) {
                 self.1.push(SiteInfo {
-                    path: self.0.join("."),
+                    path: join_segments(&self.0),
                     rank: D,
                 });
             }
@@ -274,13 +277,30 @@ pub trait HookTree: HookNode {
         path.get_mut(self)
     }
 
+    /// The node a typed path through lists names (`path!(Net<B>:
+    /// blocks[3].out)`), or the error a string path would get when an index
+    /// is past the end of its list.
+    fn try_at<T: HookNode>(&self, path: &IndexedPath<Self, T>) -> Result<&T, HookError> {
+        Ok(path.get(self)?)
+    }
+
+    /// [`try_at`](Self::try_at), mutably.
+    fn try_at_mut<T: HookNode>(
+        &mut self,
+        path: &IndexedPath<Self, T>,
+    ) -> Result<&mut T, HookError> {
+        Ok(path.get_mut(self)?)
+    }
+
     /// A readable rendering in the reference's `__repr__` shape: four-space
     /// indentation, each node under its full dotted path, bound values after
     /// a stage's name, and below each stage its hooks.
     fn render(&self) -> String {
-        let name = match Self::schema() {
+        let name = match Self::schema().present() {
             Schema::Collection { type_name, .. } => type_name,
             Schema::Site { .. } => "Site",
+            Schema::List { .. } => "List",
+            Schema::Optional { .. } => unreachable!("present() removes Option wrappers"),
         };
         render_node(self, name)
     }
@@ -291,24 +311,27 @@ impl<T: HookNode> HookTree for T {}
 pub(crate) fn render_node<T: HookNode>(node: &T, name: &str) -> String {
     struct Render {
         out: Renderer,
-        path: Vec<&'static str>,
+        path: Vec<Segment>,
     }
     impl<B: Backend> Visitor<B> for Render {
-        fn enter(&mut self, name: &'static str) -> bool {
-            self.path.push(name);
-            self.out.line(&self.path.join("."));
+        fn enter(&mut self, segment: Segment) -> bool {
+            self.path.push(segment);
+            self.out.line(&join_segments(&self.path));
             self.out.indent();
             true
         }
-        fn exit(&mut self, _: &'static str) {
+        fn exit(&mut self, _: Segment) {
             self.path.pop();
             self.out.outdent();
+        }
+        fn absent(&mut self) {
+            self.out.line("(none)");
         }
         fn site<const D: usize>(&mut self, site: &Site<B, D>) {
             let prefix = if self.path.is_empty() {
                 String::new()
             } else {
-                format!("{}.", self.path.join("."))
+                format!("{}.", join_segments(&self.path))
             };
             site.fwd.render_as(&format!("{prefix}fwd"), &mut self.out);
             site.bwd.render_as(&format!("{prefix}bwd"), &mut self.out);
@@ -334,13 +357,77 @@ fn resolve_stage(schema: Schema, path: &str) -> Result<(ResolvedPath, Stage), Pa
         }),
         (None, _) => Err(PathError::NotASite {
             path: path.to_string(),
-            available: {
-                let mut node = schema;
-                for seg in &resolved.segments {
-                    node = (node.child(seg).expect("resolved").schema)();
-                }
-                node.child_names().into_iter().map(str::to_string).collect()
-            },
+            available: schema_at(&schema, &resolved.segments).child_names(),
+        }),
+    }
+}
+
+/// Checks that the site `resolved` names is in `tree`: what [`resolve`]
+/// cannot know from the schema, a `Vec`'s length and whether an `Option`
+/// holds a node, read off the tree by one pruned walk.
+fn locate<T: HookNode>(tree: &T, resolved: &ResolvedPath, path: &str) -> Result<(), PathError> {
+    struct Probe<'t> {
+        target: &'t [Segment],
+        depth: usize,
+        reached: usize,
+        found: bool,
+        /// The length of the list at each depth along the target.
+        lens: Vec<Option<usize>>,
+        absent_at: Option<usize>,
+    }
+    impl<B: Backend> Visitor<B> for Probe<'_> {
+        fn enter(&mut self, segment: Segment) -> bool {
+            let on_path = self.target.get(self.depth) == Some(&segment);
+            if on_path {
+                self.depth += 1;
+                self.reached = self.reached.max(self.depth);
+            }
+            on_path
+        }
+        fn exit(&mut self, _: Segment) {
+            self.depth -= 1;
+        }
+        fn list(&mut self, len: usize) {
+            self.lens[self.depth] = Some(len);
+        }
+        fn absent(&mut self) {
+            self.absent_at = Some(self.depth);
+        }
+        fn site<const D: usize>(&mut self, _: &Site<B, D>) {
+            self.found |= self.depth == self.target.len();
+        }
+    }
+    let target = &resolved.segments[..];
+    let mut probe = Probe {
+        target,
+        depth: 0,
+        reached: 0,
+        found: false,
+        lens: vec![None; target.len() + 1],
+        absent_at: None,
+    };
+    tree.walk(&mut probe);
+    if probe.found {
+        return Ok(());
+    }
+    let at = probe.reached;
+    let prefix = join_segments(&target[..at]);
+    if probe.absent_at == Some(at) {
+        return Err(PathError::Absent {
+            optional: prefix,
+            path: path.to_string(),
+        });
+    }
+    match (probe.lens[at], target.get(at)) {
+        (Some(len), Some(Segment::Index(index))) => Err(PathError::IndexOutOfRange {
+            list: prefix,
+            len,
+            index: *index,
+            path: path.to_string(),
+        }),
+        _ => Err(PathError::NotASite {
+            path: path.to_string(),
+            available: Vec::new(),
         }),
     }
 }
@@ -383,24 +470,24 @@ fn first_site_where<T: HookNode>(
     pred: impl Fn(&crate::Bindings) -> bool,
 ) -> Option<String> {
     struct Find<P> {
-        path: Vec<&'static str>,
+        path: Vec<Segment>,
         found: Option<String>,
         pred: P,
     }
     impl<B: Backend, P: Fn(&crate::Bindings) -> bool> Visitor<B> for Find<P> {
-        fn enter(&mut self, name: &'static str) -> bool {
+        fn enter(&mut self, segment: Segment) -> bool {
             if self.found.is_some() {
                 return false;
             }
-            self.path.push(name);
+            self.path.push(segment);
             true
         }
-        fn exit(&mut self, _: &'static str) {
+        fn exit(&mut self, _: Segment) {
             self.path.pop();
         }
         fn site<const D: usize>(&mut self, site: &Site<B, D>) {
             if self.found.is_none() && site.any_stage(&self.pred) {
-                self.found = Some(self.path.join("."));
+                self.found = Some(join_segments(&self.path));
             }
         }
     }
@@ -414,57 +501,53 @@ fn first_site_where<T: HookNode>(
 }
 
 /// Descends only along `target` (all sites when `None`).
-fn descend(
-    path: &mut Vec<&'static str>,
-    target: Option<&[&'static str]>,
-    name: &'static str,
-) -> bool {
+fn descend(path: &mut Vec<Segment>, target: Option<&[Segment]>, segment: Segment) -> bool {
     let ok = match target {
         None => true,
-        Some(t) => t.get(path.len()) == Some(&name),
+        Some(t) => t.get(path.len()) == Some(&segment),
     };
     if ok {
-        path.push(name);
+        path.push(segment);
     }
     ok
 }
 
 struct AppendFwd<'t, H> {
-    path: Vec<&'static str>,
-    target: Option<&'t [&'static str]>,
+    path: Vec<Segment>,
+    target: Option<&'t [Segment]>,
     stage: FwdStage,
     hook: Arc<H>,
 }
 
 impl<B: Backend, H: AnyRankHook<B>> VisitorMut<B> for AppendFwd<'_, H> {
-    fn enter(&mut self, name: &'static str) -> bool {
-        descend(&mut self.path, self.target, name)
+    fn enter(&mut self, segment: Segment) -> bool {
+        descend(&mut self.path, self.target, segment)
     }
-    fn exit(&mut self, _: &'static str) {
+    fn exit(&mut self, _: Segment) {
         self.path.pop();
     }
     fn site<const D: usize>(&mut self, site: &mut Site<B, D>) {
-        let name: Arc<str> = self.path.join(".").into();
+        let name: Arc<str> = join_segments(&self.path).into();
         site.fwd_stage_mut(self.stage)
             .append(at_rank::<B, D, H>(self.hook.clone(), Some(name)));
     }
 }
 
 struct AppendGrad<'t, H> {
-    path: Vec<&'static str>,
-    target: Option<&'t [&'static str]>,
+    path: Vec<Segment>,
+    target: Option<&'t [Segment]>,
     hook: Arc<H>,
 }
 
 impl<B: AutodiffBackend, H: AnyRankHook<B::InnerBackend>> VisitorMut<B> for AppendGrad<'_, H> {
-    fn enter(&mut self, name: &'static str) -> bool {
-        descend(&mut self.path, self.target, name)
+    fn enter(&mut self, segment: Segment) -> bool {
+        descend(&mut self.path, self.target, segment)
     }
-    fn exit(&mut self, _: &'static str) {
+    fn exit(&mut self, _: Segment) {
         self.path.pop();
     }
     fn site<const D: usize>(&mut self, site: &mut Site<B, D>) {
-        let name: Arc<str> = self.path.join(".").into();
+        let name: Arc<str> = join_segments(&self.path).into();
         site.bwd.append(at_rank::<B::InnerBackend, D, H>(
             self.hook.clone(),
             Some(name),
@@ -474,16 +557,16 @@ impl<B: AutodiffBackend, H: AnyRankHook<B::InnerBackend>> VisitorMut<B> for Appe
 
 /// Calls `f` on the one site at `target`, as `dyn Any` for a rank check.
 struct AtSite<'t, F> {
-    path: Vec<&'static str>,
-    target: &'t [&'static str],
+    path: Vec<Segment>,
+    target: &'t [Segment],
     f: F,
 }
 
 impl<B: Backend, F: FnMut(&mut dyn std::any::Any)> VisitorMut<B> for AtSite<'_, F> {
-    fn enter(&mut self, name: &'static str) -> bool {
-        descend(&mut self.path, Some(self.target), name)
+    fn enter(&mut self, segment: Segment) -> bool {
+        descend(&mut self.path, Some(self.target), segment)
     }
-    fn exit(&mut self, _: &'static str) {
+    fn exit(&mut self, _: Segment) {
         self.path.pop();
     }
     fn site<const D: usize>(&mut self, site: &mut Site<B, D>) {

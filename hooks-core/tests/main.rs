@@ -12,6 +12,7 @@ mod grad_hooks;
 mod hook_faults;
 mod hook_groups;
 mod hooks_sequence;
+mod lists_and_options;
 mod path_fuzz;
 mod ready_hooks_on_a_stage;
 mod recorder;

@@ -7,7 +7,8 @@ use burn::backend::Autodiff;
 use burn::tensor::Tensor;
 use burn_ndarray::NdArray;
 use common::TinyHooks;
-use hooks_core::{Ctx, HookError, HookTree, PathError, Scale, Stage, Zero};
+use hooks_core::path::{escape_control, explain_unmatched};
+use hooks_core::{Ctx, HookError, HookNode, HookTree, PathError, Scale, Segment, Stage, Zero};
 
 type Ad = Autodiff<NdArray>;
 
@@ -108,8 +109,8 @@ fn a_stage_on_a_collection() {
     let err = hooks.append_to_path("resid.torso.fwd", Zero).err().unwrap();
     assert_eq!(
         err.to_string(),
-        "no hook site `fwd` under `resid.torso` (in \"resid.torso.fwd\"); \
-         available: post_attn, post_mlp"
+        "no hook site `fwd` under `resid.torso` (in \"resid.torso.fwd\"): `fwd` is a stage, \
+         and only a site has stages; available: post_attn, post_mlp"
     );
 }
 
@@ -121,6 +122,83 @@ fn a_path_that_stops_at_a_collection() {
         err.to_string(),
         "`resid.torso` is a collection, not a site; under it: post_attn, post_mlp"
     );
+}
+
+#[test]
+fn selecting_a_site_with_its_stage_says_to_leave_the_stage_out() {
+    let hooks = TinyHooks::<NdArray>::default();
+    for (pattern, stage, site) in [
+        ("attn.q.fwd", "fwd", "attn.q"),
+        ("logits.bwd", "bwd", "logits"),
+        ("resid.torso.post_mlp.fwd2", "fwd2", "resid.torso.post_mlp"),
+    ] {
+        let err = hooks.sites_matching(&[pattern]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`{stage}` is a stage, not part of a site path: select the site `{site}` \
+                 (a site is recorded or selected as a whole; `fwd`, `bwd` and `fwd2` are the \
+                 stages where hooks run on its value)"
+            )
+        );
+        // explain_unmatched says the same.
+        let why = explain_unmatched(&TinyHooks::<NdArray>::schema(), pattern);
+        assert_eq!(why.to_string(), err.to_string());
+    }
+}
+
+#[test]
+fn a_glob_that_matches_nothing_lists_the_names_where_it_went_wrong() {
+    let schema = TinyHooks::<NdArray>::schema();
+    let why = explain_unmatched(&schema, "*.zz");
+    assert_eq!(
+        why.to_string(),
+        "pattern `*.zz` matches no site; names under the root: mlp, attn, resid, logits"
+    );
+    let why = explain_unmatched(&schema, "resid.torso.x*");
+    assert_eq!(
+        why,
+        PathError::NoMatch {
+            pattern: "resid.torso.x*".into(),
+            parent: "resid.torso".into(),
+            available: vec!["post_attn".into(), "post_mlp".into()],
+        }
+    );
+    assert_eq!(
+        why.to_string(),
+        "pattern `resid.torso.x*` matches no site; names under `resid.torso`: post_attn, post_mlp"
+    );
+    assert_eq!(
+        explain_unmatched(&schema, "attn.q.*").to_string(),
+        "pattern `attn.q.*` matches no site; `attn.q` is a site, and patterns select sites, \
+         not their stages"
+    );
+    // Without wildcards it is the path checker's precise message.
+    assert_eq!(
+        explain_unmatched(&schema, "atn.q").to_string(),
+        "no hook site `atn` under the root (in \"atn.q\"); available: mlp, attn, resid, logits; \
+         did you mean `attn`?"
+    );
+}
+
+#[test]
+fn control_characters_are_escaped_in_messages() {
+    let mut hooks = TinyHooks::<NdArray>::default();
+    let err = hooks
+        .append_to_path("attn.\u{1b}[2J\u{202e}.fwd", Zero)
+        .err()
+        .unwrap();
+    let msg = err.to_string();
+    assert!(
+        !msg.contains('\u{1b}') && !msg.contains('\u{202e}'),
+        "{msg:?}"
+    );
+    assert!(msg.contains("`\\u{1b}[2J\\u{202e}`"), "{msg}");
+    assert_eq!(escape_control("plain é 日本"), "plain é 日本");
+    assert_eq!(escape_control("a\nb\u{7}"), "a\\nb\\u{7}");
+    // The empty path.
+    let err = hooks.append_to_path("", Zero).err().unwrap();
+    assert_eq!(err.to_string(), "empty site path");
 }
 
 #[test]
@@ -237,7 +315,8 @@ fn append_typed_to_path_refuses_bwd() {
 #[test]
 fn resolve_checks_without_changing_anything() {
     let ok = TinyHooks::<NdArray>::resolve("attn.probs.fwd2").unwrap();
-    assert_eq!(ok.segments, ["attn", "probs"]);
+    assert_eq!(ok.segments, [Segment::Name("attn"), Segment::Name("probs")]);
+    assert_eq!(ok.node_path(), "attn.probs");
     assert_eq!(ok.rank, Some(4));
     assert_eq!(ok.stage, Some(Stage::Fwd2));
     assert_eq!(ok.node_path(), "attn.probs");

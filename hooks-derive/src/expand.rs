@@ -119,17 +119,23 @@ fn impl_hook_node(input: &Input) -> TokenStream {
     let type_name = ident.to_string();
     let (impl_generics, ty_generics, where_clause) = input.original.generics.split_for_impl();
 
-    // The backend is read off one field; every field must agree with it
-    // anyway. Prefer a field that is plainly a site, so that a first field
-    // which is not a hook node yields one error at its type instead of a
-    // cascade through `Self::Backend`.
-    let backend_ty = input
-        .nodes
-        .iter()
-        .find(|n| is_plainly_a_site(n.ty))
-        .unwrap_or(&input.nodes[0])
-        .ty;
-    let backend = quote_spanned!(backend_ty.span()=> <#backend_ty as #krate::HookField>::Backend);
+    // The backend: the type parameter bounded by `Backend` where there is
+    // one (what user trees have), else read off one field; every field must
+    // agree with it anyway. Prefer a field that is plainly a site, so that a
+    // first field which is not a hook node yields one error at its type
+    // instead of a cascade through `Self::Backend`.
+    let backend = match backend_param(&input.original.generics) {
+        Some(param) => quote!(#param),
+        None => {
+            let backend_ty = input
+                .nodes
+                .iter()
+                .find(|n| is_plainly_a_site(n.ty))
+                .unwrap_or(&input.nodes[0])
+                .ty;
+            quote_spanned!(backend_ty.span()=> <#backend_ty as #krate::HookNode>::Backend)
+        }
+    };
 
     // No per-field where-clauses: bounds on concrete field types would stop
     // rustc from normalising `<Site<B, 3> as HookNode>::Backend` through the
@@ -143,7 +149,7 @@ fn impl_hook_node(input: &Input) -> TokenStream {
         let name = &node.name;
         let field = node.ident.to_string();
         let ty = node.ty;
-        let schema = quote_spanned!(ty.span()=> <#ty as #krate::HookField>::schema);
+        let schema = quote_spanned!(ty.span()=> <#ty as #krate::HookField<Self::Backend>>::schema);
         quote! {
             #krate::SchemaChild {
                 name: #name,
@@ -160,11 +166,11 @@ fn impl_hook_node(input: &Input) -> TokenStream {
         // node then fails here with the same message at the same place as the
         // schema entry, and rustc reports it once.
         let call =
-            quote_spanned!(ty.span()=> <#ty as #krate::HookField>::walk(&self.#field, __visitor));
+            quote_spanned!(ty.span()=> <#ty as #krate::HookField<Self::Backend>>::walk(&self.#field, __visitor));
         quote! {
-            if __visitor.enter(#name) {
+            if __visitor.enter(#krate::Segment::Name(#name)) {
                 #call;
-                __visitor.exit(#name);
+                __visitor.exit(#krate::Segment::Name(#name));
             }
         }
     });
@@ -173,11 +179,11 @@ fn impl_hook_node(input: &Input) -> TokenStream {
         let field = node.ident;
         let ty = node.ty;
         let call =
-            quote_spanned!(ty.span()=> <#ty as #krate::HookField>::walk_mut(&mut self.#field, __visitor));
+            quote_spanned!(ty.span()=> <#ty as #krate::HookField<Self::Backend>>::walk_mut(&mut self.#field, __visitor));
         quote! {
-            if __visitor.enter(#name) {
+            if __visitor.enter(#krate::Segment::Name(#name)) {
                 #call;
-                __visitor.exit(#name);
+                __visitor.exit(#krate::Segment::Name(#name));
             }
         }
     });
