@@ -5,16 +5,20 @@
 //! `attn.bias` / `attn.masked_bias` buffers are ignored. Every problem is a
 //! [`ModelError`] naming the file and key, checked before any tensor is built.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::Dtype;
 
+use crate::error::shown;
+use crate::files::write_atomic;
+use crate::finite::{check_finite, f32_le};
 use crate::layers::{Attention, Block, Mlp, Norm};
+use crate::weights::{SafetensorsFile, write_safetensors_to};
 use crate::{Gpt2, Gpt2Config, ModelError};
 
 /// The file names inside a checkpoint folder.
@@ -22,19 +26,42 @@ pub const CONFIG_FILE: &str = "config.json";
 /// The weights file inside a checkpoint folder.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
-/// Reads `config.json` from a checkpoint folder.
+/// How [`Gpt2::load_with`] treats what it reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LoadOptions {
+    /// Accept weights holding NaN or infinite values (refused by default
+    /// with [`ModelError::NonFiniteWeight`], naming the key and the first
+    /// bad element): for studying how such values spread.
+    pub allow_non_finite: bool,
+}
+
+impl LoadOptions {
+    /// The defaults: every check on.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets [`allow_non_finite`](Self::allow_non_finite).
+    pub fn allow_non_finite(mut self, allow: bool) -> Self {
+        self.allow_non_finite = allow;
+        self
+    }
+}
+
+/// Reads `config.json` from a checkpoint folder; errors name the file once.
 pub fn load_config(dir: impl AsRef<Path>) -> Result<Gpt2Config, ModelError> {
     let path = dir.as_ref().join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
     Gpt2Config::from_json(&text).map_err(|e| match e {
-        ModelError::BadConfig(why) => ModelError::BadConfig(format!("{}: {why}", path.display())),
+        ModelError::BadConfig(why) => ModelError::BadConfig(format!("{}: {why}", shown(&path))),
         other => other,
     })
 }
 
+/// The weights of a GPT-2 file, found under either key layout.
 struct Weights<'a> {
-    tensors: SafeTensors<'a>,
-    path: PathBuf,
+    file: &'a SafetensorsFile,
 }
 
 impl Weights<'_> {
@@ -44,44 +71,85 @@ impl Weights<'_> {
         [key.to_string(), format!("transformer.{key}")]
     }
 
-    fn find(&self, key: &str) -> Option<(String, TensorView<'_>)> {
+    fn find(&self, key: &str) -> Option<String> {
         Self::names(key)
             .into_iter()
-            .find_map(|k| self.tensors.tensor(&k).ok().map(|t| (k, t)))
+            .find(|k| self.file.entry(k).is_some())
     }
 
-    fn has(&self, key: &str) -> bool {
-        self.find(key).is_some()
-    }
-
-    /// The values of `key`, checked to have `shape` and dtype F32.
-    fn get(&self, key: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let (found_key, view) = self.find(key).ok_or_else(|| ModelError::MissingKey {
-            path: self.path.clone(),
+    /// Checks `key` is there with `shape` and dtype F32 (and, unless
+    /// allowed, only finite values), without copying it; returns the name
+    /// it is stored under.
+    fn check(
+        &self,
+        key: &str,
+        shape: &[usize],
+        options: LoadOptions,
+    ) -> Result<String, ModelError> {
+        let path = self.file.path();
+        let found = self.find(key).ok_or_else(|| ModelError::MissingKey {
+            path: path.to_path_buf(),
             key: key.to_string(),
             also_tried: Self::names(key)[1..].to_vec(),
         })?;
-        if view.shape() != shape {
+        let entry = self.file.entry(&found).expect("found above");
+        if entry.shape != shape {
             return Err(ModelError::WrongShape {
-                path: self.path.clone(),
-                key: found_key,
+                path: path.to_path_buf(),
+                key: found,
                 expected: shape.to_vec(),
-                found: view.shape().to_vec(),
+                found: entry.shape.clone(),
             });
         }
-        if view.dtype() != Dtype::F32 {
+        if entry.dtype != Dtype::F32 {
             return Err(ModelError::WrongDtype {
-                key: found_key,
-                path: self.path.clone(),
-                dtype: format!("{:?}", view.dtype()),
+                key: found,
+                path: path.to_path_buf(),
+                dtype: format!("{:?}", entry.dtype),
             });
         }
-        Ok(view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect())
+        if !options.allow_non_finite {
+            let data = self.file.data(&found).expect("found above");
+            check_finite(path, &found, f32_le(data))?;
+        }
+        Ok(found)
     }
+}
+
+/// Every weight of a GPT-2 with `config`, without prefix, and its shape;
+/// `lm_head.weight` is optional and not listed.
+fn expected_weights(config: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+    let (d, f, v, p) = (
+        config.n_embd,
+        config.d_mlp(),
+        config.vocab_size,
+        config.n_positions,
+    );
+    let mut out = vec![
+        ("wte.weight".to_string(), vec![v, d]),
+        ("wpe.weight".to_string(), vec![p, d]),
+        ("ln_f.weight".to_string(), vec![d]),
+        ("ln_f.bias".to_string(), vec![d]),
+    ];
+    for i in 0..config.n_layer {
+        for (name, shape) in [
+            ("ln_1.weight", vec![d]),
+            ("ln_1.bias", vec![d]),
+            ("attn.c_attn.weight", vec![d, 3 * d]),
+            ("attn.c_attn.bias", vec![3 * d]),
+            ("attn.c_proj.weight", vec![d, d]),
+            ("attn.c_proj.bias", vec![d]),
+            ("ln_2.weight", vec![d]),
+            ("ln_2.bias", vec![d]),
+            ("mlp.c_fc.weight", vec![d, f]),
+            ("mlp.c_fc.bias", vec![f]),
+            ("mlp.c_proj.weight", vec![f, d]),
+            ("mlp.c_proj.bias", vec![d]),
+        ] {
+            out.push((format!("h.{i}.{name}"), shape));
+        }
+    }
+    out
 }
 
 fn tensor<B: Backend, const D: usize>(
@@ -92,23 +160,23 @@ fn tensor<B: Backend, const D: usize>(
     Tensor::from_data(TensorData::new(values, shape), device)
 }
 
-/// Builds modules from the checked values, consuming them.
+/// Builds modules from the checked weights, one tensor at a time.
 struct Take<'d, B: Backend> {
-    values: BTreeMap<String, Vec<f32>>,
+    file: &'d SafetensorsFile,
     device: &'d B::Device,
     eps: f64,
 }
 
 impl<B: Backend> Take<'_, B> {
-    fn tensor<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Tensor<B, D> {
-        let values = self
-            .values
-            .remove(key)
-            .expect("every key was read and checked");
-        tensor(values, shape, self.device)
+    fn tensor<const D: usize>(&self, key: &str, shape: [usize; D]) -> Tensor<B, D> {
+        let found = Weights { file: self.file }
+            .find(key)
+            .expect("every key was checked");
+        let data = self.file.data(&found).expect("every key was checked");
+        tensor(f32_le(data).collect(), shape, self.device)
     }
 
-    fn norm(&mut self, prefix: &str, d: usize) -> Norm<B> {
+    fn norm(&self, prefix: &str, d: usize) -> Norm<B> {
         Norm {
             weight: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d])),
             bias: Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d])),
@@ -116,7 +184,7 @@ impl<B: Backend> Take<'_, B> {
         }
     }
 
-    fn linear(&mut self, prefix: &str, d_in: usize, d_out: usize) -> Linear<B> {
+    fn linear(&self, prefix: &str, d_in: usize, d_out: usize) -> Linear<B> {
         Linear {
             weight: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d_in, d_out])),
             bias: Some(Param::from_tensor(
@@ -127,62 +195,46 @@ impl<B: Backend> Take<'_, B> {
 }
 
 impl<B: Backend> Gpt2<B> {
-    /// Loads a checkpoint folder in the Hugging Face layout.
+    /// Loads a checkpoint folder in the Hugging Face layout, with the
+    /// default [`LoadOptions`] (non-finite weights refused).
     pub fn load(dir: impl AsRef<Path>, device: &B::Device) -> Result<Self, ModelError> {
+        Self::load_with(dir, device, LoadOptions::default())
+    }
+
+    /// Loads a checkpoint folder in the Hugging Face layout.
+    ///
+    /// Everything is checked before any tensor is built: the config (sizes
+    /// with checked arithmetic), the file's header, the number of layers the
+    /// file holds against `n_layer`, then every weight's presence, shape,
+    /// dtype and (unless `options` allow it) finiteness.
+    pub fn load_with(
+        dir: impl AsRef<Path>,
+        device: &B::Device,
+        options: LoadOptions,
+    ) -> Result<Self, ModelError> {
         let dir = dir.as_ref();
         let config = load_config(dir)?;
-        let path = dir.join(WEIGHTS_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| ModelError::io(&path, e))?;
-        let tensors = SafeTensors::deserialize(&bytes).map_err(|e| ModelError::BadSafetensors {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        let w = Weights { tensors, path };
-        check_layers(&w, &config)?;
+        let file = SafetensorsFile::read(dir.join(WEIGHTS_FILE))?;
+        check_layers(&file, &config)?;
 
+        // Check every weight before building any tensor.
+        let w = Weights { file: &file };
+        for (key, shape) in expected_weights(&config) {
+            w.check(&key, &shape, options)?;
+        }
         let (d, f, v, p) = (
             config.n_embd,
             config.d_mlp(),
             config.vocab_size,
             config.n_positions,
         );
-        // Read and check every weight before building any tensor.
-        let mut values: BTreeMap<String, Vec<f32>> = BTreeMap::new();
-        let mut read = |key: String, shape: &[usize]| -> Result<(), ModelError> {
-            let vals = w.get(&key, shape)?;
-            values.insert(key, vals);
-            Ok(())
-        };
-        read("wte.weight".into(), &[v, d])?;
-        read("wpe.weight".into(), &[p, d])?;
-        read("ln_f.weight".into(), &[d])?;
-        read("ln_f.bias".into(), &[d])?;
-        for i in 0..config.n_layer {
-            for (name, shape) in [
-                ("ln_1.weight", vec![d]),
-                ("ln_1.bias", vec![d]),
-                ("attn.c_attn.weight", vec![d, 3 * d]),
-                ("attn.c_attn.bias", vec![3 * d]),
-                ("attn.c_proj.weight", vec![d, d]),
-                ("attn.c_proj.bias", vec![d]),
-                ("ln_2.weight", vec![d]),
-                ("ln_2.bias", vec![d]),
-                ("mlp.c_fc.weight", vec![d, f]),
-                ("mlp.c_fc.bias", vec![f]),
-                ("mlp.c_proj.weight", vec![f, d]),
-                ("mlp.c_proj.bias", vec![d]),
-            ] {
-                read(format!("h.{i}.{name}"), &shape)?;
-            }
+        let has_lm_head = w.find("lm_head.weight").is_some();
+        if has_lm_head {
+            w.check("lm_head.weight", &[v, d], options)?;
         }
-        let lm_head = if w.has("lm_head.weight") {
-            Some(w.get("lm_head.weight", &[v, d])?)
-        } else {
-            None
-        };
 
-        let mut take = Take {
-            values,
+        let take = Take {
+            file: &file,
             device,
             eps: config.layer_norm_epsilon,
         };
@@ -204,9 +256,10 @@ impl<B: Backend> Gpt2<B> {
                 },
             })
             .collect();
-        let unembed = match lm_head {
-            Some(values) => tensor::<B, 2>(values, [v, d], device).transpose(),
-            None => wte.clone().transpose(),
+        let unembed = if has_lm_head {
+            take.tensor::<2>("lm_head.weight", [v, d]).transpose()
+        } else {
+            wte.clone().transpose()
         };
         Ok(Gpt2 {
             wte: Param::from_tensor(wte),
@@ -226,18 +279,14 @@ impl<B: Backend> Gpt2<B> {
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), ModelError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        let mut entries: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        let mut put = |key: String, shape: Vec<usize>, data: TensorData| {
-            entries.push((key, shape, f32_bytes(data)));
-        };
-        let mat = |t: Tensor<B, 2>| (t.dims().to_vec(), t.into_data());
-        let vec1 = |t: Tensor<B, 1>| (t.dims().to_vec(), t.into_data());
-        let (s, d) = mat(self.wte.val());
-        put("wte.weight".into(), s, d);
-        let (s, d) = mat(self.wpe.val());
-        put("wpe.weight".into(), s, d);
-        let (s, d) = mat(self.unembed.val().transpose());
-        put("lm_head.weight".into(), s, d);
+        let mut entries: Vec<(String, TensorData)> = Vec::new();
+        let mut put = |key: String, data: TensorData| entries.push((key, data));
+        put("wte.weight".into(), self.wte.val().into_data());
+        put("wpe.weight".into(), self.wpe.val().into_data());
+        put(
+            "lm_head.weight".into(),
+            self.unembed.val().transpose().into_data(),
+        );
         for (i, b) in self.blocks.iter().enumerate() {
             let linears = [
                 ("attn.c_attn", &b.attn.c_attn),
@@ -246,58 +295,38 @@ impl<B: Backend> Gpt2<B> {
                 ("mlp.c_proj", &b.mlp.c_proj),
             ];
             for (name, l) in linears {
-                let (s, d) = mat(l.weight.val());
-                put(format!("h.{i}.{name}.weight"), s, d);
+                put(format!("h.{i}.{name}.weight"), l.weight.val().into_data());
                 if let Some(bias) = &l.bias {
-                    let (s, d) = vec1(bias.val());
-                    put(format!("h.{i}.{name}.bias"), s, d);
+                    put(format!("h.{i}.{name}.bias"), bias.val().into_data());
                 }
             }
             for (name, n) in [("ln_1", &b.ln_1), ("ln_2", &b.ln_2)] {
-                let (s, d) = vec1(n.weight.val());
-                put(format!("h.{i}.{name}.weight"), s, d);
-                let (s, d) = vec1(n.bias.val());
-                put(format!("h.{i}.{name}.bias"), s, d);
+                put(format!("h.{i}.{name}.weight"), n.weight.val().into_data());
+                put(format!("h.{i}.{name}.bias"), n.bias.val().into_data());
             }
         }
-        let (s, d) = vec1(self.ln_f.weight.val());
-        put("ln_f.weight".into(), s, d);
-        let (s, d) = vec1(self.ln_f.bias.val());
-        put("ln_f.bias".into(), s, d);
+        put("ln_f.weight".into(), self.ln_f.weight.val().into_data());
+        put("ln_f.bias".into(), self.ln_f.bias.val().into_data());
 
-        let views: Vec<(String, TensorView<'_>)> = entries
-            .iter()
-            .map(|(k, shape, bytes)| {
-                let view = TensorView::new(Dtype::F32, shape.clone(), bytes).expect("sizes match");
-                (k.clone(), view)
-            })
-            .collect();
         let path = dir.join(WEIGHTS_FILE);
-        safetensors::serialize_to_file(views, &None, &path).map_err(|e| ModelError::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let metadata = BTreeMap::new();
+        write_atomic(&path, |w| write_safetensors_to(w, &entries, &metadata))?;
         let mut config = self.config.clone();
         config.tie_word_embeddings = false;
         let cpath = dir.join(CONFIG_FILE);
-        std::fs::write(&cpath, config.to_json()).map_err(|e| ModelError::io(&cpath, e))
+        let json = config.to_json();
+        write_atomic(&cpath, |w| w.write_all(json.as_bytes())).map(|_| ())
     }
 }
 
-fn f32_bytes(data: TensorData) -> Vec<u8> {
-    data.to_vec::<f32>()
-        .expect("model weights are f32")
-        .into_iter()
-        .flat_map(f32::to_le_bytes)
-        .collect()
-}
-
-/// Layers in the file beyond `n_layer` mean config and weights disagree.
-fn check_layers(w: &Weights<'_>, config: &Gpt2Config) -> Result<(), ModelError> {
-    let max_layer = w
-        .tensors
+/// The layers the file holds (`h.<i>.` keys, with or without the
+/// `transformer.` prefix) against `n_layer`, before anything is read per
+/// layer: more layers than the config says, or fewer, is a
+/// [`ModelError::ConfigMismatch`]. (A config claiming 10⁸ layers fails here,
+/// not after allocating for each.)
+fn check_layers(file: &SafetensorsFile, config: &Gpt2Config) -> Result<(), ModelError> {
+    let layers: BTreeSet<usize> = file
         .names()
-        .into_iter()
         .filter_map(|k| {
             let k = k.strip_prefix("transformer.").unwrap_or(k);
             k.strip_prefix("h.")?
@@ -306,16 +335,38 @@ fn check_layers(w: &Weights<'_>, config: &Gpt2Config) -> Result<(), ModelError> 
                 .parse::<usize>()
                 .ok()
         })
-        .max();
-    match max_layer {
-        Some(m) if m >= config.n_layer => Err(ModelError::ConfigMismatch {
-            path: w.path.clone(),
-            reason: format!(
-                "weights hold {} layers (up to h.{m}) but config.json says n_layer = {}",
-                m + 1,
+        .collect();
+    let mismatch = |reason: String| ModelError::ConfigMismatch {
+        path: file.path().to_path_buf(),
+        reason,
+    };
+    match layers.last() {
+        Some(&m) if m >= config.n_layer => Err(mismatch(format!(
+            "weights hold {} layers (up to h.{m}) but config.json says n_layer = {}",
+            m + 1,
+            config.n_layer
+        ))),
+        None => Err(mismatch(format!(
+            "weights hold no layers (no `h.<i>.` keys) but config.json says n_layer = {}",
+            config.n_layer
+        ))),
+        // Fewer layers than the config says: some index below n_layer is
+        // missing (checked here, so n_layer = 10⁸ is never iterated).
+        Some(&m) if layers.len() < config.n_layer => {
+            let held = if layers.len() == m + 1 {
+                format!("{} layers (h.0 to h.{m})", m + 1)
+            } else {
+                let first_missing = (0..).find(|i| !layers.contains(i)).unwrap_or(0);
+                format!(
+                    "{} layers (up to h.{m}, without h.{first_missing})",
+                    layers.len()
+                )
+            };
+            Err(mismatch(format!(
+                "weights hold {held} but config.json says n_layer = {}",
                 config.n_layer
-            ),
-        }),
+            )))
+        }
         _ => Ok(()),
     }
 }

@@ -68,47 +68,192 @@ impl Gpt2Config {
         }
     }
 
-    /// MLP width F.
+    /// MLP width F (`n_inner`, or 4 D). Saturates instead of overflowing;
+    /// [`validate`](Self::validate) refuses a config where 4 D overflows.
     pub fn d_mlp(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner
+            .unwrap_or_else(|| self.n_embd.saturating_mul(4))
     }
 
-    /// Head width d.
+    /// Head width d (0 when `n_head` is 0, which
+    /// [`validate`](Self::validate) refuses).
     pub fn d_head(&self) -> usize {
-        self.n_embd / self.n_head
+        self.n_embd.checked_div(self.n_head).unwrap_or(0)
     }
 
-    /// Checks the numbers make a model.
+    /// Checks the numbers make a model: every size positive, the epsilon a
+    /// finite positive number, and every size the model computes from them
+    /// (3 D, 4 D, V·D, positions·D, the weights of a layer and of the
+    /// model, and their bytes) representable without overflow. Each error
+    /// names the field and its value.
     pub fn validate(&self) -> Result<(), ModelError> {
-        let bad = |why: String| Err(ModelError::BadConfig(why));
-        if self.n_embd == 0 || self.n_layer == 0 || self.n_head == 0 {
-            return bad("n_embd, n_layer and n_head must be positive".into());
+        self.sizes().map(|_| ())
+    }
+
+    /// The sizes the model is built with, computed with checked arithmetic
+    /// (see [`validate`](Self::validate)).
+    pub fn sizes(&self) -> Result<Gpt2Sizes, ModelError> {
+        for (field, value) in [
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_positions", self.n_positions),
+            ("vocab_size", self.vocab_size),
+        ] {
+            require_positive(field, value)?;
         }
+        if let Some(f) = self.n_inner {
+            require_positive("n_inner", f)?;
+        }
+        require_positive_finite("layer_norm_epsilon", self.layer_norm_epsilon)?;
         if !self.n_embd.is_multiple_of(self.n_head) {
-            return bad(format!(
+            return Err(ModelError::BadConfig(format!(
                 "n_embd ({}) must be a multiple of n_head ({})",
                 self.n_embd, self.n_head
-            ));
-        }
-        if self.n_positions == 0 || self.vocab_size == 0 {
-            return bad("n_positions and vocab_size must be positive".into());
+            )));
         }
         if !matches!(
             self.activation_function.as_str(),
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast"
         ) {
-            return bad(format!(
+            return Err(ModelError::BadConfig(format!(
                 "activation_function `{}` is not supported; GPT-2 uses the tanh GELU `gelu_new`",
                 self.activation_function
-            ));
+            )));
         }
-        Ok(())
+        let d = self.n_embd;
+        let d_field = ("n_embd", d);
+        let qkv = checked_product(
+            "the attention's q, k, v width 3 · n_embd",
+            &[("3", 3), d_field],
+        )?;
+        let d_mlp = match self.n_inner {
+            Some(f) => f,
+            None => checked_product(
+                "the MLP width 4 · n_embd (n_inner is null)",
+                &[("4", 4), d_field],
+            )?,
+        };
+        let f_field = ("the MLP width", d_mlp);
+        let wte = checked_product(
+            "the token embedding vocab_size · n_embd",
+            &[("vocab_size", self.vocab_size), d_field],
+        )?;
+        let wpe = checked_product(
+            "the position embedding n_positions · n_embd",
+            &[("n_positions", self.n_positions), d_field],
+        )?;
+        let c_attn = checked_product("c_attn n_embd · 3 n_embd", &[d_field, ("3 · n_embd", qkv)])?;
+        let c_proj = checked_product("c_proj n_embd · n_embd", &[d_field, d_field])?;
+        let c_fc = checked_product("c_fc n_embd · the MLP width", &[d_field, f_field])?;
+        let per_layer = checked_sum(
+            "the weights of one layer",
+            &[
+                4 * d as u128, // two norms
+                c_attn as u128,
+                qkv as u128,
+                c_proj as u128,
+                d as u128,
+                2 * c_fc as u128, // c_fc and the MLP's c_proj
+                d_mlp as u128,
+                d as u128,
+            ],
+        )?;
+        let blocks = checked_product(
+            "the weights of all layers n_layer · (weights of one layer)",
+            &[
+                ("n_layer", self.n_layer),
+                ("weights of one layer", per_layer),
+            ],
+        )?;
+        let unembed = if self.tie_word_embeddings { 0 } else { wte };
+        let parameters = checked_sum(
+            "the model's weights",
+            &[
+                wte as u128,
+                wpe as u128,
+                2 * d as u128,
+                blocks as u128,
+                unembed as u128,
+            ],
+        )?;
+        // Rust allocations are limited to isize::MAX bytes.
+        if (parameters as u128) * 4 > isize::MAX as u128 {
+            return Err(ModelError::BadConfig(format!(
+                "the model's {parameters} f32 weights would take {} bytes, more than this \
+                 machine can address",
+                parameters as u128 * 4
+            )));
+        }
+        Ok(Gpt2Sizes {
+            d_model: d,
+            d_mlp,
+            d_head: d / self.n_head,
+            qkv,
+            per_layer,
+            parameters,
+        })
     }
 
-    /// Parses `config.json` text.
+    /// Parses `config.json` text. Each field is checked for its type
+    /// first, so an error names the field and the value found
+    /// (`n_layer must be a non-negative integer, not "two"`); errors say
+    /// what is wrong, not where the text came from
+    /// ([`crate::checkpoint::load_config`] adds the path).
     pub fn from_json(text: &str) -> Result<Self, ModelError> {
-        let config: Gpt2Config = serde_json::from_str(text)
-            .map_err(|e| ModelError::BadConfig(format!("config.json: {e}")))?;
+        let bad = |why: String| ModelError::BadConfig(why);
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
+        let Some(map) = value.as_object() else {
+            return Err(bad(format!("not a JSON object but {}", json_kind(&value))));
+        };
+        let integer = |v: &serde_json::Value| v.as_u64().and_then(|n| usize::try_from(n).ok());
+        for field in ["n_embd", "n_layer", "n_head", "n_positions", "vocab_size"] {
+            match map.get(field) {
+                None => return Err(bad(format!("missing field `{field}`"))),
+                Some(v) if integer(v).is_none() => {
+                    return Err(bad(format!(
+                        "{field} must be a non-negative integer, not {}",
+                        shown_json(v)
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(v) = map.get("n_inner")
+            && !v.is_null()
+            && integer(v).is_none()
+        {
+            return Err(bad(format!(
+                "n_inner must be null or a non-negative integer, not {}",
+                shown_json(v)
+            )));
+        }
+        if let Some(v) = map.get("layer_norm_epsilon")
+            && !v.is_number()
+        {
+            return Err(bad(format!(
+                "layer_norm_epsilon must be a number, not {}",
+                shown_json(v)
+            )));
+        }
+        if let Some(v) = map.get("tie_word_embeddings")
+            && !v.is_boolean()
+        {
+            return Err(bad(format!(
+                "tie_word_embeddings must be true or false, not {}",
+                shown_json(v)
+            )));
+        }
+        if let Some(v) = map.get("activation_function")
+            && !v.is_string()
+        {
+            return Err(bad(format!(
+                "activation_function must be a string, not {}",
+                shown_json(v)
+            )));
+        }
+        let config: Gpt2Config = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -127,4 +272,99 @@ impl Gpt2Config {
         );
         serde_json::to_string_pretty(&value).expect("json")
     }
+}
+
+/// A JSON value for a message, cut short when long.
+fn shown_json(v: &serde_json::Value) -> String {
+    let text = v.to_string();
+    if text.chars().count() <= 60 {
+        return text;
+    }
+    let cut: String = text.chars().take(60).collect();
+    format!("{cut}…")
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "a list",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// The sizes a valid [`Gpt2Config`] gives, from [`Gpt2Config::sizes`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gpt2Sizes {
+    /// D.
+    pub d_model: usize,
+    /// F.
+    pub d_mlp: usize,
+    /// d = D / H.
+    pub d_head: usize,
+    /// 3 D, the fused q, k, v projection's width.
+    pub qkv: usize,
+    /// Weights (elements) of one block.
+    pub per_layer: usize,
+    /// Weights (elements) of the whole model.
+    pub parameters: usize,
+}
+
+/// `field` must be positive: a [`ModelError::BadConfig`] naming it otherwise.
+pub fn require_positive(field: &str, value: usize) -> Result<(), ModelError> {
+    if value == 0 {
+        return Err(ModelError::BadConfig(format!(
+            "{field} must be positive, not {value}"
+        )));
+    }
+    Ok(())
+}
+
+/// `field` must be a finite number above 0 (a norm's epsilon).
+pub fn require_positive_finite(field: &str, value: f64) -> Result<(), ModelError> {
+    if !(value.is_finite() && value > 0.0) {
+        return Err(ModelError::BadConfig(format!(
+            "{field} must be a finite number > 0, not {value:e}"
+        )));
+    }
+    Ok(())
+}
+
+/// The product of `factors` (`(name, value)` pairs), or a
+/// [`ModelError::BadConfig`] naming `what` and every factor when it
+/// overflows `usize`.
+pub fn checked_product(what: &str, factors: &[(&str, usize)]) -> Result<usize, ModelError> {
+    factors
+        .iter()
+        .try_fold(1usize, |n, &(_, v)| n.checked_mul(v))
+        .ok_or_else(|| {
+            let named: Vec<String> = factors
+                .iter()
+                .map(|(name, v)| {
+                    if name.parse::<usize>().is_ok() {
+                        name.to_string()
+                    } else {
+                        format!("{name} ({v})")
+                    }
+                })
+                .collect();
+            ModelError::BadConfig(format!(
+                "{what} = {} overflows: the config's sizes are too large",
+                named.join(" · ")
+            ))
+        })
+}
+
+/// The sum of `terms`, or a [`ModelError::BadConfig`] naming `what` when it
+/// does not fit `usize`.
+pub fn checked_sum(what: &str, terms: &[u128]) -> Result<usize, ModelError> {
+    let total = terms
+        .iter()
+        .try_fold(0u128, |n, &t| n.checked_add(t))
+        .and_then(|t| usize::try_from(t).ok());
+    total.ok_or_else(|| {
+        ModelError::BadConfig(format!("{what} overflow: the config's sizes are too large"))
+    })
 }

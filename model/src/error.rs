@@ -1,12 +1,16 @@
 //! Errors of the model crate: every bad input names what was wrong.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use hooks_core::path::escape_control;
+
+use crate::finite::NonFiniteSite;
 
 /// What went wrong loading, saving or running the model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", shown(path))]
     Io {
         /// The file.
         path: PathBuf,
@@ -14,10 +18,14 @@ pub enum ModelError {
         source: std::io::Error,
     },
     /// `config.json` is not a usable GPT-2 config.
-    #[error("bad config: {0}")]
+    #[error("bad config: {}", escape_control(.0))]
     BadConfig(String),
     /// The safetensors file is malformed or truncated.
-    #[error("{}: not a valid safetensors file: {reason}", path.display())]
+    #[error(
+        "{}: not a valid safetensors file: {}",
+        shown(path),
+        escape_control(reason)
+    )]
     BadSafetensors {
         /// The file.
         path: PathBuf,
@@ -29,7 +37,7 @@ pub enum ModelError {
     #[error(transparent)]
     Hook(#[from] hooks_core::HookFault),
     /// A weight the model needs is not in the file.
-    #[error("{}: missing weight `{key}`{}", path.display(), also_looked_for(.also_tried))]
+    #[error("{}: missing weight `{}`{}", shown(path), escape_control(key), also_looked_for(.also_tried))]
     MissingKey {
         /// The file.
         path: PathBuf,
@@ -40,7 +48,11 @@ pub enum ModelError {
         also_tried: Vec<String>,
     },
     /// A weight has the wrong shape.
-    #[error("{}: weight `{key}` has shape {found:?}, expected {expected:?}", path.display())]
+    #[error(
+        "{}: weight `{}` has shape {found:?}, expected {expected:?}",
+        shown(path),
+        escape_control(key)
+    )]
     WrongShape {
         /// The file.
         path: PathBuf,
@@ -52,7 +64,11 @@ pub enum ModelError {
         found: Vec<usize>,
     },
     /// A weight has an unsupported element type.
-    #[error("{}: weight `{key}` has dtype {dtype}; expected F32", path.display())]
+    #[error(
+        "{}: weight `{}` has dtype {dtype}; expected F32",
+        shown(path),
+        escape_control(key)
+    )]
     WrongDtype {
         /// The key.
         key: String,
@@ -62,12 +78,45 @@ pub enum ModelError {
         dtype: String,
     },
     /// The config and the weights disagree in a way a shape check cannot see.
-    #[error("{}: {reason}", path.display())]
+    #[error("{}: {}", shown(path), escape_control(reason))]
     ConfigMismatch {
         /// The weights file.
         path: PathBuf,
         /// What disagrees.
         reason: String,
+    },
+    /// A weight holds a NaN or an infinity (refused unless loaded with
+    /// [`LoadOptions::allow_non_finite`](crate::checkpoint::LoadOptions)).
+    #[error(
+        "{}: weight `{}` holds a non-finite value, {value}, at flat index {index}; \
+         non-finite weights are refused unless loaded with `LoadOptions::allow_non_finite`",
+        shown(path),
+        escape_control(key)
+    )]
+    NonFiniteWeight {
+        /// The file.
+        path: PathBuf,
+        /// The key as stored.
+        key: String,
+        /// Flat (row-major) index of the first non-finite element.
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
+    /// Values at a hook site went non-finite while running: the first site
+    /// (and layer) that did, found by [`Gpt2::first_non_finite`](crate::Gpt2::first_non_finite).
+    #[error("{0}")]
+    NonFinite(Box<NonFiniteSite>),
+    /// An output path that exists and is not a regular file (a folder, a
+    /// device, a named pipe, a socket): it is never replaced.
+    #[error("{}", not_a_file(path, resolved, kind))]
+    NotAFile {
+        /// The path as given.
+        path: PathBuf,
+        /// Where its symbolic links lead (the path itself when it is none).
+        resolved: PathBuf,
+        /// What it is: `a folder`, `a character device`, ...
+        kind: &'static str,
     },
     /// A token id outside the vocabulary.
     #[error(
@@ -95,9 +144,22 @@ pub enum ModelError {
         /// The context window.
         n_positions: usize,
     },
+    /// A prompt plus the tokens to generate do not fit the context window
+    /// (checked without overflow).
+    #[error(
+        "a prompt of {prompt} tokens + {new_tokens} new tokens exceeds the context window of {n_positions}"
+    )]
+    ContextOverflow {
+        /// Prompt length.
+        prompt: usize,
+        /// Tokens asked for.
+        new_tokens: usize,
+        /// The context window.
+        n_positions: usize,
+    },
     /// Rows of a batch with different lengths, an empty batch or row, or a
     /// pad mask that does not fit the tokens.
-    #[error("bad batch: {0}")]
+    #[error("bad batch: {}", escape_control(.0))]
     BadBatch(String),
     /// A CUDA device was asked for but none can be used.
     #[error("CUDA is not available: {0}")]
@@ -113,11 +175,35 @@ impl ModelError {
     }
 }
 
+/// A path for a message, its control characters escaped.
+pub(crate) fn shown(path: &Path) -> String {
+    escape_control(&path.display().to_string()).into_owned()
+}
+
+fn not_a_file(path: &Path, resolved: &Path, kind: &str) -> String {
+    if path == resolved {
+        format!(
+            "cannot write `{}`: it is {kind}, not a regular file (refusing to replace it)",
+            shown(path)
+        )
+    } else {
+        format!(
+            "cannot write `{}`: it links to `{}`, which is {kind}, not a regular file \
+             (refusing to replace it)",
+            shown(path),
+            shown(resolved)
+        )
+    }
+}
+
 /// ` (also looked for `a`, `b`)`, or nothing.
 fn also_looked_for(keys: &[String]) -> String {
     if keys.is_empty() {
         return String::new();
     }
-    let quoted: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+    let quoted: Vec<String> = keys
+        .iter()
+        .map(|k| format!("`{}`", escape_control(k)))
+        .collect();
     format!(" (also looked for {})", quoted.join(", "))
 }

@@ -5,7 +5,9 @@
 //!   context inside blocks and none outside.
 //! - [`TokenBatch`]: token rows (optionally padded), checked before any
 //!   tensor work; [`KvCache`] and [`sample`] for generation.
-//! - [`checkpoint`]: Hugging Face GPT-2 checkpoints in and out.
+//! - [`checkpoint`]: Hugging Face GPT-2 checkpoints in and out ([`weights`]:
+//!   safetensors files read defensively; [`finite`]: NaN and infinity checks;
+//!   [`files`]: atomic output files).
 //! - [`tokenizer`]: GPT-2's BPE (tiktoken's bundled `r50k_base`).
 //! - [`backend`]: the CPU backends and CUDA behind the `cuda` feature.
 
@@ -22,16 +24,21 @@ pub mod cli;
 mod config;
 mod error;
 pub mod experiments;
+pub mod files;
+pub mod finite;
 mod gpt2;
 mod hooks;
 pub mod layers;
 pub mod sample;
 pub mod tokenizer;
 pub mod train;
+pub mod weights;
 
 pub use batch::TokenBatch;
-pub use config::Gpt2Config;
+pub use checkpoint::LoadOptions;
+pub use config::{Gpt2Config, Gpt2Sizes};
 pub use error::ModelError;
+pub use finite::NonFiniteSite;
 pub use gpt2::{Gpt2, KvCache};
 pub use hooks::{
     AttentionHooks, MlpHooks, NormalizationHooks, ResidualStreamHooks, ResidualStreamTorsoHooks,

@@ -2,7 +2,8 @@
 
 use burn::tensor::backend::Backend;
 
-use crate::{Gpt2, KvCache, ModelError, TokenBatch, TransformerHooks};
+use crate::finite::first_non_finite;
+use crate::{Gpt2, KvCache, ModelError, NonFiniteSite, TokenBatch, TransformerHooks};
 
 /// How to pick each next token.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,6 +34,11 @@ impl Default for SampleConfig {
 /// Extends `prompt` by `config.max_new_tokens` tokens, calling `hooks` at every
 /// site of every step (on later steps `attn.k`/`attn.v` see the whole cached
 /// length). Returns the new tokens only.
+///
+/// Logits that go non-finite (NaN or infinite) stop the generation with
+/// [`ModelError::NonFinite`], naming the first site that went non-finite
+/// (found by [`Gpt2::first_non_finite`] on the sequence so far): sampling
+/// from them would print plausible-looking tokens.
 pub fn generate<B: Backend>(
     model: &Gpt2<B>,
     prompt: &[u32],
@@ -51,14 +57,11 @@ pub fn generate<B: Backend>(
             config.top_p
         )));
     }
-    let total = prompt.len() + config.max_new_tokens;
-    if total > model.config.n_positions {
-        return Err(ModelError::TooLong {
-            row: 0,
-            len: total,
-            n_positions: model.config.n_positions,
-        });
-    }
+    check_context(
+        prompt.len(),
+        config.max_new_tokens,
+        model.config.n_positions,
+    )?;
     let mut rng = SplitMix64(config.seed);
     let mut cache = KvCache::new(model);
     let mut next_input = TokenBatch::single(prompt.to_vec())?;
@@ -69,13 +72,82 @@ pub fn generate<B: Backend>(
         let last: Vec<f32> = logits
             .slice([0..1, s - 1..s, 0..v])
             .into_data()
-            .to_vec()
-            .expect("f32 logits");
+            .iter::<f32>()
+            .collect();
+        if let Some((index, value)) = first_non_finite(last.iter().copied()) {
+            return Err(non_finite(
+                model,
+                prompt,
+                &out,
+                hooks,
+                config.max_new_tokens,
+                (index, value, v),
+            ));
+        }
         let token = pick(&last, config, &mut rng);
         out.push(token);
         next_input = TokenBatch::single(vec![token])?;
     }
     Ok(out)
+}
+
+/// Checks that `prompt_len` tokens plus `new_tokens` fit a context window of
+/// `n_positions`, with checked arithmetic: [`ModelError::TooLong`] when the
+/// total is too long, [`ModelError::ContextOverflow`] when it does not even
+/// fit a `usize` (`max_new_tokens = usize::MAX` is an error, not a panic).
+pub fn check_context(
+    prompt_len: usize,
+    new_tokens: usize,
+    n_positions: usize,
+) -> Result<(), ModelError> {
+    match prompt_len.checked_add(new_tokens) {
+        Some(total) if total <= n_positions => Ok(()),
+        Some(total) => Err(ModelError::TooLong {
+            row: 0,
+            len: total,
+            n_positions,
+        }),
+        None => Err(ModelError::ContextOverflow {
+            prompt: prompt_len,
+            new_tokens,
+            n_positions,
+        }),
+    }
+}
+
+/// The error for logits that went non-finite while generating: the first
+/// site that did, found by running the whole sequence so far through the
+/// model with a check at every site, or the logits themselves when that
+/// finds nothing.
+fn non_finite<B: Backend>(
+    model: &Gpt2<B>,
+    prompt: &[u32],
+    generated: &[u32],
+    hooks: &TransformerHooks<B>,
+    max_new_tokens: usize,
+    (index, value, vocab): (usize, f32, usize),
+) -> ModelError {
+    let during = format!(
+        "generation of token {} of {max_new_tokens}",
+        generated.len() + 1
+    );
+    let tokens: Vec<u32> = prompt.iter().chain(generated).copied().collect();
+    let found = TokenBatch::single(tokens)
+        .and_then(|batch| model.first_non_finite(&batch, hooks))
+        .ok()
+        .flatten();
+    let site = match found {
+        Some(site) => NonFiniteSite { during, ..site },
+        None => NonFiniteSite {
+            during,
+            site: "logits".into(),
+            layer: None,
+            index,
+            value,
+            shape: vec![1, 1, vocab],
+        },
+    };
+    ModelError::NonFinite(Box::new(site))
 }
 
 /// Picks a token from one row of logits.

@@ -11,7 +11,7 @@ use burn::tensor::backend::Backend;
 use common::{Expected, HostTensor, TempDir, fixture, host};
 use hooks_model::backend::{Cpu, NdArray};
 use hooks_model::checkpoint::{CONFIG_FILE, WEIGHTS_FILE, load_config};
-use hooks_model::{Gpt2, Gpt2Config, ModelError, TokenBatch};
+use hooks_model::{Gpt2, Gpt2Config, LoadOptions, ModelError, TokenBatch};
 use safetensors::SafeTensors;
 use safetensors::tensor::{Dtype, TensorView};
 
@@ -302,14 +302,40 @@ fn config_with_fewer_layers_than_weights_is_a_mismatch() {
         matches!(load_err(dir.path()), ModelError::ConfigMismatch { reason, .. } if reason.contains("3 layers"))
     );
 
-    // More layers than the weights hold: the first missing weight is named.
+    // More layers than the weights hold: said before anything is read per layer.
     let dir = TempDir::copy_of("tiny");
     edit_config(&dir, |c| {
         c.insert("n_layer".into(), 3.into());
     });
-    assert!(
-        matches!(load_err(dir.path()), ModelError::MissingKey { key, .. } if key == "h.2.ln_1.weight")
-    );
+    match load_err(dir.path()) {
+        ModelError::ConfigMismatch { reason, .. } => assert_eq!(
+            reason,
+            "weights hold 2 layers (h.0 to h.1) but config.json says n_layer = 3"
+        ),
+        other => panic!("expected ConfigMismatch, got {other:?}"),
+    }
+
+    // A gap in the layers: the first missing layer is named.
+    let dir = TempDir::copy_of("tiny");
+    edit_config(&dir, |c| {
+        c.insert("n_layer".into(), 3.into());
+    });
+    edit_weights(&dir, |e| {
+        let moved: Vec<(String, Entry)> = e
+            .iter()
+            .filter(|(k, _)| k.starts_with("h.1."))
+            .map(|(k, v)| (k.replacen("h.1.", "h.2.", 1), v.clone()))
+            .collect();
+        e.retain(|k, _| !k.starts_with("h.1."));
+        e.extend(moved);
+    });
+    match load_err(dir.path()) {
+        ModelError::ConfigMismatch { reason, .. } => assert_eq!(
+            reason,
+            "weights hold 2 layers (up to h.2, without h.1) but config.json says n_layer = 3"
+        ),
+        other => panic!("expected ConfigMismatch, got {other:?}"),
+    }
 }
 
 #[test]
@@ -333,7 +359,7 @@ fn bad_configs_are_bad_config() {
         (
             "n_layer",
             "two".into(),
-            "invalid type: string \"two\", expected usize",
+            "n_layer must be a non-negative integer, not \"two\"",
         ),
     ];
     for (key, value, needle) in edits {
@@ -564,5 +590,297 @@ fn assert_wrong_shape(err: ModelError, key: &str, expected: &[usize], found: &[u
             (key, expected, found)
         ),
         other => panic!("expected WrongShape, got {other:?}"),
+    }
+}
+
+#[test]
+fn non_finite_weights_name_the_key_index_and_value() {
+    for (value, shown) in [
+        (f32::NAN, "NaN"),
+        (f32::INFINITY, "inf"),
+        (f32::NEG_INFINITY, "-inf"),
+    ] {
+        let dir = TempDir::copy_of("tiny");
+        common::edit_f32(dir.path(), "h.1.mlp.c_fc.bias", |v| {
+            v[5] = value;
+            v[9] = value;
+        });
+        let err = load_err(dir.path());
+        let msg = err.to_string();
+        match err {
+            ModelError::NonFiniteWeight {
+                path,
+                key,
+                index,
+                value: found,
+            } => {
+                assert_eq!(path, dir.join(WEIGHTS_FILE));
+                assert_eq!((key.as_str(), index), ("h.1.mlp.c_fc.bias", 5));
+                assert_eq!(found.to_bits(), value.to_bits());
+            }
+            other => panic!("expected NonFiniteWeight, got {other:?}"),
+        }
+        assert!(
+            msg.contains(&format!(
+                "weight `h.1.mlp.c_fc.bias` holds a non-finite value, {shown}, at flat index 5"
+            )) && msg.contains("LoadOptions::allow_non_finite"),
+            "{msg}"
+        );
+    }
+}
+
+#[test]
+fn allowed_non_finite_weights_load_and_the_first_bad_site_is_found() {
+    let dir = TempDir::copy_of("tiny");
+    // Row 1, column 52 of c_attn: k (columns 32..64), head 2, dimension 4.
+    common::edit_f32(dir.path(), "h.1.attn.c_attn.weight", |v| {
+        v[96 + 52] = f32::NAN
+    });
+    let options = LoadOptions::new().allow_non_finite(true);
+    let model = Gpt2::<NdArray>::load_with(dir.path(), &Default::default(), options).unwrap();
+    let batch = TokenBatch::single(vec![1, 2, 3]).unwrap();
+    let site = model
+        .first_non_finite(&batch, &Default::default())
+        .unwrap()
+        .expect("the NaN spreads");
+    assert_eq!(
+        (site.site.as_str(), site.layer, site.shape.as_slice()),
+        ("attn.k", Some(1), [1, 3, 4, 8].as_slice())
+    );
+    assert!(site.value.is_nan());
+    assert_eq!(site.coordinates(), [0, 0, 2, 4]);
+    assert_eq!(site.key(), "layers.1.attn.k");
+    assert_eq!(
+        site.to_string(),
+        "values went non-finite in the forward pass: first at layer 1, site `attn.k` \
+         (key `layers.1.attn.k`): NaN at [0, 0, 2, 4] (flat index 20) of shape [1, 3, 4, 8]"
+    );
+    // The clean model has no bad site: the mask's -inf in qk_logits does not count.
+    let clean = Gpt2::<NdArray>::load(fixture("tiny"), &Default::default()).unwrap();
+    assert_eq!(
+        clean.first_non_finite(&batch, &Default::default()).unwrap(),
+        None
+    );
+
+    // Generation stops with the site instead of sampling from NaN logits.
+    let config = hooks_model::sample::SampleConfig {
+        max_new_tokens: 2,
+        ..Default::default()
+    };
+    match hooks_model::sample::generate(&model, &[1, 2], &config, &Default::default()) {
+        Err(ModelError::NonFinite(site)) => {
+            assert_eq!((site.site.as_str(), site.layer), ("attn.k", Some(1)));
+            assert_eq!(site.during, "generation of token 1 of 2");
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+}
+
+#[test]
+fn config_sizes_are_checked_without_overflow() {
+    let small = Gpt2Config::gpt2_small();
+    let sizes = small.sizes().unwrap();
+    assert_eq!(sizes.parameters, 124_439_808, "GPT-2 small's weight count");
+    assert_eq!((sizes.d_mlp, sizes.qkv, sizes.d_head), (3072, 2304, 64));
+    let bad = |edit: &dyn Fn(&mut Gpt2Config)| {
+        let mut c = Gpt2Config::new(2, 32, 4, 16, 97);
+        edit(&mut c);
+        match c.validate() {
+            Err(ModelError::BadConfig(why)) => why,
+            other => panic!("expected BadConfig, got {other:?}"),
+        }
+    };
+    for (eps, shown) in [
+        (-1e-5, "-1e-5"),
+        (0.0, "0e0"),
+        (f64::NAN, "NaN"),
+        (f64::INFINITY, "inf"),
+    ] {
+        assert_eq!(
+            bad(&|c| c.layer_norm_epsilon = eps),
+            format!("layer_norm_epsilon must be a finite number > 0, not {shown}")
+        );
+    }
+    assert_eq!(bad(&|c| c.n_layer = 0), "n_layer must be positive, not 0");
+    assert_eq!(
+        bad(&|c| c.n_inner = Some(0)),
+        "n_inner must be positive, not 0"
+    );
+    let huge = usize::MAX / 2 + 1;
+    assert!(
+        bad(&|c| {
+            c.n_embd = huge;
+            c.n_head = 1;
+        })
+        .starts_with(
+            "the attention's q, k, v width 3 · n_embd = 3 · n_embd (9223372036854775808) overflows"
+        )
+    );
+    let quarter = usize::MAX / 4 + 1;
+    let why = bad(&|c| {
+        c.n_embd = quarter;
+        c.n_head = 1;
+    });
+    assert!(why.starts_with("the MLP width 4 · n_embd"), "{why}");
+    let why = bad(&|c| c.vocab_size = usize::MAX / 16);
+    assert!(
+        why.contains("vocab_size (1152921504606846975) · n_embd (32) overflows"),
+        "{why}"
+    );
+    let why = bad(&|c| c.n_positions = usize::MAX / 16);
+    assert!(why.contains("n_positions"), "{why}");
+    let why = bad(&|c| c.n_layer = usize::MAX / 1000);
+    assert!(why.contains("n_layer"), "{why}");
+    // The accessors never overflow or divide by zero, even on a bad config.
+    let mut c = Gpt2Config::new(2, usize::MAX, 0, 16, 97);
+    assert_eq!((c.d_mlp(), c.d_head()), (usize::MAX, 0));
+    c.n_inner = Some(7);
+    assert_eq!(c.d_mlp(), 7);
+}
+
+#[test]
+fn config_errors_name_the_file_once() {
+    let dir = TempDir::copy_of("tiny");
+    for text in ["{ not json", "[1, 2]", "{\"n_embd\": 32}"] {
+        std::fs::write(dir.join(CONFIG_FILE), text).unwrap();
+        let msg = load_err(dir.path()).to_string();
+        assert_eq!(msg.matches("config.json").count(), 1, "{msg}");
+        assert!(msg.starts_with("bad config: "), "{msg}");
+    }
+    std::fs::write(dir.join(CONFIG_FILE), "[1, 2]").unwrap();
+    assert!(
+        load_err(dir.path())
+            .to_string()
+            .ends_with("config.json: not a JSON object but a list")
+    );
+}
+
+#[test]
+fn safetensors_problems_are_in_words() {
+    let dir = TempDir::copy_of("tiny");
+    let path = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&path).unwrap();
+    let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let reason = |data: &[u8]| {
+        std::fs::write(&path, data).unwrap();
+        match load_err(dir.path()) {
+            ModelError::BadSafetensors { reason, .. } => reason,
+            other => panic!("expected BadSafetensors, got {other:?}"),
+        }
+    };
+    assert_eq!(
+        reason(&bytes[..5]),
+        "truncated: the file has 5 bytes; a safetensors file starts with an 8-byte header length"
+    );
+    assert_eq!(
+        reason(&bytes[..100]),
+        format!("truncated: the file has 100 bytes, the header needs {header_end}")
+    );
+    assert_eq!(
+        reason(&bytes[..bytes.len() - 3]),
+        format!(
+            "truncated: the file has {} bytes, the header needs {}",
+            bytes.len() - 3,
+            bytes.len()
+        )
+    );
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(&[0; 12]);
+    assert_eq!(
+        reason(&longer),
+        format!(
+            "12 bytes after the last tensor's data: the header accounts for {} of the file's {} bytes",
+            bytes.len(),
+            longer.len()
+        )
+    );
+    let mut huge = bytes.clone();
+    huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert!(reason(&huge).starts_with("the header length field says 18446744073709551615 bytes"));
+    let mut not_utf8 = bytes.clone();
+    not_utf8[9] = 0xff;
+    assert_eq!(
+        reason(&not_utf8),
+        "the header is not UTF-8 text (invalid byte at offset 9)"
+    );
+    for r in [
+        reason(&bytes[..5]),
+        reason(&bytes[..100]),
+        reason(&not_utf8),
+    ] {
+        assert!(
+            !r.contains("MetadataIncompleteBuffer") && !r.contains("Invalid"),
+            "{r}"
+        );
+    }
+}
+
+#[test]
+fn written_safetensors_are_byte_reproducible() {
+    use burn::tensor::TensorData;
+    use hooks_model::experiments::{read_safetensors, write_safetensors_with_metadata};
+    use std::collections::HashMap;
+    let dir = TempDir::new("repro");
+    let entries: Vec<(String, TensorData)> = (0..20)
+        .map(|i| (format!("t{i}"), TensorData::new(vec![i as f32; 3], [3])))
+        .collect();
+    let mut files = Vec::new();
+    for round in 0..4 {
+        // Fresh hash maps: a different iteration order each time.
+        let meta: HashMap<String, String> = (0..30)
+            .map(|i| (format!("key{}", (i * 7 + round) % 30), format!("v{i}")))
+            .collect();
+        let meta: HashMap<String, String> = meta.keys().map(|k| (k.clone(), k.clone())).collect();
+        let file = dir.join(&format!("{round}.safetensors"));
+        let mut shuffled = entries.clone();
+        shuffled.rotate_left(round * 3);
+        write_safetensors_with_metadata(&shuffled, Some(meta), &file).unwrap();
+        files.push(std::fs::read(&file).unwrap());
+    }
+    assert!(files.windows(2).all(|w| w[0] == w[1]));
+    let back = read_safetensors(dir.join("0.safetensors")).unwrap();
+    assert_eq!(back.len(), 20);
+    assert_eq!(back[0], ("t0".to_string(), vec![3], vec![0.0; 3]));
+    // The header is what the safetensors crate reads too.
+    let st = SafeTensors::deserialize(&files[0]).unwrap();
+    assert_eq!(st.tensor("t7").unwrap().shape(), [3]);
+}
+
+#[test]
+fn a_failed_atomic_write_keeps_the_old_file_and_no_temporary() {
+    use hooks_model::files::write_atomic;
+    let dir = TempDir::new("atomic");
+    let file = dir.join("out.bin");
+    std::fs::write(&file, b"old").unwrap();
+    let err = write_atomic(&file, |w| {
+        w.write_all(b"partial")?;
+        Err::<(), _>(std::io::Error::from_raw_os_error(28))
+    })
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{}: No space left on device (os error 28)", file.display())
+    );
+    assert_eq!(std::fs::read(&file).unwrap(), b"old");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    // A link's target is replaced and the link kept.
+    let link = dir.join("link");
+    std::os::unix::fs::symlink("out.bin", &link).unwrap();
+    write_atomic(&link, |w| w.write_all(b"new")).unwrap();
+    assert_eq!(std::fs::read(&file).unwrap(), b"new");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    // The model's own save goes through the same writer.
+    match Gpt2::<NdArray>::load(fixture("tiny"), &Default::default())
+        .unwrap()
+        .save("/dev/full")
+    {
+        Err(ModelError::Io { .. }) => {}
+        other => panic!("expected Io, got {other:?}"),
     }
 }

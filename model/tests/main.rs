@@ -13,6 +13,7 @@ mod experiments_cache;
 mod experiments_patch;
 mod experiments_sae;
 mod gradients;
+mod hostile_inputs;
 mod kv_cache;
 mod parity;
 mod training;

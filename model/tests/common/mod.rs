@@ -551,3 +551,75 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// A small seeded generator (xorshift64*) for bounded, reproducible
+/// property tests: the same seed gives the same cases on every run.
+#[derive(Clone, Debug)]
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// A generator from `seed` (0 is replaced, xorshift needs a non-zero state).
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed.max(1))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// True with probability `1 / n`.
+    pub fn one_in(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+
+    /// One of `items`.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Rewrites the f32 values of tensor `key` in a copy's `model.safetensors`
+/// in place (the header is unchanged).
+pub fn edit_f32(dir: &Path, key: &str, f: impl FnOnce(&mut [f32])) {
+    let path = dir.join("model.safetensors");
+    let mut bytes = std::fs::read(&path).expect("read weights");
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).expect("header");
+    let offsets = &header[key]["data_offsets"];
+    let (start, end) = (
+        8 + n + offsets[0].as_u64().expect("offset") as usize,
+        8 + n + offsets[1].as_u64().expect("offset") as usize,
+    );
+    let mut values: Vec<f32> = bytes[start..end]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    f(&mut values);
+    for (i, v) in values.iter().enumerate() {
+        bytes[start + 4 * i..start + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&path, bytes).expect("write weights");
+}
+
+/// Rewrites a copy's `config.json` through `f`.
+pub fn edit_config_json(
+    dir: &Path,
+    f: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) {
+    let path = dir.join("config.json");
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("read config")).expect("json");
+    f(value.as_object_mut().expect("an object"));
+    std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).expect("write config");
+}
