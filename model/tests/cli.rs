@@ -2,6 +2,7 @@
 //! gradients against the Hugging Face fixtures, sampling, and the exit code
 //! of every kind of bad input.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -528,4 +529,538 @@ fn generate_is_deterministic() {
     assert!(stderr(&o).contains("context window"), "{}", stderr(&o));
     let o = hooks(&["generate", "--model", TINY, "--prompt", "a", "--top-p", "0"]);
     assert_code(&o, 3);
+}
+
+/// A temp copy of the tiny checkpoint in `tmp/<name>`.
+fn tiny_copy(tmp: &TempDir, name: &str) -> PathBuf {
+    let dir = tmp.0.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(Path::new(TINY).join(f), dir.join(f)).unwrap();
+    }
+    dir
+}
+
+/// The temporary files `hooks` leaves in `dir` (there must be none).
+fn partial_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".partial-"))
+        .collect()
+}
+
+#[test]
+fn non_finite_weights_are_refused_unless_allowed() {
+    let tmp = TempDir::new("nan");
+    let model = tiny_copy(&tmp, "nan");
+    crate::common::edit_f32(&model, "h.0.attn.c_attn.weight", |v| v[17] = f32::NAN);
+    let model = model.to_str().unwrap();
+    let out = tmp.path("x.safetensors");
+
+    for args in [
+        vec!["generate", "--model", model, "--tokens", "1", "-n", "3"],
+        vec!["cache", "--model", model, "--tokens", "1,2", "--out", &out],
+    ] {
+        let o = hooks(&args);
+        assert_code(&o, 4);
+        let err = stderr(&o);
+        assert!(
+            err.contains(
+                "weight `h.0.attn.c_attn.weight` holds a non-finite value, NaN, at flat index 17"
+            ) && err.contains("--allow-non-finite"),
+            "{err}"
+        );
+    }
+    assert!(!Path::new(&out).exists());
+
+    // Allowed on purpose: generate still refuses to sample from NaN logits
+    // and names the first site that went non-finite.
+    let o = hooks(&[
+        "generate",
+        "--model",
+        model,
+        "--tokens",
+        "1",
+        "-n",
+        "3",
+        "--allow-non-finite",
+    ]);
+    assert_code(&o, 5);
+    let err = stderr(&o);
+    assert!(
+        err.contains("first at layer 0, site `attn.q` (key `layers.0.attn.q`): NaN")
+            && err.contains("generation of token 1 of 3"),
+        "{err}"
+    );
+    assert!(stdout(&o).is_empty(), "{}", stdout(&o));
+
+    // cache writes the file, with a warning naming the site.
+    let o = hooks(&[
+        "cache",
+        "--model",
+        model,
+        "--tokens",
+        "1,2",
+        "--out",
+        &out,
+        "--allow-non-finite",
+    ]);
+    assert_code(&o, 0);
+    assert!(
+        stderr(&o).contains(
+            "warning: values went non-finite in the forward pass: first at layer 0, site `attn.q`"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let cached = Tensors::read(&out);
+    assert!(cached.f32("layers.0.attn.q").iter().any(|v| v.is_nan()));
+    assert!(cached.f32("resid.post_emb").iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn overflowing_activations_exit_5_and_keep_the_old_file() {
+    let tmp = TempDir::new("overflow");
+    let model = tiny_copy(&tmp, "huge");
+    // Finite weights whose sum overflows: the embedding goes to +inf.
+    crate::common::edit_f32(&model, "wte.weight", |v| v.fill(f32::MAX));
+    crate::common::edit_f32(&model, "wpe.weight", |v| v.fill(f32::MAX));
+    let model = model.to_str().unwrap();
+    let out = tmp.path("x.safetensors");
+    std::fs::write(&out, b"old contents").unwrap();
+    let o = hooks(&[
+        "cache", "--model", model, "--tokens", "1,2", "--out", &out, "--sites", "logits",
+    ]);
+    assert_code(&o, 5);
+    let err = stderr(&o);
+    assert!(
+        err.contains("values went non-finite in the forward pass: first at site `resid.post_emb`")
+            && err.contains("inf at [0, 0, 0]")
+            && err.contains("nothing was written")
+            && err.contains("--allow-non-finite"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), b"old contents");
+    assert!(partial_files(&tmp.0).is_empty());
+
+    let o = hooks(&["generate", "--model", model, "--tokens", "1", "-n", "2"]);
+    assert_code(&o, 5);
+    assert!(
+        stderr(&o).contains("site `resid.post_emb`"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn cache_output_is_byte_reproducible_and_dash_is_stdout() {
+    let tmp = TempDir::new("repro");
+    let (_, rows) = fixture_rows();
+    let mut files = Vec::new();
+    for name in ["a.safetensors", "b.safetensors"] {
+        let out = tmp.path(name);
+        let mut args = cache_args(&rows, &out);
+        args.extend(["--grad-target", "5", "--sites", "attn.*,logits"]);
+        assert_code(&hooks(&args), 0);
+        files.push(std::fs::read(&out).unwrap());
+    }
+    assert_eq!(files[0], files[1], "the same inputs give the same bytes");
+    // The metadata is sorted in the header.
+    let n = u64::from_le_bytes(files[0][..8].try_into().unwrap()) as usize;
+    let header = std::str::from_utf8(&files[0][8..8 + n]).unwrap();
+    let meta_keys = [
+        "backend",
+        "grad_target",
+        "loss",
+        "model",
+        "producer",
+        "sites",
+        "tokens",
+    ];
+    let at: Vec<usize> = meta_keys
+        .iter()
+        .map(|k| header.find(&format!("\"{k}\":")).expect(k))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{header}");
+
+    // `--out -`: the same bytes on standard output, the summary on stderr.
+    let mut args = cache_args(&rows, "-");
+    args.extend(["--grad-target", "5", "--sites", "attn.*,logits"]);
+    let o = hooks(&args);
+    assert_code(&o, 0);
+    assert_eq!(o.stdout, files[0]);
+    assert!(stderr(&o).contains("to standard output"), "{}", stderr(&o));
+}
+
+#[test]
+fn out_follows_links_and_refuses_what_is_not_a_regular_file() {
+    let tmp = TempDir::new("out");
+    let run = |out: &str| hooks(&["cache", "--model", TINY, "--tokens", "1,2", "--out", out]);
+
+    // A link: its target is replaced, the link stays a link.
+    let target = tmp.path("target.safetensors");
+    std::fs::write(&target, b"old").unwrap();
+    let link = tmp.path("link.safetensors");
+    std::os::unix::fs::symlink("target.safetensors", &link).unwrap();
+    assert_code(&run(&link), 0);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(std::fs::read(&target).unwrap().len() > 1000);
+    // A dangling link creates its target.
+    let dangling = tmp.path("dangling");
+    std::os::unix::fs::symlink("new.safetensors", &dangling).unwrap();
+    assert_code(&run(&dangling), 0);
+    assert!(Path::new(&tmp.path("new.safetensors")).is_file());
+    assert!(partial_files(&tmp.0).is_empty());
+
+    // Devices, folders, named pipes and links to them are refused before any work.
+    let dev_link = tmp.path("full");
+    std::os::unix::fs::symlink("/dev/full", &dev_link).unwrap();
+    let folder = tmp.path("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let mut cases = vec![
+        (
+            "/dev/full".to_string(),
+            "it is a character device, not a regular file",
+        ),
+        (
+            dev_link.clone(),
+            "links to `/dev/full`, which is a character device",
+        ),
+        (folder.clone(), "it is a folder, not a regular file"),
+    ];
+    let fifo = tmp.path("fifo");
+    let made_fifo = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .is_ok_and(|s| s.success());
+    if made_fifo {
+        cases.push((
+            fifo.clone(),
+            "it is a named pipe (FIFO), not a regular file",
+        ));
+    }
+    for (out, needle) in &cases {
+        let o = run(out);
+        assert_code(&o, 1);
+        let err = stderr(&o);
+        assert!(
+            err.contains(&format!("cannot write `{out}`"))
+                && err.contains(needle)
+                && err.contains("`-` for standard output"),
+            "{out}: {err}"
+        );
+    }
+    assert!(
+        std::fs::symlink_metadata("/dev/full")
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+    assert!(Path::new(&folder).is_dir());
+    if made_fifo {
+        assert!(
+            std::fs::symlink_metadata(&fifo)
+                .unwrap()
+                .file_type()
+                .is_fifo()
+        );
+    }
+    let o = run(&tmp.path("no/such/folder.safetensors"));
+    assert_code(&o, 1);
+    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file() {
+    let tmp = TempDir::new("efbig");
+    let out = tmp.path("x.safetensors");
+    std::fs::write(&out, b"old contents").unwrap();
+    // A 2 KiB file-size limit: the write fails with EFBIG part way.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f 4 && exec '{}' cache --model '{TINY}' --tokens 1,2 --out '{out}'",
+            env!("CARGO_BIN_EXE_hooks")
+        ))
+        .output()
+        .unwrap();
+    assert_code(&o, 1);
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!(
+            "cannot write `{out}`: File too large (os error 27)"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("Os {"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"old contents");
+    assert!(
+        partial_files(&tmp.0).is_empty(),
+        "{:?}",
+        partial_files(&tmp.0)
+    );
+}
+
+#[test]
+fn generate_with_a_huge_count_is_invalid_input() {
+    let o = hooks(&[
+        "generate",
+        "--model",
+        TINY,
+        "--tokens",
+        "1",
+        "-n",
+        "18446744073709551615",
+    ]);
+    assert_code(&o, 3);
+    assert!(
+        stderr(&o).contains(
+            "a prompt of 1 token(s) + 18446744073709551615 new token(s) exceeds the context window of 16 positions"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn site_patterns_with_a_stage_or_matching_nothing_say_why() {
+    let run = |pattern: &str| {
+        hooks(&[
+            "cache", "--model", TINY, "--tokens", "1,2", "--out", "unused", "--sites", pattern,
+        ])
+    };
+    for (pattern, site) in [
+        ("attn.q.fwd", "attn.q"),
+        ("logits.bwd", "logits"),
+        ("resid.torso.post_mlp.fwd2", "resid.torso.post_mlp"),
+    ] {
+        let o = run(pattern);
+        assert_code(&o, 3);
+        let err = stderr(&o);
+        let stage = pattern.rsplit('.').next().unwrap();
+        assert!(
+            err.contains(&format!(
+                "`{stage}` is a stage, not part of a site path: select the site `{site}`"
+            )),
+            "{err}"
+        );
+        assert!(!err.contains("under it: \n"), "{err}");
+    }
+    let o = run("*.zz");
+    assert_code(&o, 3);
+    assert!(
+        stderr(&o).contains(
+            "pattern `*.zz` matches no site; names under the root: mlp, attn, resid, logits"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = run("attn.zz*");
+    assert_code(&o, 3);
+    assert!(
+        stderr(&o).contains("pattern `attn.zz*` matches no site; names under `attn`: q, k, v"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run("resid.torso.fwd");
+    assert_code(&o, 3);
+    assert!(stderr(&o).contains("`fwd` is a stage"), "{}", stderr(&o));
+}
+
+#[test]
+fn control_characters_in_user_input_are_escaped() {
+    let escape = "\u{1b}[31m";
+    for args in [
+        vec![
+            "cache",
+            "--model",
+            TINY,
+            "--tokens",
+            "1,2",
+            "--out",
+            "x",
+            "--sites",
+            "a\u{1b}[31mb",
+        ],
+        vec![
+            "cache",
+            "--model",
+            TINY,
+            "--tokens",
+            "1,\u{1b}[2J",
+            "--out",
+            "x",
+        ],
+        vec!["sites", "--model", "/nonexistent/\u{1b}[31m\u{7}"],
+        // clap's own usage error echoes the value (clap drops the control
+        // characters itself; the tool escapes whatever is left).
+        vec![
+            "generate",
+            "--model",
+            TINY,
+            "--prompt",
+            "a",
+            "--seed",
+            "1\u{1b}[31m\u{7}",
+        ],
+        vec![
+            "cache",
+            "--model",
+            TINY,
+            "--tokens",
+            "1",
+            "--out",
+            "/nonexistent/\u{202e}x",
+        ],
+    ] {
+        let o = hooks(&args);
+        assert_ne!(o.status.code(), Some(0), "{args:?}");
+        let err = stderr(&o);
+        assert!(
+            !err.contains(escape) && !err.contains('\u{7}') && !err.contains('\u{202e}'),
+            "{args:?}: {err:?}"
+        );
+        assert!(
+            args.contains(&"--seed")
+                || ["\\u{1b}", "\\u{7}", "\\u{202e}"]
+                    .iter()
+                    .any(|e| err.contains(e)),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn absurd_layer_counts_are_bounded() {
+    let tmp = TempDir::new("layers");
+    let model = tiny_copy(&tmp, "big");
+    crate::common::edit_config_json(&model, |c| {
+        c.insert("n_layer".into(), 100_000_000.into());
+    });
+    let model = model.to_str().unwrap();
+    let out = tmp.path("x.safetensors");
+    // Under a 4 GiB address-space limit: nothing is allocated per layer
+    // before the weights are checked (10⁸ layers' keys would need far more).
+    let bounded = |args: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -v 4194304 && exec '{}' {args}",
+                env!("CARGO_BIN_EXE_hooks")
+            ))
+            .output()
+            .unwrap()
+    };
+    let o = bounded(&format!(
+        "cache --model '{model}' --tokens 1,2 --out '{out}'"
+    ));
+    assert_code(&o, 4);
+    assert!(
+        stderr(&o).contains(
+            "weights hold 2 layers (h.0 to h.1) but config.json says n_layer = 100000000"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = bounded(&format!("generate --model '{model}' --tokens 1 -n 1"));
+    assert_code(&o, 4);
+    // `sites` reads only the config: it prints the count without allocating per layer.
+    let o = bounded(&format!("sites --model '{model}'"));
+    assert_code(&o, 0);
+    assert!(stdout(&o).contains("100000000 layers"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("0-99999999"), "{}", stdout(&o));
+}
+
+#[test]
+fn bad_config_values_and_truncated_weights_are_named_precisely() {
+    let tmp = TempDir::new("cfg");
+    let model = tiny_copy(&tmp, "m");
+    let dir = model.to_str().unwrap();
+    let cases: [(&str, serde_json::Value, &str); 5] = [
+        (
+            "layer_norm_epsilon",
+            (-1e-5).into(),
+            "layer_norm_epsilon must be a finite number > 0, not -1e-5",
+        ),
+        (
+            "layer_norm_epsilon",
+            0.0.into(),
+            "layer_norm_epsilon must be a finite number > 0, not 0e0",
+        ),
+        (
+            "n_embd",
+            4_611_686_018_427_387_904u64.into(),
+            "the MLP width 4 · n_embd",
+        ),
+        ("n_inner", 0.into(), "n_inner must be positive, not 0"),
+        ("vocab_size", 0.into(), "vocab_size must be positive, not 0"),
+    ];
+    for (field, value, needle) in cases {
+        std::fs::copy(
+            Path::new(TINY).join("config.json"),
+            model.join("config.json"),
+        )
+        .unwrap();
+        crate::common::edit_config_json(&model, |c| {
+            c.insert(field.into(), value.clone());
+            if field == "n_embd" {
+                c.insert("n_head".into(), 1.into());
+            }
+        });
+        let o = hooks(&["sites", "--model", dir]);
+        assert_code(&o, 4);
+        let err = stderr(&o);
+        assert!(err.contains(needle), "{field}={value}: {err}");
+        assert_eq!(err.matches("config.json").count(), 1, "{err}");
+        assert!(!stdout(&o).contains("F 0"), "{}", stdout(&o));
+    }
+    std::fs::write(model.join("config.json"), "{ not json").unwrap();
+    let o = hooks(&["sites", "--model", dir]);
+    assert_code(&o, 4);
+    assert_eq!(
+        stderr(&o).matches("config.json").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+
+    // A truncated weights file says by how much.
+    std::fs::copy(
+        Path::new(TINY).join("config.json"),
+        model.join("config.json"),
+    )
+    .unwrap();
+    let weights = std::fs::read(Path::new(TINY).join("model.safetensors")).unwrap();
+    std::fs::write(model.join("model.safetensors"), &weights[..100]).unwrap();
+    let header = 8 + u64::from_le_bytes(weights[..8].try_into().unwrap());
+    let o = hooks(&["generate", "--model", dir, "--tokens", "1", "-n", "1"]);
+    assert_code(&o, 4);
+    assert!(
+        stderr(&o).contains(&format!(
+            "not a valid safetensors file: truncated: the file has 100 bytes, the header needs {header}"
+        )),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::write(
+        model.join("model.safetensors"),
+        &weights[..weights.len() - 10],
+    )
+    .unwrap();
+    let o = hooks(&["generate", "--model", dir, "--tokens", "1", "-n", "1"]);
+    assert!(
+        stderr(&o).contains(&format!(
+            "truncated: the file has {} bytes, the header needs {}",
+            weights.len() - 10,
+            weights.len()
+        )),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -10,8 +10,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     name = "hooks",
     version,
     about = "Hook sites of GPT-2: list them, record activations and gradients, sample text",
-    after_help = "Exit codes: 0 success, 1 other failure, 2 usage, 3 invalid input \
-                  (site pattern, tokens, grad target), 4 bad model files."
+    after_help = "Exit codes: 0 success, 1 other failure (e.g. the output cannot be written), \
+                  2 usage, 3 invalid input (site pattern, tokens, grad target, context window), \
+                  4 bad model files (including weights holding NaN or infinity, unless \
+                  --allow-non-finite), 5 values went non-finite while running (the message \
+                  names the first layer and site that did)."
 )]
 pub struct Cli {
     /// Backend that runs the model: flex (CPU), ndarray (CPU) or cuda
@@ -76,7 +79,13 @@ pub struct CacheArgs {
     /// What to run the model on.
     #[command(flatten)]
     pub input: InputArgs,
-    /// The safetensors file to write (f32 tensors).
+    /// The safetensors file to write (f32 tensors), or `-` for standard
+    /// output (not a terminal; the summary then goes to stderr). The file is
+    /// written to a temporary file beside it and renamed into place, so a
+    /// failed run leaves an existing file as it was and no partial file; a
+    /// symbolic link is followed and its target replaced; a path that exists
+    /// and is not a regular file (a folder, a device, a named pipe) is
+    /// refused. The same inputs give the same bytes.
     #[arg(long, short, value_name = "FILE")]
     pub out: PathBuf,
     /// Site paths or globs to record, e.g. `attn.*`, `resid.**`, `logits`
@@ -88,6 +97,14 @@ pub struct CacheArgs {
     /// (runs on the autodiff version of the backend).
     #[arg(long, value_name = "ID")]
     pub grad_target: Option<u32>,
+    /// Accept weights holding NaN or infinity, and write the file even when
+    /// recorded values go non-finite (with a warning on stderr naming the
+    /// first layer and site that did). Without it such weights are refused
+    /// (exit 4), and a run whose values go non-finite writes nothing and
+    /// exits 5, naming the first layer and site that went non-finite (`-inf`
+    /// in `attn.qk_logits` is the causal mask and does not count).
+    #[arg(long)]
+    pub allow_non_finite: bool,
 }
 
 /// `hooks generate`.
@@ -117,4 +134,9 @@ pub struct GenerateArgs {
     /// Seed of the sampler.
     #[arg(long, value_name = "S", default_value_t = 0)]
     pub seed: u64,
+    /// Accept weights holding NaN or infinity. Logits that go non-finite
+    /// still stop the generation (exit 5), naming the first layer and site
+    /// that went non-finite: sampling from them would print plausible tokens.
+    #[arg(long)]
+    pub allow_non_finite: bool,
 }

@@ -6,23 +6,28 @@
 //! `fwd` stage of every selected site and, with `--grad-target`, a second one
 //! (on the inner backend) on its `bwd` stage.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::TensorData;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use hooks_core::{HookTree, Record, Recorder, SiteInfo};
+use burn::tensor::{Tensor, TensorData};
+use hooks_core::path::{explain_unmatched, glob_matches};
+use hooks_core::{HookError, HookNode, HookTree, Record, Recorder, SiteInfo};
 
 use super::args::{BackendKind, CacheArgs};
-use super::error::CliError;
+use super::error::{CliError, escape_lines, write_error};
 use super::progress::Spinner;
 use super::sites::record_keys;
 use super::{OnAutodiff, OnBackend, input, on_autodiff, on_backend, print_out};
 use crate::backend::Cpu;
-use crate::experiments::write_safetensors_with_metadata;
-use crate::{Gpt2, TokenBatch, TransformerHooks, checkpoint};
+use crate::error::shown;
+use crate::files::{resolve_output, write_atomic};
+use crate::finite::{first_fault, has_non_finite};
+use crate::weights::write_safetensors_to;
+use crate::{Gpt2, LoadOptions, NonFiniteSite, TokenBatch, TransformerHooks, checkpoint};
 
 /// Everything `hooks cache` needs, checked before any weights are loaded.
 #[derive(Clone, Debug)]
@@ -33,10 +38,10 @@ pub struct Plan {
     pub batch: TokenBatch,
     /// The selected sites.
     pub sites: Vec<SiteInfo>,
-    /// The recorder keys the forward pass should produce, in order.
-    pub keys: Vec<String>,
     /// Token whose log-probability is differentiated, if any.
     pub grad_target: Option<u32>,
+    /// How to load the weights.
+    pub load: LoadOptions,
 }
 
 /// What a run recorded.
@@ -50,6 +55,8 @@ pub struct Recorded {
     pub missing_grads: Vec<String>,
     /// The differentiated loss, when there was one.
     pub loss: Option<f32>,
+    /// Where values first went non-finite, if they did.
+    pub non_finite: Option<NonFiniteSite>,
 }
 
 impl Recorded {
@@ -80,16 +87,85 @@ impl Recorded {
     }
 }
 
+/// Where the file goes: a path (written atomically) or standard output.
+#[derive(Clone, Debug)]
+enum Output {
+    Stdout,
+    File(PathBuf),
+}
+
+impl Output {
+    /// Checks `--out` before any work: `-` must not be a terminal; a path
+    /// must be a regular file (or a link to one) or a new file in an
+    /// existing folder.
+    fn check(out: &Path) -> Result<Self, CliError> {
+        if out == Path::new("-") {
+            if std::io::stdout().is_terminal() {
+                return Err(CliError::Input(
+                    "--out - writes binary safetensors data to standard output, which is a \
+                     terminal: redirect it (`--out - > cache.safetensors`, `| python ...`) or give \
+                     a file path"
+                        .into(),
+                ));
+            }
+            return Ok(Output::Stdout);
+        }
+        resolve_output(out).map_err(|e| write_error(out, e))?;
+        Ok(Output::File(out.to_path_buf()))
+    }
+
+    /// Writes the file; returns its size.
+    fn write(
+        &self,
+        tensors: &[(String, TensorData)],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<u64, CliError> {
+        match self {
+            Output::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                write_safetensors_to(&mut stdout, tensors, metadata)
+                    .map_err(|e| CliError::Other(format!("cannot write to standard output: {e}")))
+            }
+            Output::File(path) => {
+                write_atomic(path, |w| write_safetensors_to(w, tensors, metadata))
+                    .map_err(|e| write_error(path, e))
+            }
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Output::Stdout => "standard output".into(),
+            Output::File(path) => shown(path),
+        }
+    }
+}
+
+/// The sites `patterns` select (every site when there are none); a pattern
+/// that selects nothing is an error saying why.
+fn select_sites(
+    tree: &TransformerHooks<Cpu>,
+    patterns: &[String],
+) -> Result<Vec<SiteInfo>, CliError> {
+    let all = tree.sites();
+    if patterns.is_empty() {
+        return Ok(all);
+    }
+    for p in patterns {
+        if !all.iter().any(|s| glob_matches(p, &s.path)) {
+            let why = explain_unmatched(&TransformerHooks::<Cpu>::schema(), p);
+            return Err(HookError::from(why).into());
+        }
+    }
+    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    Ok(tree.sites_matching(&patterns)?)
+}
+
 /// Runs `hooks cache`.
 pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let tree = TransformerHooks::<Cpu>::default();
-    let sites = if args.sites.is_empty() {
-        tree.sites()
-    } else {
-        let patterns: Vec<&str> = args.sites.iter().map(String::as_str).collect();
-        tree.sites_matching(&patterns)?
-    };
+    let sites = select_sites(&tree, &args.sites)?;
     let config =
         checkpoint::load_config(&args.model).map_err(|e| CliError::model_files(&args.model, e))?;
     let batch = input::batch(&args.input, &config)?;
@@ -101,13 +177,13 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
             config.vocab_size, config.vocab_size
         )));
     }
-    check_out_dir(&args.out)?;
+    let out = Output::check(&args.out)?;
     let plan = Plan {
         model: args.model.clone(),
-        keys: record_keys(&sites, config.n_layer),
         batch,
         sites,
         grad_target: args.grad_target,
+        load: LoadOptions::new().allow_non_finite(args.allow_non_finite),
     };
 
     let recorded = match plan.grad_target {
@@ -115,22 +191,36 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
         Some(target) => on_autodiff(backend, WithGrad(&plan, target))?,
     };
     if !recorded.missing_values.is_empty() {
-        eprintln!(
-            "warning: {} site value(s) were never computed and are absent from the file: {}",
+        warn(&format!(
+            "{} site value(s) were never computed and are absent from the file: {}",
             recorded.missing_values.len(),
             recorded.missing_values.join(", ")
-        );
+        ));
     }
     if !recorded.missing_grads.is_empty() {
-        eprintln!(
-            "warning: no gradient reached {} site value(s) (not on a path to the loss); absent from the file: {}",
+        warn(&format!(
+            "no gradient reached {} site value(s) (not on a path to the loss); absent from the file: {}",
             recorded.missing_grads.len(),
             recorded.missing_grads.join(", ")
-        );
+        ));
+    }
+    if let Some(site) = recorded.non_finite.clone() {
+        if !args.allow_non_finite {
+            return Err(CliError::NonFinite {
+                site: Box::new(site),
+                note: format!(
+                    "nothing was written to {} (pass --allow-non-finite to write the file anyway)",
+                    out.name()
+                ),
+            });
+        }
+        warn(&format!(
+            "{site}; writing the file anyway (--allow-non-finite)"
+        ));
     }
 
     let metadata = metadata(args, &plan, backend);
-    let size = write(&args.out, &recorded.tensors, metadata)?;
+    let size = out.write(&recorded.tensors, &metadata)?;
     let grads = recorded
         .tensors
         .iter()
@@ -141,7 +231,7 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
         recorded.tensors.len(),
         recorded.tensors.len() - grads,
         human_size(size),
-        args.out.display(),
+        out.name(),
         started.elapsed().as_secs_f64()
     );
     if let (Some(loss), Some(t)) = (recorded.loss, plan.grad_target) {
@@ -149,39 +239,78 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
             "loss = Σ_b log_softmax(logits[b, last])[{t}] = {loss}\n"
         ));
     }
-    print_out(&summary)
+    match out {
+        // Standard output holds the data: the summary goes to stderr.
+        Output::Stdout => {
+            eprint!("{summary}");
+            Ok(())
+        }
+        Output::File(_) => print_out(&summary),
+    }
 }
 
-/// Fails early, before any work, when the output's folder does not exist.
-fn check_out_dir(out: &Path) -> Result<(), CliError> {
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(CliError::Other(format!(
-            "cannot write {}: the folder {} does not exist",
-            out.display(),
-            dir.display()
-        )));
-    }
-    if out.is_dir() {
-        return Err(CliError::Other(format!(
-            "cannot write {}: it is a folder",
-            out.display()
-        )));
-    }
-    Ok(())
+/// `warning: <message>` on stderr, control characters escaped.
+fn warn(message: &str) {
+    eprintln!("warning: {}", escape_lines(message));
 }
 
 /// Loads the model with a spinner; load errors are checkpoint errors.
 fn load<B: Backend>(
-    dir: &Path,
+    plan: &Plan,
     device: &B::Device,
     spinner: &Spinner,
 ) -> Result<Gpt2<B>, CliError> {
-    spinner.set_message(format!("loading {}", dir.display()));
-    Gpt2::load(dir, device).map_err(|e| CliError::model_files(dir, e))
+    let dir = &plan.model;
+    spinner.set_message(format!("loading {}", shown(dir)));
+    Gpt2::load_with(dir, device, plan.load).map_err(|e| CliError::model_files(dir, e))
+}
+
+/// `layers.3.attn.q` → (Some(3), `attn.q`); `logits` → (None, `logits`).
+fn split_key(key: &str) -> (Option<usize>, &str) {
+    if let Some(rest) = key.strip_prefix("layers.")
+        && let Some((layer, site)) = rest.split_once('.')
+        && let Ok(layer) = layer.parse()
+    {
+        return (Some(layer), site);
+    }
+    (None, key)
+}
+
+/// The first of `tensors` (in the order given) holding a non-finite value.
+fn first_recorded_fault<'a>(
+    tensors: impl IntoIterator<Item = &'a (String, TensorData)>,
+    during: &str,
+    suffix: &str,
+) -> Option<NonFiniteSite> {
+    tensors.into_iter().find_map(|(key, data)| {
+        let key = key.strip_suffix(suffix).unwrap_or(key);
+        let (layer, site) = split_key(key);
+        first_fault(site, data.iter::<f32>()).map(|(index, value)| NonFiniteSite {
+            during: during.to_string(),
+            site: site.to_string(),
+            layer,
+            index,
+            value,
+            shape: data.shape.to_vec(),
+        })
+    })
+}
+
+/// Whether the forward pass went non-finite (in a recorded value or the
+/// logits) and, if so, the first site that did: found by a second, checking
+/// pass over every site ([`Gpt2::first_non_finite`]), run only then.
+fn forward_fault<B: Backend>(
+    model: &Gpt2<B>,
+    batch: &TokenBatch,
+    recorded: &[(String, TensorData)],
+    logits: &Tensor<B, 3>,
+) -> Result<Option<NonFiniteSite>, CliError> {
+    let in_recorded = first_recorded_fault(recorded, "forward pass", "");
+    if in_recorded.is_none() && !has_non_finite(logits) {
+        return Ok(None);
+    }
+    let first = model.first_non_finite(batch, &TransformerHooks::default())?;
+    Ok(first.or(in_recorded))
 }
 
 /// The forward pass only.
@@ -193,17 +322,20 @@ impl OnBackend for Forward<'_> {
     fn run<B: Backend>(self, device: B::Device) -> Result<Recorded, CliError> {
         let plan = self.0;
         let spinner = Spinner::start("");
-        let model = load::<B>(&plan.model, &device, &spinner)?;
+        let model = load::<B>(plan, &device, &spinner)?;
+        // The layers come from the loaded model: its weights bound them.
+        let keys = record_keys(&plan.sites, model.config.n_layer);
         let values = Recorder::<B>::new();
         let mut hooks = TransformerHooks::<B>::default();
         for site in &plan.sites {
             hooks.append_to_path(&format!("{}.fwd", site.path), Record::into(&values))?;
         }
         spinner.set_message("running the forward pass");
-        model.forward(&plan.batch, &hooks)?;
+        let logits = model.forward(&plan.batch, &hooks)?;
         spinner.set_message("reading the recorded values");
         let mut out = Recorded::default();
-        out.missing_values = out.take(&values, &plan.keys, "");
+        out.missing_values = out.take(&values, &keys, "");
+        out.non_finite = forward_fault(&model, &plan.batch, &out.tensors, &logits)?;
         Ok(out)
     }
 }
@@ -217,7 +349,8 @@ impl OnAutodiff for WithGrad<'_> {
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Recorded, CliError> {
         let (plan, target) = (self.0, self.1 as usize);
         let spinner = Spinner::start("");
-        let model = load::<B>(&plan.model, &device, &spinner)?;
+        let model = load::<B>(plan, &device, &spinner)?;
+        let keys = record_keys(&plan.sites, model.config.n_layer);
         let values = Recorder::<B>::new();
         let grads = Recorder::<B::InnerBackend>::new();
         let mut hooks = TransformerHooks::<B>::default();
@@ -228,7 +361,7 @@ impl OnAutodiff for WithGrad<'_> {
         spinner.set_message("running the forward pass");
         let logits = model.forward(&plan.batch, &hooks)?;
         let [b, s, v] = logits.dims();
-        let last = logits.slice([0..b, s - 1..s, 0..v]);
+        let last = logits.clone().slice([0..b, s - 1..s, 0..v]);
         let loss = log_softmax(last, 2)
             .slice([0..b, 0..1, target..target + 1])
             .sum();
@@ -245,15 +378,28 @@ impl OnAutodiff for WithGrad<'_> {
             loss: loss_value,
             ..Recorded::default()
         };
-        out.missing_values = out.take(&values, &plan.keys, "");
-        out.missing_grads = out.take(&grads, &plan.keys, ".grad");
+        out.missing_values = out.take(&values, &keys, "");
+        let forward = out.tensors.len();
+        out.missing_grads = out.take(&grads, &keys, ".grad");
+        out.non_finite = match forward_fault(&model, &plan.batch, &out.tensors[..forward], &logits)?
+        {
+            Some(site) => Some(site),
+            // Gradients flow backward: the first to go non-finite is the
+            // last in forward order.
+            None => first_recorded_fault(
+                out.tensors[forward..].iter().rev(),
+                "backward pass (gradients)",
+                ".grad",
+            ),
+        };
         Ok(out)
     }
 }
 
-/// The file's `__metadata__`: how it was made.
-fn metadata(args: &CacheArgs, plan: &Plan, backend: BackendKind) -> HashMap<String, String> {
-    let mut m = HashMap::new();
+/// The file's `__metadata__`: how it was made (sorted, so the same inputs
+/// give the same bytes).
+fn metadata(args: &CacheArgs, plan: &Plan, backend: BackendKind) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
     m.insert("producer".into(), "hooks cache".into());
     m.insert("model".into(), args.model.display().to_string());
     m.insert("backend".into(), format!("{backend:?}").to_lowercase());
@@ -271,21 +417,10 @@ fn metadata(args: &CacheArgs, plan: &Plan, backend: BackendKind) -> HashMap<Stri
             format!("sum_b log_softmax(logits[b, -1])[{t}]"),
         );
     }
+    if args.allow_non_finite {
+        m.insert("allow_non_finite".into(), "true".into());
+    }
     m
-}
-
-/// Writes the tensors to `out` and returns the file's size.
-fn write(
-    out: &Path,
-    tensors: &[(String, TensorData)],
-    metadata: HashMap<String, String>,
-) -> Result<u64, CliError> {
-    let fail = |why: String| CliError::Other(format!("cannot write {}: {why}", out.display()));
-    write_safetensors_with_metadata(tensors, Some(metadata), out)
-        .map_err(|e| fail(e.to_string()))?;
-    std::fs::metadata(out)
-        .map(|m| m.len())
-        .map_err(|e| fail(e.to_string()))
 }
 
 /// `1.5 MiB`.

@@ -4,8 +4,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use hooks_core::HookError;
+use hooks_core::path::escape_control;
 
 use crate::ModelError;
+use crate::error::shown;
 
 /// Exit codes of the `hooks` command.
 pub mod exit {
@@ -19,8 +21,12 @@ pub mod exit {
     /// tokens, rows of unequal lengths, a bad gradient target.
     pub const INVALID_INPUT: u8 = 3;
     /// A checkpoint that cannot be loaded: missing or malformed
-    /// `config.json` or `model.safetensors`.
+    /// `config.json` or `model.safetensors`, or weights holding NaN or
+    /// infinity (without `--allow-non-finite`).
     pub const MODEL_FILES: u8 = 4;
+    /// Values went non-finite while running (the message names the first
+    /// layer and site that did); `hooks cache` wrote nothing.
+    pub const NON_FINITE: u8 = 5;
 }
 
 /// What went wrong; its `Display` is the message printed after `error: `.
@@ -41,6 +47,14 @@ pub enum CliError {
     /// An error of the model while running (exit 3 for bad batches, 4 for
     /// checkpoint problems, 1 otherwise).
     Model(Box<ModelError>),
+    /// Values went non-finite while running (exit 5): the first site that
+    /// did, and what the command did about it.
+    NonFinite {
+        /// Where.
+        site: Box<crate::NonFiniteSite>,
+        /// E.g. "nothing was written to `out.safetensors`".
+        note: String,
+    },
     /// Anything else (exit 1).
     Other(String),
 }
@@ -60,6 +74,7 @@ impl CliError {
             CliError::Input(_) | CliError::Hook(_) => exit::INVALID_INPUT,
             CliError::ModelFiles { .. } => exit::MODEL_FILES,
             CliError::Model(e) => model_error_code(e),
+            CliError::NonFinite { .. } => exit::NON_FINITE,
             CliError::Other(_) => exit::FAILURE,
         }
     }
@@ -70,6 +85,7 @@ fn model_error_code(e: &ModelError) -> u8 {
     match e {
         ModelError::TokenOutOfRange { .. }
         | ModelError::TooLong { .. }
+        | ModelError::ContextOverflow { .. }
         | ModelError::BadBatch(_)
         | ModelError::Hook(_) => exit::INVALID_INPUT,
         ModelError::BadConfig(_)
@@ -77,7 +93,9 @@ fn model_error_code(e: &ModelError) -> u8 {
         | ModelError::MissingKey { .. }
         | ModelError::WrongShape { .. }
         | ModelError::WrongDtype { .. }
-        | ModelError::ConfigMismatch { .. } => exit::MODEL_FILES,
+        | ModelError::ConfigMismatch { .. }
+        | ModelError::NonFiniteWeight { .. } => exit::MODEL_FILES,
+        ModelError::NonFinite(_) => exit::NON_FINITE,
         _ => exit::FAILURE,
     }
 }
@@ -88,18 +106,54 @@ impl fmt::Display for CliError {
             CliError::Input(msg) | CliError::Other(msg) => f.write_str(msg),
             CliError::Hook(e) => write!(f, "{e}"),
             CliError::ModelFiles { dir, source } => {
-                write!(
-                    f,
-                    "cannot load the checkpoint in `{}`: {source}",
-                    dir.display()
-                )
+                write!(f, "cannot load the checkpoint in `{}`: ", shown(dir))?;
+                match &**source {
+                    ModelError::NonFiniteWeight {
+                        path,
+                        key,
+                        index,
+                        value,
+                    } => write!(
+                        f,
+                        "{}: weight `{}` holds a non-finite value, {value}, at flat index \
+                         {index}; pass --allow-non-finite to load it anyway",
+                        shown(path),
+                        escape_control(key)
+                    ),
+                    other => write!(f, "{other}"),
+                }
             }
             CliError::Model(e) => write!(f, "{e}"),
+            CliError::NonFinite { site, note } => write!(f, "{site}; {note}"),
         }
     }
 }
 
 impl std::error::Error for CliError {}
+
+/// The error for an output file that could not be written: the I/O error's
+/// own words after the path ("cannot write `out.safetensors`: No space left
+/// on device (os error 28)").
+pub fn write_error(out: &Path, e: ModelError) -> CliError {
+    match e {
+        ModelError::Io { source, .. } => {
+            CliError::Other(format!("cannot write `{}`: {source}", shown(out)))
+        }
+        e @ ModelError::NotAFile { .. } => CliError::Other(format!(
+            "{e}; give the path of a regular file, or `-` for standard output"
+        )),
+        other => CliError::Other(format!("cannot write `{}`: {other}", shown(out))),
+    }
+}
+
+/// `text` with control characters escaped line by line (newlines kept), for
+/// anything printed to the terminal that may echo user input.
+pub fn escape_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|line| escape_control(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 impl From<HookError> for CliError {
     fn from(e: HookError) -> Self {
@@ -130,5 +184,10 @@ mod tests {
         );
         let cuda = ModelError::NoCuda("no driver".into());
         assert_eq!(CliError::from(cuda).exit_code(), exit::FAILURE);
+    }
+
+    #[test]
+    fn escaping_keeps_lines() {
+        assert_eq!(escape_lines("a\u{1b}[31mb\nc\td"), "a\\u{1b}[31mb\nc\\td");
     }
 }

@@ -1,5 +1,6 @@
 //! `hooks generate`: sample a continuation with [`sample::generate`] and an
-//! empty hook tree, and print the prompt followed by it.
+//! empty hook tree, and print the prompt followed by it. Logits that go
+//! non-finite stop it (exit 5), naming the first layer and site that did.
 
 use burn::tensor::backend::Backend;
 
@@ -7,9 +8,10 @@ use super::args::{BackendKind, GenerateArgs};
 use super::error::CliError;
 use super::progress::Spinner;
 use super::{OnBackend, input, on_backend, print_out};
+use crate::error::shown;
 use crate::sample::{self, SampleConfig};
 use crate::tokenizer::Tokenizer;
-use crate::{Gpt2, TransformerHooks, checkpoint};
+use crate::{Gpt2, LoadOptions, ModelError, TransformerHooks, checkpoint};
 
 /// Runs `hooks generate`.
 pub fn run(backend: BackendKind, args: &GenerateArgs) -> Result<(), CliError> {
@@ -31,10 +33,14 @@ pub fn run(backend: BackendKind, args: &GenerateArgs) -> Result<(), CliError> {
         seed: args.seed,
     };
     check_sampling(&sampling)?;
-    let total = prompt.len() + sampling.max_new_tokens;
-    if total > config.n_positions {
+    // Checked: `-n 18446744073709551615` must not overflow.
+    if prompt
+        .len()
+        .checked_add(sampling.max_new_tokens)
+        .is_none_or(|total| total > config.n_positions)
+    {
         return Err(CliError::Input(format!(
-            "the prompt's {} token(s) plus {} new token(s) exceed the context window of {} positions",
+            "a prompt of {} token(s) + {} new token(s) exceeds the context window of {} positions",
             prompt.len(),
             sampling.max_new_tokens,
             config.n_positions
@@ -90,17 +96,26 @@ impl OnBackend for Generate<'_> {
 
     fn run<B: Backend>(self, device: B::Device) -> Result<Vec<u32>, CliError> {
         let dir = &self.args.model;
-        let spinner = Spinner::start(format!("loading {}", dir.display()));
-        let model = Gpt2::<B>::load(dir, &device).map_err(|e| CliError::model_files(dir, e))?;
+        let spinner = Spinner::start(format!("loading {}", shown(dir)));
+        let options = LoadOptions::new().allow_non_finite(self.args.allow_non_finite);
+        let model = Gpt2::<B>::load_with(dir, &device, options)
+            .map_err(|e| CliError::model_files(dir, e))?;
         spinner.set_message(format!(
             "generating {} tokens",
             self.sampling.max_new_tokens
         ));
-        Ok(sample::generate(
+        match sample::generate(
             &model,
             self.prompt,
             self.sampling,
             &TransformerHooks::default(),
-        )?)
+        ) {
+            Ok(tokens) => Ok(tokens),
+            Err(ModelError::NonFinite(site)) => Err(CliError::NonFinite {
+                site,
+                note: "no tokens were sampled from non-finite logits".into(),
+            }),
+            Err(e) => Err(e.into()),
+        }
     }
 }

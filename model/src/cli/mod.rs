@@ -2,9 +2,10 @@
 //!
 //! ```text
 //! hooks sites    [--model DIR]
-//! hooks cache    --model DIR (--tokens IDS [--tokens IDS …] | --prompt TEXT) --out FILE
-//!                [--sites GLOB …] [--grad-target ID]
+//! hooks cache    --model DIR (--tokens IDS [--tokens IDS …] | --prompt TEXT) --out FILE|-
+//!                [--sites GLOB …] [--grad-target ID] [--allow-non-finite]
 //! hooks generate --model DIR --prompt TEXT [-n N] [--temperature T] [--top-p P] [--seed S]
+//!                [--allow-non-finite]
 //! global:        --backend flex|ndarray|cuda
 //! ```
 //!
@@ -29,6 +30,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Parser;
 
 pub use args::{BackendKind, CacheArgs, Cli, Command, GenerateArgs, InputArgs, SitesArgs};
+use error::escape_lines;
 pub use error::{CliError, exit};
 pub use sites::{Dim, SiteSpec, record_keys, site_specs};
 
@@ -36,20 +38,42 @@ use crate::backend::{Cpu, NdArray};
 
 /// Parses the process arguments, runs the command, prints any error as
 /// `error: <message>` on stderr and returns the exit code.
+///
+/// Every message that may echo user input (paths, site patterns, token
+/// values, clap's usage errors) has its control characters escaped.
 pub fn main() -> ExitCode {
+    ignore_file_size_signal();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let _ = e.print();
+            if e.use_stderr() {
+                // Plain text, escaped: clap echoes the offending argument.
+                eprint!("{}", escape_lines(&e.render().to_string()));
+            } else {
+                // --help, --version.
+                let _ = e.print();
+            }
             return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(exit::USAGE));
         }
     };
     match run(&cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", escape_lines(&e.to_string()));
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// A write past the file-size limit (`ulimit -f`) then fails with an error
+/// the tool reports (and cleans up after) instead of killing it with
+/// SIGXFSZ, which would leave a partial temporary file behind.
+fn ignore_file_size_signal() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: setting a signal's disposition to SIG_IGN at start-up, before
+    // any other thread exists, has no memory-safety conditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

@@ -218,7 +218,7 @@ pub fn run(args: &SitesArgs) -> Result<(), CliError> {
     let (config, name) = match &args.model {
         Some(dir) => {
             let config = checkpoint::load_config(dir).map_err(|e| CliError::model_files(dir, e))?;
-            (config, format!("`{}`", dir.display()))
+            (config, format!("`{}`", crate::error::shown(dir)))
         }
         None => (Gpt2Config::gpt2_small(), "GPT-2 small".to_string()),
     };
@@ -264,7 +264,8 @@ pub fn render(config: &Gpt2Config, name: &str) -> String {
         let per_layer = spec
             .as_ref()
             .map_or_else(|| is_per_layer(&site.path), |s| s.per_layer);
-        values += if per_layer { config.n_layer } else { 1 };
+        // Saturating: the count is printed, never used to allocate.
+        values = usize::saturating_add(values, if per_layer { config.n_layer } else { 1 });
         let shape = match spec {
             Some(spec) => {
                 let dims: Vec<_> = spec.shape.iter().map(|d| d.render(config)).collect();
