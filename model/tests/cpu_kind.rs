@@ -8,8 +8,8 @@
 #[test]
 fn the_cpu_is_the_kind_the_run_asks_for() {
     let avx512 = std::arch::is_x86_feature_detected!("avx512f");
-    let avx2 = std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma");
+    let avx2 =
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
     let kind = if avx512 {
         "avx512"
     } else if avx2 {
