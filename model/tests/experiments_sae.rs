@@ -462,6 +462,29 @@ fn loading_a_bad_file_names_the_problem() {
         .err()
         .unwrap();
     assert!(matches!(err, ModelError::Io { .. }), "{err}");
+
+    // A truncated file is described in words, not by the parser's variant name.
+    let bytes = std::fs::read(&file).unwrap();
+    let cut = dir.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = SparseAutoencoder::<B>::load(&cut, &device).err().unwrap();
+    let msg = err.to_string();
+    assert!(matches!(err, ModelError::BadSafetensors { .. }), "{msg}");
+    assert!(
+        !msg.contains("Buffer") && !msg.contains("Incomplete"),
+        "{msg}"
+    );
+
+    // NaN in a weight is refused, naming the weight and where.
+    let mut nan = entries(4, 6);
+    let mut enc = vec![0.5f32; 24];
+    enc[7] = f32::NAN;
+    nan[1].1 = TensorData::new(enc, [6, 4]);
+    let err = load("nan.safetensors", nan, None).unwrap_err();
+    assert!(
+        matches!(&err, ModelError::NonFiniteWeight { key, index: 7, .. } if key == "encoder.weight"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -11,6 +11,8 @@ use hooks_core::{AutoencoderHooks, Hooks};
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
 
+use crate::finite::check_finite;
+use crate::weights::describe_safetensors_error;
 use crate::{ModelError, TransformerHooks};
 
 /// The latent non-linearity.
@@ -125,8 +127,10 @@ impl<B: Backend> SparseAutoencoder<B> {
             path: path.to_path_buf(),
             reason,
         };
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| bad(describe_safetensors_error(&e)))?;
+        let st =
+            SafeTensors::deserialize(&bytes).map_err(|e| bad(describe_safetensors_error(&e)))?;
         let get = |key: &str| -> Result<(Vec<usize>, Vec<f32>), ModelError> {
             let view = st.tensor(key).map_err(|_| ModelError::MissingKey {
                 path: path.to_path_buf(),
@@ -140,11 +144,12 @@ impl<B: Backend> SparseAutoencoder<B> {
                     dtype: format!("{:?}", view.dtype()),
                 });
             }
-            let v = view
+            let v: Vec<f32> = view
                 .data()
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
+            check_finite(path, key, v.iter().copied())?;
             Ok((view.shape().to_vec(), v))
         };
         let (enc_shape, enc) = get("encoder.weight")?;
