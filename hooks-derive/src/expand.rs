@@ -34,33 +34,13 @@ fn fallback_impl(input: &Input) -> TokenStream {
     let Some(backend) = backend_param(&input.original.generics) else {
         return TokenStream::new();
     };
-    let krate = runtime_path(input);
-    let ident = &input.original.ident;
-    let type_name = ident.to_string();
-    let (impl_generics, ty_generics, where_clause) = input.original.generics.split_for_impl();
-    let predicates = where_clause.map(|w| w.predicates.iter().collect::<Vec<_>>());
-    let predicates = predicates.unwrap_or_default();
-    quote! {
-        #[automatically_derived]
-        impl #impl_generics #krate::HookNode for #ident #ty_generics
-        where
-            #(#predicates,)*
-            Self: ::core::clone::Clone + ::core::marker::Send + ::core::marker::Sync + 'static,
-        {
-            type Backend = #backend;
-
-            fn schema() -> #krate::Schema {
-                #krate::Schema::Collection {
-                    type_name: #type_name,
-                    children: ::std::vec::Vec::new(),
-                }
-            }
-
-            fn walk<__V: #krate::Visitor<Self::Backend>>(&self, _: &mut __V) {}
-
-            fn walk_mut<__V: #krate::VisitorMut<Self::Backend>>(&mut self, _: &mut __V) {}
-        }
-    }
+    let body = Body {
+        backend: quote!(#backend),
+        children: Vec::new(),
+        walk: Vec::new(),
+        walk_mut: Vec::new(),
+    };
+    emit(input, &runtime_path(input), body)
 }
 
 /// The first type parameter bounded by `Backend` or `AutodiffBackend`
@@ -115,9 +95,6 @@ fn runtime_path(input: &Input) -> TokenStream {
 
 fn impl_hook_node(input: &Input) -> TokenStream {
     let krate = runtime_path(input);
-    let ident = &input.original.ident;
-    let type_name = ident.to_string();
-    let (impl_generics, ty_generics, where_clause) = input.original.generics.split_for_impl();
 
     // The backend: the type parameter bounded by `Backend` where there is
     // one (what user trees have), else read off one field; every field must
@@ -136,14 +113,6 @@ fn impl_hook_node(input: &Input) -> TokenStream {
             quote_spanned!(backend_ty.span()=> <#backend_ty as #krate::HookNode>::Backend)
         }
     };
-
-    // No per-field where-clauses: bounds on concrete field types would stop
-    // rustc from normalising `<Site<B, 3> as HookNode>::Backend` through the
-    // impl. A field that is not a hook node fails at the uses below, which
-    // are all spanned on its type and so report one deduplicated error there.
-    let predicates: Vec<TokenStream> = where_clause
-        .map(|w| w.predicates.iter().map(|p| quote!(#p)).collect())
-        .unwrap_or_default();
 
     let children = input.nodes.iter().map(|node| {
         let name = &node.name;
@@ -188,6 +157,41 @@ fn impl_hook_node(input: &Input) -> TokenStream {
         }
     });
 
+    let body = Body {
+        backend,
+        children: children.collect(),
+        walk: walk.collect(),
+        walk_mut: walk_mut.collect(),
+    };
+    emit(input, &krate, body)
+}
+
+/// What differs between the impls the derive emits.
+struct Body {
+    backend: TokenStream,
+    children: Vec<TokenStream>,
+    walk: Vec<TokenStream>,
+    walk_mut: Vec<TokenStream>,
+}
+
+/// The `HookNode` impl: the schema and the one traversal.
+fn emit(input: &Input, krate: &TokenStream, body: Body) -> TokenStream {
+    let ident = &input.original.ident;
+    let type_name = ident.to_string();
+    let (impl_generics, ty_generics, where_clause) = input.original.generics.split_for_impl();
+    // No per-field where-clauses: bounds on concrete field types would stop
+    // rustc from normalising the field's backend through the impl. A field
+    // that is not a hook node fails at the uses in the body, which are all
+    // spanned on its type and so report one deduplicated error there.
+    let predicates: Vec<TokenStream> = where_clause
+        .map(|w| w.predicates.iter().map(|p| quote!(#p)).collect())
+        .unwrap_or_default();
+    let Body {
+        backend,
+        children,
+        walk,
+        walk_mut,
+    } = body;
     quote! {
         #[automatically_derived]
         impl #impl_generics #krate::HookNode for #ident #ty_generics
@@ -204,10 +208,12 @@ fn impl_hook_node(input: &Input) -> TokenStream {
                 }
             }
 
+            #[allow(unused_variables)]
             fn walk<__V: #krate::Visitor<Self::Backend>>(&self, __visitor: &mut __V) {
                 #(#walk)*
             }
 
+            #[allow(unused_variables)]
             fn walk_mut<__V: #krate::VisitorMut<Self::Backend>>(&mut self, __visitor: &mut __V) {
                 #(#walk_mut)*
             }
