@@ -118,10 +118,9 @@ impl<B: Backend> AnyRankHook<B> for Scale {
     }
 }
 
-/// The ready hooks that need no site name go on one stage directly, like a
-/// closure: `hooks.attn.q.fwd.append(Zero)`, `site.append_bwd(Scale(0.5))`.
-/// ([`Record`] keys its recordings by site, so it goes on through
-/// `append_all` or a string path, which tell it where it is.)
+/// The ready hooks go on one stage directly, like a closure:
+/// `hooks.attn.q.fwd.append(Zero)`, `site.append_bwd(Scale(0.5))`,
+/// `site.fwd.append(Record::into(&rec).under("attn.q"))`.
 macro_rules! into_hook_at_any_rank {
     ($($hook:ty),*) => {$(
         impl<B: Backend, const D: usize> IntoHook<Tensor<B, D>> for $hook {
@@ -134,11 +133,20 @@ macro_rules! into_hook_at_any_rank {
 
 into_hook_at_any_rank!(Detach, Zero, Scale);
 
-/// Records the value into a [`Recorder`] and passes it on unchanged.
+impl<B: Backend, const D: usize> IntoHook<Tensor<B, D>> for Record<B> {
+    fn into_hook(self) -> Hook<Tensor<B, D>> {
+        at_rank(Arc::new(self), None)
+    }
+}
+
+/// Records the value into a [`Recorder`] and passes it on unchanged, keyed
+/// by the site's path: the one `append_all` or a string path tells it, or,
+/// appended to a stage directly, the key given with [`under`](Record::under).
 #[derive(Clone)]
 pub struct Record<B: Backend> {
     recorder: Recorder<B>,
     layers: Option<Vec<usize>>,
+    key: Option<Arc<str>>,
 }
 
 impl<B: Backend> Record<B> {
@@ -147,7 +155,15 @@ impl<B: Backend> Record<B> {
         Record {
             recorder: recorder.clone(),
             layers: None,
+            key: None,
         }
+    }
+
+    /// Records under `key` (instead of the site's path, which a hook
+    /// appended to a stage directly is not told).
+    pub fn under(mut self, key: impl Into<Arc<str>>) -> Self {
+        self.key = Some(key.into());
+        self
     }
 
     /// Records only at these layers (calls with no layer are then skipped).
@@ -163,9 +179,15 @@ impl<B: Backend> AnyRankHook<B> for Record<B> {
             None => true,
             Some(ls) => ctx.layer().is_some_and(|l| ls.contains(&l)),
         };
-        if wanted {
-            self.recorder
-                .record(ctx.site().unwrap_or("?"), ctx.layer(), x.clone());
+        if !wanted {
+            return x;
+        }
+        match self.key.as_deref().or(ctx.site()) {
+            Some(key) => self.recorder.record(key, ctx.layer(), x.clone()),
+            None => ctx.fail(
+                "Record does not know where it is: give it a key with `Record::into(&rec).under(\"...\")` \
+                 when appending it to a stage directly (append_all and string paths name the site)",
+            ),
         }
         x
     }

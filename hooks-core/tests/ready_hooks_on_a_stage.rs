@@ -1,12 +1,15 @@
 //! The ready hooks go on one typed stage directly, like a closure
 //! (`hooks.attn.q.fwd.append(Zero)`), a user's rank-generic hook through
 //! `for_rank`, and gradient hooks name their tensor `GradTensor<B, D>`.
+//! `Record` on a stage is told its key; without one it reports a fault.
 
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use burn_ndarray::NdArray;
-use hooks_core::{AnyRankHook, Ctx, Detach, GradTensor, HookTree, Scale, Site, Zero};
+use hooks_core::{
+    AnyRankHook, Ctx, Detach, GradTensor, HookFaults, HookTree, Record, Recorder, Scale, Site, Zero,
+};
 
 use crate::common::TinyHooks;
 
@@ -76,4 +79,29 @@ fn detach_on_a_typed_stage_stops_the_gradient() {
     let grads = y.sum().backward();
     // Only the path around the site carries gradient.
     assert_eq!(values(x.grad(&grads).unwrap()), [1.0, 1.0]);
+}
+
+#[test]
+fn record_on_a_stage_records_under_the_key_it_is_given() {
+    let rec = Recorder::<NdArray>::new();
+    let mut hooks = TinyHooks::<NdArray>::default();
+    hooks.attn.q.fwd.append(Record::into(&rec).under("attn.q"));
+    hooks.attn.q.call(q_input(), &Ctx::at_layer(2));
+    assert_eq!(rec.keys(), ["layers.2.attn.q"]);
+    let t = rec.get::<4>("attn.q", Some(2)).unwrap();
+    assert_eq!(values(t), [1.0, -2.0, 3.0, -4.0]);
+}
+
+#[test]
+fn record_on_a_stage_without_a_key_is_a_fault_not_a_silent_key() {
+    let rec = Recorder::<NdArray>::new();
+    let mut site = Site::<NdArray, 4>::default();
+    site.fwd.append(Record::into(&rec));
+    let mut faults = HookFaults::new();
+    let root = Ctx::root();
+    let y = site.call(q_input(), &root.with_faults(&faults));
+    assert_eq!(values(y), [1.0, -2.0, 3.0, -4.0], "the value passes on");
+    assert!(rec.keys().is_empty());
+    let fault = faults.take().expect("a fault was reported");
+    assert!(fault.message.contains("under("), "{}", fault.message);
 }
