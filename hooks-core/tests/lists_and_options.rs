@@ -298,3 +298,20 @@ fn rendering_and_clone_see_the_entries() {
         "an absent option is shown:\n{text}"
     );
 }
+
+#[test]
+fn the_schema_says_when_only_the_tree_knows_a_lists_length() {
+    let blocks = N::schema().child("blocks").map(|c| (c.schema)()).unwrap();
+    assert_eq!(
+        blocks.child_names(),
+        ["an index (the length is known at run time)"]
+    );
+    let head = N::schema().child("head").map(|c| (c.schema)()).unwrap();
+    assert_eq!(head.child_names(), ["0..2 (an index)"]);
+    // A misspelt name under a list entry is checked against the entry's type.
+    let err = N::resolve("blocks.0.ot.fwd").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no hook site `ot` under `blocks.0` (in \"blocks.0.ot.fwd\"); available: out; did you mean `out`?"
+    );
+}
