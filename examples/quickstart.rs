@@ -3,7 +3,7 @@
 //! on random token runs repeated twice).
 //!
 //! ```text
-//! cargo run --release --example quickstart
+//! cargo run --example quickstart
 //! ```
 //! 1. scores every head for induction from `attn.qk_probs` and measures what
 //!    ablating it (a hook zeroing its slice of `attn.v_out`) does to the loss;

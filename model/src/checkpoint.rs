@@ -1,9 +1,21 @@
-//! Hugging Face GPT-2 checkpoints: `config.json` + `model.safetensors`.
+//! Hugging Face GPT-2 checkpoints: `config.json` and the weights, one
+//! `model.safetensors` or shards (`model-00001-of-00004.safetensors`, …)
+//! listed by `model.safetensors.index.json`, stored as F32, BF16 or F16 and
+//! converted to f32 as they load (the model computes in f32).
 //!
 //! Keys are accepted with or without the `transformer.` prefix; `lm_head.weight`
 //! is used when present, else the unembedding is tied to `wte`; old
-//! `attn.bias` / `attn.masked_bias` buffers are ignored. Every problem is a
-//! [`ModelError`] naming the file and key, checked before any tensor is built.
+//! `attn.bias` / `attn.masked_bias` buffers are ignored (never read). Every
+//! problem is a [`ModelError`] naming the file and key.
+//!
+//! Loading streams ([`WeightFiles`], which any model family can use): every
+//! header (and the index) is read and every key, shape and dtype checked
+//! against the config before any tensor's data is read or any layer is
+//! allocated; then tensors are read one at a time, converted, checked for
+//! NaN and infinity, and built, so peak memory stays near one f32 copy of
+//! the model (BENCHMARKS.md, "Loading memory"). A folder holding both
+//! `model.safetensors` and an index is refused ([`WeightFiles`] says why).
+//! [`Gpt2::save`] writes one f32 `model.safetensors`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -12,19 +24,19 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use safetensors::tensor::Dtype;
 
 use crate::error::shown;
 use crate::files::write_atomic;
-use crate::finite::{check_finite, f32_le};
 use crate::layers::{Attention, Block, Mlp, Norm};
-use crate::weights::{SafetensorsFile, write_safetensors_to};
+use crate::weights::{self, WeightFiles, transpose_f32, write_safetensors_to};
 use crate::{Gpt2, Gpt2Config, ModelError};
 
 /// The file names inside a checkpoint folder.
 pub const CONFIG_FILE: &str = "config.json";
-/// The weights file inside a checkpoint folder.
-pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// The weights file inside a checkpoint folder (when not sharded).
+pub const WEIGHTS_FILE: &str = weights::SINGLE_FILE;
+/// The index of a sharded checkpoint folder.
+pub const INDEX_FILE: &str = weights::INDEX_FILE;
 
 /// How [`Gpt2::load_with`] treats what it reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,9 +71,9 @@ pub fn load_config(dir: impl AsRef<Path>) -> Result<Gpt2Config, ModelError> {
     })
 }
 
-/// The weights of a GPT-2 file, found under either key layout.
+/// The weights of a GPT-2 checkpoint, found under either key layout.
 struct Weights<'a> {
-    file: &'a SafetensorsFile,
+    files: &'a WeightFiles,
 }
 
 impl Weights<'_> {
@@ -74,44 +86,18 @@ impl Weights<'_> {
     fn find(&self, key: &str) -> Option<String> {
         Self::names(key)
             .into_iter()
-            .find(|k| self.file.entry(k).is_some())
+            .find(|k| self.files.entry(k).is_some())
     }
 
-    /// Checks `key` is there with `shape` and dtype F32 (and, unless
-    /// allowed, only finite values), without copying it; returns the name
-    /// it is stored under.
-    fn check(
-        &self,
-        key: &str,
-        shape: &[usize],
-        options: LoadOptions,
-    ) -> Result<String, ModelError> {
-        let path = self.file.path();
+    /// Checks from the headers that `key` is there with `shape` and a float
+    /// dtype, reading no data; returns the name it is stored under.
+    fn check(&self, key: &str, shape: &[usize]) -> Result<String, ModelError> {
         let found = self.find(key).ok_or_else(|| ModelError::MissingKey {
-            path: path.to_path_buf(),
+            path: self.files.source().to_path_buf(),
             key: key.to_string(),
             also_tried: Self::names(key)[1..].to_vec(),
         })?;
-        let entry = self.file.entry(&found).expect("found above");
-        if entry.shape != shape {
-            return Err(ModelError::WrongShape {
-                path: path.to_path_buf(),
-                key: found,
-                expected: shape.to_vec(),
-                found: entry.shape.clone(),
-            });
-        }
-        if entry.dtype != Dtype::F32 {
-            return Err(ModelError::WrongDtype {
-                key: found,
-                path: path.to_path_buf(),
-                dtype: format!("{:?}", entry.dtype),
-            });
-        }
-        if !options.allow_non_finite {
-            let data = self.file.data(&found).expect("found above");
-            check_finite(path, &found, f32_le(data))?;
-        }
+        self.files.check(&found, shape)?;
         Ok(found)
     }
 }
@@ -162,35 +148,63 @@ fn tensor<B: Backend, const D: usize>(
 
 /// Builds modules from the checked weights, one tensor at a time.
 struct Take<'d, B: Backend> {
-    file: &'d SafetensorsFile,
+    weights: Weights<'d>,
     device: &'d B::Device,
     eps: f64,
+    check_finite: bool,
 }
 
 impl<B: Backend> Take<'_, B> {
-    fn tensor<const D: usize>(&self, key: &str, shape: [usize; D]) -> Tensor<B, D> {
-        let found = Weights { file: self.file }
-            .find(key)
-            .expect("every key was checked");
-        let data = self.file.data(&found).expect("every key was checked");
-        tensor(f32_le(data).collect(), shape, self.device)
+    fn stored(&self, key: &str) -> String {
+        self.weights.find(key).expect("every key was checked")
     }
 
-    fn norm(&self, prefix: &str, d: usize) -> Norm<B> {
-        Norm {
-            weight: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d])),
-            bias: Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d])),
+    fn values(&self, key: &str) -> Result<Vec<f32>, ModelError> {
+        self.weights
+            .files
+            .read_f32(&self.stored(key), self.check_finite)
+    }
+
+    fn tensor<const D: usize>(
+        &self,
+        key: &str,
+        shape: [usize; D],
+    ) -> Result<Tensor<B, D>, ModelError> {
+        Ok(tensor(self.values(key)?, shape, self.device))
+    }
+
+    fn norm(&self, prefix: &str, d: usize) -> Result<Norm<B>, ModelError> {
+        Ok(Norm {
+            weight: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d])?),
+            bias: Param::from_tensor(self.tensor(&format!("{prefix}.bias"), [d])?),
             eps: self.eps,
-        }
+        })
     }
 
-    fn linear(&self, prefix: &str, d_in: usize, d_out: usize) -> Linear<B> {
-        Linear {
-            weight: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d_in, d_out])),
+    fn linear(&self, prefix: &str, d_in: usize, d_out: usize) -> Result<Linear<B>, ModelError> {
+        Ok(Linear {
+            weight: Param::from_tensor(self.tensor(&format!("{prefix}.weight"), [d_in, d_out])?),
             bias: Some(Param::from_tensor(
-                self.tensor(&format!("{prefix}.bias"), [d_out]),
+                self.tensor(&format!("{prefix}.bias"), [d_out])?,
             )),
-        }
+        })
+    }
+
+    fn block(&self, i: usize, config: &Gpt2Config) -> Result<Block<B>, ModelError> {
+        let (d, f) = (config.n_embd, config.d_mlp());
+        Ok(Block {
+            ln_1: self.norm(&format!("h.{i}.ln_1"), d)?,
+            attn: Attention {
+                c_attn: self.linear(&format!("h.{i}.attn.c_attn"), d, 3 * d)?,
+                c_proj: self.linear(&format!("h.{i}.attn.c_proj"), d, d)?,
+                n_head: config.n_head,
+            },
+            ln_2: self.norm(&format!("h.{i}.ln_2"), d)?,
+            mlp: Mlp {
+                c_fc: self.linear(&format!("h.{i}.mlp.c_fc"), d, f)?,
+                c_proj: self.linear(&format!("h.{i}.mlp.c_proj"), f, d)?,
+            },
+        })
     }
 }
 
@@ -201,12 +215,18 @@ impl<B: Backend> Gpt2<B> {
         Self::load_with(dir, device, LoadOptions::default())
     }
 
-    /// Loads a checkpoint folder in the Hugging Face layout.
+    /// Loads a checkpoint folder in the Hugging Face layout: one
+    /// `model.safetensors` or shards with `model.safetensors.index.json`,
+    /// weights in F32, BF16 or F16 (converted to f32, exactly).
     ///
-    /// Everything is checked before any tensor is built: the config (sizes
-    /// with checked arithmetic), the file's header, the number of layers the
-    /// file holds against `n_layer`, then every weight's presence, shape,
-    /// dtype and (unless `options` allow it) finiteness.
+    /// Everything the headers can tell is checked before any tensor's data
+    /// is read: the config (sizes with checked arithmetic), every file's
+    /// header and, for shards, the index against them ([`WeightFiles::open`]),
+    /// the number of layers the files hold against `n_layer`, then every
+    /// weight's presence, shape and dtype. Then each weight is read (one
+    /// tensor's bytes at a time), converted, checked for NaN and infinity
+    /// (unless `options` allow them: [`ModelError::NonFiniteWeight`] names
+    /// the first, and what was built so far is dropped) and built.
     pub fn load_with(
         dir: impl AsRef<Path>,
         device: &B::Device,
@@ -214,60 +234,46 @@ impl<B: Backend> Gpt2<B> {
     ) -> Result<Self, ModelError> {
         let dir = dir.as_ref();
         let config = load_config(dir)?;
-        let file = SafetensorsFile::read(dir.join(WEIGHTS_FILE))?;
-        check_layers(&file, &config)?;
+        let files = WeightFiles::open(dir)?;
+        check_layers(&files, &config)?;
 
-        // Check every weight before building any tensor.
-        let w = Weights { file: &file };
+        // Check every weight before reading any.
+        let weights = Weights { files: &files };
         for (key, shape) in expected_weights(&config) {
-            w.check(&key, &shape, options)?;
+            weights.check(&key, &shape)?;
         }
-        let (d, f, v, p) = (
-            config.n_embd,
-            config.d_mlp(),
-            config.vocab_size,
-            config.n_positions,
-        );
-        let has_lm_head = w.find("lm_head.weight").is_some();
+        let (d, v, p) = (config.n_embd, config.vocab_size, config.n_positions);
+        let has_lm_head = weights.find("lm_head.weight").is_some();
         if has_lm_head {
-            w.check("lm_head.weight", &[v, d], options)?;
+            weights.check("lm_head.weight", &[v, d])?;
         }
 
         let take = Take {
-            file: &file,
+            weights,
             device,
             eps: config.layer_norm_epsilon,
+            check_finite: !options.allow_non_finite,
         };
-        let wte: Tensor<B, 2> = take.tensor("wte.weight", [v, d]);
-        let wpe = take.tensor("wpe.weight", [p, d]);
-        let ln_f = take.norm("ln_f", d);
+        let wte_values = take.values("wte.weight")?;
+        // The unembedding `[D, V]`, a contiguous copy (a transposed view
+        // would slow every matmul), transposed on the host as it is read.
+        let tied = (!has_lm_head).then(|| transpose_f32(&wte_values, v, d));
+        let wte: Tensor<B, 2> = tensor(wte_values, [v, d], device);
+        let wpe = take.tensor("wpe.weight", [p, d])?;
+        let ln_f = take.norm("ln_f", d)?;
         let blocks = (0..config.n_layer)
-            .map(|i| Block {
-                ln_1: take.norm(&format!("h.{i}.ln_1"), d),
-                attn: Attention {
-                    c_attn: take.linear(&format!("h.{i}.attn.c_attn"), d, 3 * d),
-                    c_proj: take.linear(&format!("h.{i}.attn.c_proj"), d, d),
-                    n_head: config.n_head,
-                },
-                ln_2: take.norm(&format!("h.{i}.ln_2"), d),
-                mlp: Mlp {
-                    c_fc: take.linear(&format!("h.{i}.mlp.c_fc"), d, f),
-                    c_proj: take.linear(&format!("h.{i}.mlp.c_proj"), f, d),
-                },
-            })
-            .collect();
-        let unembed = if has_lm_head {
-            take.tensor::<2>("lm_head.weight", [v, d]).transpose()
-        } else {
-            wte.clone().transpose()
+            .map(|i| take.block(i, &config))
+            .collect::<Result<Vec<_>, _>>()?;
+        let unembed = match tied {
+            Some(values) => values,
+            None => files.read_f32_transposed(&take.stored("lm_head.weight"), take.check_finite)?,
         };
         Ok(Gpt2 {
             wte: Param::from_tensor(wte),
             wpe: Param::from_tensor(wpe),
             blocks,
             ln_f,
-            // A contiguous copy: the transposed view would slow every matmul.
-            unembed: Param::from_tensor(Tensor::from_data(unembed.into_data(), device)),
+            unembed: Param::from_tensor(tensor(unembed, [d, v], device)),
             config,
         })
     }
@@ -276,9 +282,24 @@ impl<B: Backend> Gpt2<B> {
     /// unembedding is written as `lm_head.weight` and the config says
     /// `tie_word_embeddings: false`, since the model keeps it as its own
     /// parameter (training may have moved it away from `wte`).
+    ///
+    /// A folder holding a sharded checkpoint (`model.safetensors.index.json`)
+    /// is refused with [`ModelError::BadCheckpoint`]: a `model.safetensors`
+    /// beside it would make the folder ambiguous, and it would not load.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), ModelError> {
         let dir = dir.as_ref();
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+        let index = dir.join(INDEX_FILE);
+        if index.exists() {
+            return Err(ModelError::BadCheckpoint {
+                path: index,
+                reason: format!(
+                    "the folder holds a sharded checkpoint; saving `{WEIGHTS_FILE}` beside it \
+                     would make the folder ambiguous (and it would not load): save to another \
+                     folder, or remove the shards and the index first"
+                ),
+            });
+        }
         let mut entries: Vec<(String, TensorData)> = Vec::new();
         let mut put = |key: String, data: TensorData| entries.push((key, data));
         put("wte.weight".into(), self.wte.val().into_data());
@@ -324,8 +345,8 @@ impl<B: Backend> Gpt2<B> {
 /// layer: more layers than the config says, or fewer, is a
 /// [`ModelError::ConfigMismatch`]. (A config claiming 10⁸ layers fails here,
 /// not after allocating for each.)
-fn check_layers(file: &SafetensorsFile, config: &Gpt2Config) -> Result<(), ModelError> {
-    let layers: BTreeSet<usize> = file
+fn check_layers(files: &WeightFiles, config: &Gpt2Config) -> Result<(), ModelError> {
+    let layers: BTreeSet<usize> = files
         .names()
         .filter_map(|k| {
             let k = k.strip_prefix("transformer.").unwrap_or(k);
@@ -337,7 +358,7 @@ fn check_layers(file: &SafetensorsFile, config: &Gpt2Config) -> Result<(), Model
         })
         .collect();
     let mismatch = |reason: String| ModelError::ConfigMismatch {
-        path: file.path().to_path_buf(),
+        path: files.source().to_path_buf(),
         reason,
     };
     match layers.last() {

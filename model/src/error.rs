@@ -65,7 +65,7 @@ pub enum ModelError {
     },
     /// A weight has an unsupported element type.
     #[error(
-        "{}: weight `{}` has dtype {dtype}; expected F32",
+        "{}: weight `{}` has dtype {dtype}; expected {expected}",
         shown(path),
         escape_control(key)
     )]
@@ -76,6 +76,22 @@ pub enum ModelError {
         path: PathBuf,
         /// The dtype found.
         dtype: String,
+        /// The dtypes the reader supports, in words: `F32` for caches and
+        /// autoencoders, `F32, BF16 or F16` for checkpoints
+        /// ([`crate::weights::FLOAT_DTYPES_SHOWN`]).
+        expected: &'static str,
+    },
+    /// A checkpoint folder whose weight files do not fit together: a
+    /// sharded index that is not JSON or not Hugging Face's layout, that
+    /// names a shard file not in the folder or leaves one out, that maps a
+    /// key to a shard not holding it, a key in two shards; or a folder
+    /// holding both `model.safetensors` and an index.
+    #[error("{}: {}", shown(path), escape_control(reason))]
+    BadCheckpoint {
+        /// The index file (the folder when both layouts are there).
+        path: PathBuf,
+        /// What is wrong, naming the shard files and keys.
+        reason: String,
     },
     /// The config and the weights disagree in a way a shape check cannot see.
     #[error("{}: {}", shown(path), escape_control(reason))]

@@ -6,6 +6,7 @@ mod common;
 
 mod analytic;
 mod checkpoint_errors;
+mod checkpoint_formats;
 mod cli;
 mod cpu_kind;
 mod experiments_attribution;

@@ -54,6 +54,7 @@ pub fn read_safetensors(path: impl AsRef<Path>) -> Result<Vec<NamedTensor>, Mode
                 key: key.to_string(),
                 path: file.path().to_path_buf(),
                 dtype: format!("{:?}", entry.dtype),
+                expected: "F32",
             });
         }
         let data = file.data(key).expect("a listed name");

@@ -142,6 +142,7 @@ impl<B: Backend> SparseAutoencoder<B> {
                     key: key.into(),
                     path: path.to_path_buf(),
                     dtype: format!("{:?}", view.dtype()),
+                    expected: "F32",
                 });
             }
             let v: Vec<f32> = view
