@@ -1,5 +1,6 @@
 //! Errors of the runtime hook API.
 
+use crate::calls::HookCalls;
 use crate::path::PathError;
 
 /// What went wrong when changing a hook tree.
@@ -36,6 +37,13 @@ pub enum HookError {
         /// The rank the hook was written for.
         hook: usize,
     },
+    /// Strict mode ([`HookTree::require_all_fired`](crate::HookTree::require_all_fired)):
+    /// hooks that never ran.
+    #[error("{}", never_fired(hooks))]
+    NeverFired {
+        /// Each hook that never ran, with where it is.
+        hooks: Vec<HookCalls>,
+    },
     /// A forward hook aimed at the gradient stage, or the reverse.
     #[error(
         "`{path}` is a gradient stage: it takes gradient hooks (use `append_grad_to_path`), which need an autodiff backend"
@@ -50,4 +58,17 @@ fn at(site: &Option<String>) -> String {
     site.as_ref()
         .map(|s| format!(" at `{s}`"))
         .unwrap_or_default()
+}
+
+fn never_fired(hooks: &[HookCalls]) -> String {
+    let list: Vec<String> = hooks
+        .iter()
+        .map(|h| format!("`{}` on `{}.{}`", h.hook, h.site, h.stage.name()))
+        .collect();
+    let n = hooks.len();
+    format!(
+        "{n} hook{} never ran: {}",
+        if n == 1 { "" } else { "s" },
+        list.join("; ")
+    )
 }

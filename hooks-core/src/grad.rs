@@ -31,6 +31,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
 
+use crate::calls::{CallReport, Counted};
 use crate::hook::{Hook, IntoHook};
 use crate::render::Renderer;
 use crate::{Bindings, Ctx, CtxSnapshot, HookError, Value};
@@ -128,6 +129,18 @@ impl<B: Backend, const D: usize> GradHooks<B, D> {
             out.indented(|out| stage.render(out));
         }
     }
+
+    pub(crate) fn report_calls(&self, report: &mut CallReport) {
+        if let Some(stage) = &self.stage {
+            stage.report_calls(report);
+        }
+    }
+
+    pub(crate) fn reset_calls(&self) {
+        if let Some(stage) = &self.stage {
+            stage.reset_calls();
+        }
+    }
 }
 
 impl<B: AutodiffBackend, const D: usize> GradHooks<B, D> {
@@ -152,7 +165,7 @@ impl<B: AutodiffBackend, const D: usize> GradHooks<B, D> {
             .as_any_mut()
             .downcast_mut::<Stage<B, D>>()
             .expect("a gradient stage is only ever created for its own backend");
-        Arc::make_mut(&mut stage.hooks).push(hook.into_hook());
+        Arc::make_mut(&mut stage.hooks).push(Counted::wrap(hook.into_hook()));
         self
     }
 }
@@ -162,6 +175,8 @@ trait ErasedStage<B: Backend, const D: usize>: Send + Sync {
     fn attach(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D>;
     fn len(&self) -> usize;
     fn render(&self, out: &mut Renderer);
+    fn report_calls(&self, report: &mut CallReport);
+    fn reset_calls(&self);
     fn clone_box(&self) -> Box<dyn ErasedStage<B, D>>;
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
@@ -208,6 +223,18 @@ impl<B: AutodiffBackend, const D: usize> ErasedStage<B, D> for Stage<B, D> {
     fn render(&self, out: &mut Renderer) {
         for hook in self.hooks.iter() {
             hook.render(out);
+        }
+    }
+
+    fn report_calls(&self, report: &mut CallReport) {
+        for hook in self.hooks.iter() {
+            hook.report_calls(report);
+        }
+    }
+
+    fn reset_calls(&self) {
+        for hook in self.hooks.iter() {
+            hook.reset_calls();
         }
     }
 

@@ -4,6 +4,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::Ctx;
+use crate::calls::CallReport;
 use crate::render::Renderer;
 
 /// A hook on values of type `T` (a tensor of a fixed rank, usually).
@@ -21,6 +22,16 @@ pub trait HookFn<T>: Send + Sync + 'static {
     fn render(&self, out: &mut Renderer) {
         out.line(&self.name());
     }
+
+    /// Reports the call counts of the hooks inside this one, for a hook that
+    /// holds others (a group); a plain hook reports nothing, its stage
+    /// counts its calls.
+    fn report_calls(&self, report: &mut CallReport) {
+        let _ = report;
+    }
+
+    /// Resets the call counts of the hooks inside this one.
+    fn reset_calls(&self) {}
 }
 
 /// A shared, type-erased hook. Cloning a hook tree clones these `Arc`s: the

@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
+use crate::calls::{CallReport, Counted};
 use crate::hook::{Hook, HookFn, IntoHook};
 use crate::render::Renderer;
 use crate::{Bindings, Ctx, HookError, Value};
@@ -132,7 +133,7 @@ impl<T: 'static> Hooks<T> {
             Some(wrap) => wrap(hook),
             None => hook,
         };
-        self.hooks.push(hook);
+        self.hooks.push(Counted::wrap(hook));
         self
     }
 
@@ -237,6 +238,18 @@ impl<T: 'static> HookFn<T> for Hooks<T> {
 
     fn render(&self, out: &mut Renderer) {
         self.render_as(&self.name, out);
+    }
+
+    fn report_calls(&self, report: &mut CallReport) {
+        for hook in &self.hooks {
+            hook.report_calls(report);
+        }
+    }
+
+    fn reset_calls(&self) {
+        for hook in &self.hooks {
+            hook.reset_calls();
+        }
     }
 }
 

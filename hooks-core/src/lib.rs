@@ -54,6 +54,7 @@
 extern crate self as hooks_core;
 
 mod autoencoder;
+mod calls;
 mod containers;
 mod context;
 mod error;
@@ -70,6 +71,7 @@ pub mod tree;
 mod value;
 
 pub use autoencoder::AutoencoderHooks;
+pub use calls::{CallReport, HookCalls};
 pub use context::{Ctx, CtxSnapshot};
 pub use error::HookError;
 pub use fault::{HookFault, HookFaults};

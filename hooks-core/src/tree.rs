@@ -6,7 +6,8 @@ use std::sync::Arc;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use crate::hook::IntoHook;
+use crate::calls::{CallReport, HookCalls};
+use crate::hook::{HookFn, IntoHook};
 use crate::node::{HookNode, Schema, Segment, Visitor, VisitorMut, join_segments};
 use crate::path::{IndexedPath, PathError, ResolvedPath, glob_matches, resolve, schema_at};
 use crate::rank::{AnyRankHook, at_rank};
@@ -265,6 +266,69 @@ pub trait HookTree: HookNode {
     /// Checks a string path against this tree's schema.
     fn resolve(path: &str) -> Result<ResolvedPath, PathError> {
         resolve(&Self::schema(), path)
+    }
+
+    /// Every appended hook with how often it ran and at which layers, in
+    /// tree order (site, then `fwd`, `bwd`, `fwd2`); hooks inside groups are
+    /// listed as `group › hook`. Counts add up over every call since the hook
+    /// was appended or [`reset_hook_calls`](Self::reset_hook_calls); clones
+    /// of a tree share them, as they share the hook functions.
+    fn hook_calls(&self) -> Vec<HookCalls> {
+        struct Collect(Vec<Segment>, Vec<HookCalls>);
+        impl<B: Backend> Visitor<B> for Collect {
+            fn enter(&mut self, segment: Segment) -> bool {
+                self.0.push(segment);
+                true
+            }
+            fn exit(&mut self, _: Segment) {
+                self.0.pop();
+            }
+            fn site<const D: usize>(&mut self, site: &Site<B, D>) {
+                let path = join_segments(&self.0);
+                let mut report = CallReport::new(path.clone(), Stage::Fwd);
+                HookFn::report_calls(&site.fwd, &mut report);
+                self.1.extend(report.finish());
+                let mut report = CallReport::new(path.clone(), Stage::Bwd);
+                site.bwd.report_calls(&mut report);
+                self.1.extend(report.finish());
+                let mut report = CallReport::new(path, Stage::Fwd2);
+                HookFn::report_calls(&site.fwd2, &mut report);
+                self.1.extend(report.finish());
+            }
+        }
+        let mut v = Collect(Vec::new(), Vec::new());
+        self.walk(&mut v);
+        v.1
+    }
+
+    /// Strict mode: an error naming every appended hook that has not run
+    /// (a layer filter for a layer the model does not have, a hook on a site
+    /// the forward pass never called, a gradient hook before any backward
+    /// pass). Call it after the passes the hooks were meant for.
+    fn require_all_fired(&self) -> Result<(), HookError> {
+        let never: Vec<HookCalls> = self
+            .hook_calls()
+            .into_iter()
+            .filter(|h| h.calls == 0)
+            .collect();
+        if never.is_empty() {
+            Ok(())
+        } else {
+            Err(HookError::NeverFired { hooks: never })
+        }
+    }
+
+    /// Sets every hook's call count back to zero.
+    fn reset_hook_calls(&self) {
+        struct Reset;
+        impl<B: Backend> Visitor<B> for Reset {
+            fn site<const D: usize>(&mut self, site: &Site<B, D>) {
+                HookFn::reset_calls(&site.fwd);
+                site.bwd.reset_calls();
+                HookFn::reset_calls(&site.fwd2);
+            }
+        }
+        self.walk(&mut Reset);
     }
 
     /// The node a typed path names.

@@ -11,6 +11,7 @@ mod derive_generics;
 mod grad_hooks;
 mod hook_faults;
 mod hook_groups;
+mod hooks_fired;
 mod hooks_sequence;
 mod lists_and_options;
 mod path_fuzz;
