@@ -654,6 +654,31 @@ fn overflowing_activations_exit_5_and_keep_the_old_file() {
 }
 
 #[test]
+fn strict_cache_passes_when_every_recording_hook_ran() {
+    let dir = TempDir::new("strict");
+    let out = dir.0.join("c.safetensors");
+    let o = hooks(&[
+        "cache",
+        "--model",
+        TINY,
+        "--tokens",
+        "1,2,3,4",
+        "--grad-target",
+        "5",
+        "--strict",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_code(&o, 0);
+    assert!(
+        stdout(&o).contains("48 activations, 48 gradients"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
+
+#[test]
 fn cache_output_is_byte_reproducible_and_dash_is_stdout() {
     let tmp = TempDir::new("repro");
     let (_, rows) = fixture_rows();

@@ -105,6 +105,12 @@ pub struct CacheArgs {
     /// in `attn.qk_logits` is the causal mask and does not count).
     #[arg(long)]
     pub allow_non_finite: bool,
+    /// Fail (exit 3, nothing written) if any recording hook never ran: a
+    /// selected site the forward pass did not compute or, with
+    /// `--grad-target`, one no gradient reached. Without it those keys are
+    /// left out of the file with a warning.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 /// `hooks generate`.

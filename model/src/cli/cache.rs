@@ -15,7 +15,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use hooks_core::path::{explain_unmatched, glob_matches};
-use hooks_core::{HookError, HookNode, HookTree, Record, Recorder, SiteInfo};
+use hooks_core::{HookCalls, HookError, HookNode, HookTree, Record, Recorder, SiteInfo};
 
 use super::args::{BackendKind, CacheArgs};
 use super::error::{CliError, escape_lines, write_error};
@@ -57,6 +57,8 @@ pub struct Recorded {
     pub loss: Option<f32>,
     /// Where values first went non-finite, if they did.
     pub non_finite: Option<NonFiniteSite>,
+    /// The recording hooks that never ran.
+    pub never_fired: Vec<HookCalls>,
 }
 
 impl Recorded {
@@ -190,6 +192,12 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
         None => on_backend(backend, Forward(&plan))?,
         Some(target) => on_autodiff(backend, WithGrad(&plan, target))?,
     };
+    if args.strict && !recorded.never_fired.is_empty() {
+        return Err(HookError::NeverFired {
+            hooks: recorded.never_fired,
+        }
+        .into());
+    }
     if !recorded.missing_values.is_empty() {
         warn(&format!(
             "{} site value(s) were never computed and are absent from the file: {}",
@@ -246,6 +254,14 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
             Ok(())
         }
         Output::File(_) => print_out(&summary),
+    }
+}
+
+/// The hooks of `hooks` that have not run (strict mode's list).
+fn never_fired<T: HookTree>(hooks: &T) -> Vec<HookCalls> {
+    match hooks.require_all_fired() {
+        Err(HookError::NeverFired { hooks }) => hooks,
+        _ => Vec::new(),
     }
 }
 
@@ -336,6 +352,7 @@ impl OnBackend for Forward<'_> {
         let mut out = Recorded::default();
         out.missing_values = out.take(&values, &keys, "");
         out.non_finite = forward_fault(&model, &plan.batch, &out.tensors, &logits)?;
+        out.never_fired = never_fired(&hooks);
         Ok(out)
     }
 }
@@ -392,6 +409,7 @@ impl OnAutodiff for WithGrad<'_> {
                 ".grad",
             ),
         };
+        out.never_fired = never_fired(&hooks);
         Ok(out)
     }
 }

@@ -174,6 +174,21 @@ mod tests {
     #[test]
     fn codes() {
         assert_eq!(CliError::Input("x".into()).exit_code(), exit::INVALID_INPUT);
+        let never = HookError::NeverFired {
+            hooks: vec![hooks_core::HookCalls {
+                site: "attn.q".into(),
+                stage: hooks_core::Stage::Fwd,
+                hook: "Record".into(),
+                calls: 0,
+                layers: vec![],
+            }],
+        };
+        let strict = CliError::from(never);
+        assert_eq!(strict.exit_code(), exit::INVALID_INPUT);
+        assert_eq!(
+            strict.to_string(),
+            "1 hook never ran: `Record` on `attn.q.fwd`"
+        );
         assert_eq!(CliError::Other("x".into()).exit_code(), exit::FAILURE);
         let bad = ModelError::BadBatch("rows".into());
         assert_eq!(CliError::from(bad).exit_code(), exit::INVALID_INPUT);
