@@ -220,25 +220,18 @@ pub trait HookTree: HookNode {
 
     /// Every site with its path and rank, in declaration order.
     fn sites(&self) -> Vec<SiteInfo> {
-        struct Collect(Vec<Segment>, Vec<SiteInfo>);
-        impl<B: Backend> Visitor<B> for Collect {
-            fn enter(&mut self, segment: Segment) -> bool {
-                self.0.push(segment);
-                true
-            }
-            fn exit(&mut self, _: Segment) {
-                self.0.pop();
-            }
-            fn site<const D: usize>(&mut self, _: &Site<B, D>) {
-                self.1.push(SiteInfo {
-                    path: join_segments(&self.0),
+        struct Collect(Vec<SiteInfo>);
+        impl<B: Backend> SiteWithPath<B> for Collect {
+            fn site<const D: usize>(&mut self, path: &[Segment], _: &Site<B, D>) {
+                self.0.push(SiteInfo {
+                    path: join_segments(path),
                     rank: D,
                 });
             }
         }
-        let mut v = Collect(Vec::new(), Vec::new());
+        let mut v = Tracked::new(Collect(Vec::new()));
         self.walk(&mut v);
-        v.1
+        v.inner.0
     }
 
     /// The sites whose paths match any of `patterns` (see
@@ -274,31 +267,24 @@ pub trait HookTree: HookNode {
     /// was appended or [`reset_hook_calls`](Self::reset_hook_calls); clones
     /// of a tree share them, as they share the hook functions.
     fn hook_calls(&self) -> Vec<HookCalls> {
-        struct Collect(Vec<Segment>, Vec<HookCalls>);
-        impl<B: Backend> Visitor<B> for Collect {
-            fn enter(&mut self, segment: Segment) -> bool {
-                self.0.push(segment);
-                true
-            }
-            fn exit(&mut self, _: Segment) {
-                self.0.pop();
-            }
-            fn site<const D: usize>(&mut self, site: &Site<B, D>) {
-                let path = join_segments(&self.0);
+        struct Collect(Vec<HookCalls>);
+        impl<B: Backend> SiteWithPath<B> for Collect {
+            fn site<const D: usize>(&mut self, path: &[Segment], site: &Site<B, D>) {
+                let path = join_segments(path);
                 let mut report = CallReport::new(path.clone(), Stage::Fwd);
                 HookFn::report_calls(&site.fwd, &mut report);
-                self.1.extend(report.finish());
+                self.0.extend(report.finish());
                 let mut report = CallReport::new(path.clone(), Stage::Bwd);
                 site.bwd.report_calls(&mut report);
-                self.1.extend(report.finish());
+                self.0.extend(report.finish());
                 let mut report = CallReport::new(path, Stage::Fwd2);
                 HookFn::report_calls(&site.fwd2, &mut report);
-                self.1.extend(report.finish());
+                self.0.extend(report.finish());
             }
         }
-        let mut v = Collect(Vec::new(), Vec::new());
+        let mut v = Tracked::new(Collect(Vec::new()));
         self.walk(&mut v);
-        v.1
+        v.inner.0
     }
 
     /// Strict mode: an error naming every appended hook that has not run
@@ -423,6 +409,40 @@ fn resolve_stage(schema: Schema, path: &str) -> Result<(ResolvedPath, Stage), Pa
             path: path.to_string(),
             available: schema_at(&schema, &resolved.segments).child_names(),
         }),
+    }
+}
+
+/// What a [`Tracked`] visitor does at each site, told the site's path.
+trait SiteWithPath<B: Backend> {
+    fn site<const D: usize>(&mut self, path: &[Segment], site: &Site<B, D>);
+}
+
+/// A visitor that keeps the path of the node it is in, for operations that
+/// only care about sites and their paths.
+struct Tracked<V> {
+    path: Vec<Segment>,
+    inner: V,
+}
+
+impl<V> Tracked<V> {
+    fn new(inner: V) -> Self {
+        Tracked {
+            path: Vec::new(),
+            inner,
+        }
+    }
+}
+
+impl<B: Backend, V: SiteWithPath<B>> Visitor<B> for Tracked<V> {
+    fn enter(&mut self, segment: Segment) -> bool {
+        self.path.push(segment);
+        true
+    }
+    fn exit(&mut self, _: Segment) {
+        self.path.pop();
+    }
+    fn site<const D: usize>(&mut self, site: &Site<B, D>) {
+        self.inner.site(&self.path, site);
     }
 }
 
