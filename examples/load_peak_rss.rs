@@ -126,7 +126,9 @@ fn measure(dir: &Path, retain: bool) -> Result<(), Box<dyn Error>> {
 /// A `kB` field of `/proc/self/status`.
 fn status_kb(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(&format!("{field}:")))?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(&format!("{field}:")))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

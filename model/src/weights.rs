@@ -316,8 +316,7 @@ pub const FLOAT_DTYPES_SHOWN: &str = "F32, BF16 or F16";
 /// (exactly). Returns `false`, leaving `out` as it was, when `dtype` is not
 /// one of [`FLOAT_DTYPES`] or `bytes` does not hold `out.len()` elements.
 pub fn decode_f32(dtype: Dtype, bytes: &[u8], out: &mut [f32]) -> bool {
-    if !FLOAT_DTYPES.contains(&dtype) || Some(bytes.len()) != out.len().checked_mul(dtype.size())
-    {
+    if !FLOAT_DTYPES.contains(&dtype) || Some(bytes.len()) != out.len().checked_mul(dtype.size()) {
         return false;
     }
     match dtype {
@@ -363,7 +362,7 @@ pub fn encode_f32(dtype: Dtype, values: &[f32], out: &mut Vec<u8>) -> bool {
 /// `None` for other dtypes or a length that is not a whole number of elements.
 pub fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
     let size = dtype.size();
-    if size == 0 || bytes.len() % size != 0 {
+    if size == 0 || !bytes.len().is_multiple_of(size) {
         return None;
     }
     let mut out = vec![0.0; bytes.len() / size];
@@ -372,7 +371,11 @@ pub fn to_f32(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
 
 /// The values of a row-major `[rows, cols]` matrix, transposed to `[cols, rows]`.
 pub fn transpose_f32(values: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    assert_eq!(Some(values.len()), rows.checked_mul(cols), "values of a [{rows}, {cols}] matrix");
+    assert_eq!(
+        Some(values.len()),
+        rows.checked_mul(cols),
+        "values of a [{rows}, {cols}] matrix"
+    );
     const BLOCK: usize = 64;
     let mut out = vec![0.0; values.len()];
     for r0 in (0..rows).step_by(BLOCK) {
@@ -487,7 +490,10 @@ impl WeightFiles {
         // The shards, sorted by name, and the keys the index maps to each.
         let mut by_shard: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for (key, shard) in &weight_map {
-            by_shard.entry(shard.as_str()).or_default().push(key.as_str());
+            by_shard
+                .entry(shard.as_str())
+                .or_default()
+                .push(key.as_str());
         }
         check_shard_numbers(by_shard.keys().copied()).map_err(&bad)?;
 
@@ -556,10 +562,7 @@ impl WeightFiles {
                 )));
             }
         }
-        if let Some((key, held)) = holders
-            .iter()
-            .find(|(k, _)| !weight_map.contains_key(**k))
-        {
+        if let Some((key, held)) = holders.iter().find(|(k, _)| !weight_map.contains_key(**k)) {
             return Err(bad(format!(
                 "`{}` holds `{}`, which the index does not list",
                 escape_control(names[held[0]]),
@@ -750,8 +753,7 @@ impl WeightFiles {
             file.read_exact(raw).map_err(failed)?;
             let decoded = decode_f32(entry.dtype, raw, &mut values[..m]);
             debug_assert!(decoded, "a float dtype, whole elements");
-            if check_finite
-                && let Some((i, value)) = first_non_finite(values[..m].iter().copied())
+            if check_finite && let Some((i, value)) = first_non_finite(values[..m].iter().copied())
             {
                 return Err(ModelError::NonFiniteWeight {
                     path: path.to_path_buf(),
@@ -898,7 +900,10 @@ fn check_shard_numbers<'a>(names: impl Iterator<Item = &'a str>) -> Result<(), S
                 escape_control(name)
             ));
         }
-        groups.entry((stem, total_digits, width)).or_default().push(i);
+        groups
+            .entry((stem, total_digits, width))
+            .or_default()
+            .push(i);
     }
     for ((stem, total_digits, width), mut numbers) in groups {
         let total: u64 = total_digits.parse().expect("parsed above");

@@ -249,6 +249,8 @@ struct FirstOrderBound<'g, B: AutodiffBackend> {
     u: f64,
     a: f64,
     sum: f64,
+    /// Σ_i (∂z/∂W_i)² · (u·|W_i| + a)², for the spread of random errors.
+    sum_sq: f64,
 }
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for FirstOrderBound<'_, B> {
@@ -257,31 +259,33 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for FirstOrderBound<'_, B> {
         let Some(g) = param.val().grad(self.grads) else {
             return;
         };
-        let g = host(g);
-        self.sum += g
-            .iter()
-            .zip(&w)
-            .map(|(&g, &w)| f64::from(g).abs() * (self.u * f64::from(w).abs() + self.a))
-            .sum::<f64>();
+        for (&g, &w) in host(g).iter().zip(&w) {
+            let term = f64::from(g).abs() * (self.u * f64::from(w).abs() + self.a);
+            self.sum += term;
+            self.sum_sq += term * term;
+        }
     }
 }
 
 /// The first-order bound on |Δ logits[j]| (flat index `j`) when every
-/// weight of the f32 fixture `name` is rounded to `dtype`.
-fn logit_bound(name: &str, dtype: Dtype, j: usize) -> f64 {
+/// weight of the f32 fixture `name` is rounded to `dtype`, and the standard
+/// deviation the change would have with independent errors spread
+/// uniformly over their bounds (`sqrt(Σ term² / 3)`).
+fn logit_bound(name: &str, dtype: Dtype, j: usize) -> (f64, f64) {
     let model = common::load::<CpuAutodiff>(name);
     let z = model.forward(&batch(), &Default::default()).unwrap();
     let n = z.dims().iter().product::<usize>();
-    let grads = z.reshape([n]).slice([j..j + 1]).sum().backward();
+    let grads = z.reshape([n]).narrow(0, j, 1).sum().backward();
     let (u, a) = roundoff(dtype);
     let mut bound = FirstOrderBound::<CpuAutodiff> {
         grads: &grads,
         u,
         a,
         sum: 0.0,
+        sum_sq: 0.0,
     };
     model.visit(&mut bound);
-    bound.sum
+    (bound.sum, (bound.sum_sq / 3.0).sqrt())
 }
 
 /// The BF16 and F16 copies load as the f32 weights rounded to BF16 / F16,
@@ -297,8 +301,12 @@ fn logit_bound(name: &str, dtype: Dtype, j: usize) -> f64 {
 /// largest logit, plus a floor of 4·f32::EPSILON·max|z| for the f32
 /// evaluation itself (both models round differently, as in
 /// `common::assert_near_truth`). Second-order terms are smaller by another
-/// factor of about u and the real errors have random signs, so the
-/// measured change is far below B (printed: about 1–5 % of it).
+/// factor of about u. The real errors have random signs, so the measured
+/// change is far below B (0.2–2.3 % of it); the tighter check is that the
+/// logit that moved most stays within 6 σ, σ = sqrt(Σ_i (∂z/∂W_i)² ·
+/// (u·|W_i| + a)² / 3), the spread of Δz for independent errors uniform
+/// over their bounds (for the maximum of a few thousand such logits, 6 σ
+/// is far in the tail: an error beyond it is not rounding noise).
 #[test]
 fn bf16_and_f16_weights_load_as_the_f32_ones_rounded() {
     for name in ["tiny", "untied"] {
@@ -348,12 +356,13 @@ fn bf16_and_f16_weights_load_as_the_f32_ones_rounded() {
                 .unwrap();
             let floor = 4.0 * f64::from(f32::EPSILON) * f64::from(scale);
             for j in [worst, largest] {
-                let bound = logit_bound(name, dtype, j);
+                let (bound, sigma) = logit_bound(name, dtype, j);
                 println!(
                     "{name} {dtype:?}: logit {j}: |Δ| {:.3e}, first-order bound {bound:.3e} \
-                     ({:.1} % of it), max|z| {scale:.3}",
+                     ({:.1} % of it), {:.2} σ of random errors, max|z| {scale:.3}",
                     diff[j],
-                    100.0 * diff[j] / bound
+                    100.0 * diff[j] / bound,
+                    diff[j] / sigma
                 );
                 assert!(
                     diff[j] <= bound + floor,
@@ -362,8 +371,18 @@ fn bf16_and_f16_weights_load_as_the_f32_ones_rounded() {
                     diff[j]
                 );
             }
-            // And the bound is not vacuous: it is small against the logits.
-            assert!(diff[worst] < 0.1 * f64::from(scale), "{name} {dtype:?}");
+            // The worst case is loose (errors do not line up): the change
+            // of the logit that moved most is also within 6 σ of what
+            // independent, unbiased rounding errors give (measured: 2.1 to
+            // 2.3 σ, the largest of some 3000 logits).
+            let (_, sigma) = logit_bound(name, dtype, worst);
+            assert!(
+                diff[worst] <= 6.0 * sigma + floor,
+                "{name} {dtype:?}: logit {worst} moved {:e}, more than 6 σ = {:e} of unbiased \
+                 rounding errors",
+                diff[worst],
+                6.0 * sigma
+            );
         }
     }
 }
@@ -406,7 +425,9 @@ fn sharded_checkpoints_load_exactly_as_one_file() {
 fn an_index_that_leaves_out_a_shard_is_refused() {
     let dir = sharded_copy("tiny", Dtype::BF16, 4);
     let third = shard_name(3, 4);
-    edit_weight_map(&dir, |m| m.retain(|_, v| v.as_str() != Some(third.as_str())));
+    edit_weight_map(&dir, |m| {
+        m.retain(|_, v| v.as_str() != Some(third.as_str()))
+    });
     let reason = bad_checkpoint(load_err(dir.path()), &dir.join(INDEX_FILE));
     assert_eq!(
         reason,
@@ -416,11 +437,17 @@ fn an_index_that_leaves_out_a_shard_is_refused() {
     // Even with the file gone too.
     std::fs::remove_file(dir.join(&third)).unwrap();
     let reason = bad_checkpoint(load_err(dir.path()), &dir.join(INDEX_FILE));
-    assert!(reason.contains("`model-00003-of-00004.safetensors`"), "{reason}");
+    assert!(
+        reason.contains("`model-00003-of-00004.safetensors`"),
+        "{reason}"
+    );
     // A shard numbered past the count.
     let dir = sharded_copy("tiny", Dtype::F32, 3);
     edit_weight_map(&dir, |m| {
-        m.insert("wte.weight".into(), "model-00004-of-00003.safetensors".into());
+        m.insert(
+            "wte.weight".into(),
+            "model-00004-of-00003.safetensors".into(),
+        );
     });
     let reason = bad_checkpoint(load_err(dir.path()), &dir.join(INDEX_FILE));
     assert!(
@@ -479,16 +506,14 @@ fn a_key_in_two_shards_is_named() {
 #[test]
 fn a_shard_tensor_the_index_does_not_list_is_named() {
     let dir = sharded_copy("tiny", Dtype::F32, 3);
+    let holder = shard_of(&dir, "h.1.mlp.c_proj.bias");
     edit_weight_map(&dir, |m| {
         m.remove("h.1.mlp.c_proj.bias");
     });
     let reason = bad_checkpoint(load_err(dir.path()), &dir.join(INDEX_FILE));
     assert_eq!(
         reason,
-        format!(
-            "`{}` holds `h.1.mlp.c_proj.bias`, which the index does not list",
-            shard_name(2, 3)
-        )
+        format!("`{holder}` holds `h.1.mlp.c_proj.bias`, which the index does not list")
     );
     // Removed from both: the model's missing weight, named against the index.
     let dir = sharded_copy("tiny", Dtype::F32, 3);
@@ -532,7 +557,10 @@ fn a_shard_not_in_the_folder_is_named() {
     // A folder in its place is not a shard.
     std::fs::create_dir(dir.join(&gone)).unwrap();
     let reason = bad_checkpoint(load_err(dir.path()), &dir.join(INDEX_FILE));
-    assert!(reason.ends_with(&format!("to `{gone}`, which is not a regular file")), "{reason}");
+    assert!(
+        reason.ends_with(&format!("to `{gone}`, which is not a regular file")),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -544,7 +572,10 @@ fn an_index_that_is_not_json_or_not_an_index_is_refused() {
         ("", "the index is not JSON: "),
         ("[1, 2]", "the index is not a JSON object"),
         ("{\"metadata\": {}}", "the index has no `weight_map`"),
-        ("{\"weight_map\": []}", "the index's `weight_map` is not an object"),
+        (
+            "{\"weight_map\": []}",
+            "the index's `weight_map` is not an object",
+        ),
         ("{\"weight_map\": {}}", "the index's `weight_map` is empty"),
         (
             "{\"weight_map\": {\"wte.weight\": 3}}",
@@ -585,7 +616,10 @@ fn both_layouts_in_one_folder_are_refused() {
     std::fs::remove_file(dir.join(WEIGHTS_FILE)).unwrap();
     let model = Gpt2::<NdArray>::load(dir.path(), &Default::default()).unwrap();
     let reason = bad_checkpoint(model.save(dir.path()).unwrap_err(), &dir.join(INDEX_FILE));
-    assert!(reason.starts_with("the folder holds a sharded checkpoint"), "{reason}");
+    assert!(
+        reason.starts_with("the folder holds a sharded checkpoint"),
+        "{reason}"
+    );
     assert!(!dir.join(WEIGHTS_FILE).exists());
     // Neither layout: the single file is reported missing, and the index mentioned.
     let empty = TempDir::new("no-weights");
@@ -609,9 +643,8 @@ fn truncated_bf16_files_name_the_file() {
     let bytes = std::fs::read(&path).unwrap();
     let header_end = 8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&bytes[8..header_end]).unwrap();
-    let [start, end] = [0, 1].map(|i| {
-        header_end + header["wte.weight"]["data_offsets"][i].as_u64().unwrap() as usize
-    });
+    let [start, end] = [0, 1]
+        .map(|i| header_end + header["wte.weight"]["data_offsets"][i].as_u64().unwrap() as usize);
     let cut = start + (end - start) / 2 + 1; // mid-element, mid-tensor
     std::fs::write(&path, &bytes[..cut]).unwrap();
     let err = load_err(dir.path());
@@ -693,7 +726,10 @@ fn header_problems_are_found_before_any_data_is_read() {
             dtype,
             expected,
         } => {
-            assert_eq!((path, k.as_str(), dtype.as_str()), (holder.clone(), key, "F64"));
+            assert_eq!(
+                (path, k.as_str(), dtype.as_str()),
+                (holder.clone(), key, "F64")
+            );
             assert_eq!(expected, "F32, BF16 or F16");
         }
         other => panic!("expected WrongDtype, got {other:?}"),
@@ -764,12 +800,17 @@ fn large_tensors_stream_in_chunks() {
             },
         ];
         let mut file = std::fs::File::create(&path).unwrap();
-        weights::write_safetensors_with(&mut file, &specs, &Default::default(), &mut |i: usize, w: &mut dyn Write| {
-            let mut bytes = Vec::new();
-            let vals: &[f32] = if i == 0 { &values } else { &[1.0, 2.0, 3.0] };
-            assert!(weights::encode_f32(dtype, vals, &mut bytes));
-            w.write_all(&bytes)
-        })
+        weights::write_safetensors_with(
+            &mut file,
+            &specs,
+            &Default::default(),
+            &mut |i: usize, w: &mut dyn Write| {
+                let mut bytes = Vec::new();
+                let vals: &[f32] = if i == 0 { &values } else { &[1.0, 2.0, 3.0] };
+                assert!(weights::encode_f32(dtype, vals, &mut bytes));
+                w.write_all(&bytes)
+            },
+        )
         .unwrap();
         drop(file);
         let want: Vec<f32> = values.iter().map(|&v| rounded(dtype, v)).collect();
@@ -809,7 +850,10 @@ fn large_tensors_stream_in_chunks() {
         ] {
             match err {
                 ModelError::NonFiniteWeight {
-                    key, index, path: p, ..
+                    key,
+                    index,
+                    path: p,
+                    ..
                 } => assert_eq!((key.as_str(), index, p), ("big", at, path.clone())),
                 other => panic!("{dtype:?}: expected NonFiniteWeight, got {other:?}"),
             }
