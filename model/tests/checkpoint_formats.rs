@@ -869,3 +869,102 @@ fn large_tensors_stream_in_chunks() {
         ));
     }
 }
+
+/// The `hooks` tool loads a sharded BF16 folder like the f32 file (the same
+/// greedy continuation), and a broken index is exit code 4 naming it.
+#[test]
+fn the_hooks_tool_loads_sharded_bf16_folders() {
+    let run = |dir: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hooks"))
+            .args(["generate", "--model"])
+            .arg(dir)
+            .args(["--tokens", "3,9,60,61,5", "-n", "3", "--temperature", "0"])
+            .output()
+            .unwrap()
+    };
+    let sharded = sharded_copy("tiny", Dtype::BF16, 4);
+    let single = copy_as("tiny", Dtype::BF16);
+    let (a, b) = (run(sharded.path()), run(single.path()));
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(a.stdout, b.stdout);
+    assert!(!a.stdout.is_empty());
+    std::fs::write(sharded.join(INDEX_FILE), "{ not json").unwrap();
+    let o = run(sharded.path());
+    assert_eq!(o.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(INDEX_FILE) && err.contains("the index is not JSON"),
+        "{err}"
+    );
+}
+
+/// Bounded property test: random damage to a sharded folder's index (bytes
+/// changed, removed, inserted; entries remapped to other or odd names) loads
+/// or fails with a typed error in plain text, never a panic.
+#[test]
+fn mutated_indexes_load_or_fail_with_a_typed_error() {
+    let dir = sharded_copy("tiny", Dtype::BF16, 3);
+    let path = dir.join(INDEX_FILE);
+    let original = std::fs::read(&path).unwrap();
+    let names = [
+        shard_name(1, 3),
+        shard_name(3, 3),
+        shard_name(4, 3),
+        "model-00001-of-00002.safetensors".into(),
+        "config.json".into(),
+        "..".into(),
+        "a/b".into(),
+        "\u{1b}[31m".into(),
+        String::new(),
+    ];
+    let mut rng = common::XorShift::new(7);
+    let (mut loaded, mut failed) = (0, 0);
+    for iteration in 0..150 {
+        let mut bytes = original.clone();
+        let what = match rng.below(4) {
+            0 => {
+                let at = rng.below(bytes.len());
+                bytes[at] = rng.next_u64() as u8;
+                format!("byte {at} changed")
+            }
+            1 => {
+                let at = rng.below(bytes.len());
+                let n = 1 + rng.below(8);
+                bytes.drain(at..(at + n).min(bytes.len()));
+                format!("{n} bytes removed at {at}")
+            }
+            2 => {
+                let keep = rng.below(bytes.len());
+                bytes.truncate(keep);
+                format!("truncated to {keep}")
+            }
+            _ => {
+                let mut index: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                let map = index["weight_map"].as_object_mut().unwrap();
+                let keys: Vec<String> = map.keys().cloned().collect();
+                let key = rng.pick(&keys).clone();
+                let name = rng.pick(&names).clone();
+                map.insert(key.clone(), name.clone().into());
+                bytes = index.to_string().into_bytes();
+                format!("`{key}` mapped to {name:?}")
+            }
+        };
+        std::fs::write(&path, &bytes).unwrap();
+        let result = std::panic::catch_unwind(|| {
+            Gpt2::<NdArray>::load(dir.path(), &Default::default()).map(|_| ())
+        });
+        match result {
+            Ok(Ok(())) => loaded += 1,
+            Ok(Err(e)) => {
+                let msg = e.to_string();
+                assert!(
+                    !msg.is_empty() && !msg.chars().any(char::is_control),
+                    "iteration {iteration} ({what}): {msg:?}"
+                );
+                failed += 1;
+            }
+            Err(_) => panic!("iteration {iteration} ({what}): the loader panicked"),
+        }
+    }
+    assert!(loaded > 0 && failed > 0, "{loaded} loaded, {failed} failed");
+}
