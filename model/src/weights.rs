@@ -414,14 +414,16 @@ struct Shard {
 /// shards, the index against them, reading no tensor data; a model's loader
 /// then checks each key, shape and dtype it needs ([`check`](Self::check))
 /// and reads tensors one at a time ([`read_f32`](Self::read_f32): a seek and
-/// reads of that tensor's bytes in chunks of 1 MiB, converted to f32), so a
+/// reads of that tensor's bytes, 2^18 elements (1 MiB as f32) at a time,
+/// converted to f32), so a
 /// file's bytes are never all in memory: loading peaks near one f32 copy of
 /// the model.
 ///
 /// A folder holding both `model.safetensors` and the index is refused
 /// ([`ModelError::BadCheckpoint`]): which of the two is the model cannot be
 /// told (a stale single file beside new shards, or the reverse), and loading
-/// the wrong one silently would be worse than asking.
+/// the wrong one silently would be worse than asking. (Hugging Face's
+/// loader looks for `model.safetensors` first and would take it.)
 #[derive(Debug)]
 pub struct WeightFiles {
     source: PathBuf,
@@ -815,6 +817,16 @@ fn others(n: usize) -> String {
 /// The index's `weight_map`: tensor name → shard file name, each a plain
 /// file name in the folder.
 fn read_index(path: &Path) -> Result<BTreeMap<String, String>, String> {
+    // An index lists names (well under a megabyte for the largest models):
+    // a file larger than a safetensors header may be is not one.
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("cannot read the index: {e}"))?
+        .len();
+    if len > MAX_HEADER_SIZE {
+        return Err(format!(
+            "the index has {len} bytes, more than the {MAX_HEADER_SIZE} an index may take"
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read the index: {e}"))?;
     let value: Value =
         serde_json::from_slice(&bytes).map_err(|e| format!("the index is not JSON: {e}"))?;
