@@ -21,7 +21,8 @@ pub mod exit {
     /// tokens, rows of unequal lengths, a bad gradient target.
     pub const INVALID_INPUT: u8 = 3;
     /// A checkpoint that cannot be loaded: missing or malformed
-    /// `config.json` or `model.safetensors`, or weights holding NaN or
+    /// `config.json`, weights (`model.safetensors` or shards with
+    /// `model.safetensors.index.json`) or index, or weights holding NaN or
     /// infinity (without `--allow-non-finite`).
     pub const MODEL_FILES: u8 = 4;
     /// Values went non-finite while running (the message names the first
@@ -90,6 +91,7 @@ fn model_error_code(e: &ModelError) -> u8 {
         | ModelError::Hook(_) => exit::INVALID_INPUT,
         ModelError::BadConfig(_)
         | ModelError::BadSafetensors { .. }
+        | ModelError::BadCheckpoint { .. }
         | ModelError::MissingKey { .. }
         | ModelError::WrongShape { .. }
         | ModelError::WrongDtype { .. }
