@@ -41,6 +41,10 @@ fn default_activation() -> String {
     "gelu_new".to_string()
 }
 
+/// GPT-2's `<|endoftext|>`, which Hugging Face takes as the default
+/// beginning- and end-of-sequence token.
+const GPT2_END_OF_TEXT: usize = 50256;
+
 impl Gpt2Config {
     /// GPT-2 small: 12 layers, width 768, 12 heads, 1024 positions, 50257 tokens.
     pub fn gpt2_small() -> Self {
@@ -270,6 +274,11 @@ impl Gpt2Config {
             "architectures".into(),
             serde_json::json!(["GPT2LMHeadModel"]),
         );
+        // Hugging Face defaults both to GPT-2's end-of-text token, 50256, and
+        // warns when that lies outside a smaller vocabulary: say there is none.
+        let end_of_text = (self.vocab_size > GPT2_END_OF_TEXT).then_some(GPT2_END_OF_TEXT);
+        map.insert("bos_token_id".into(), serde_json::json!(end_of_text));
+        map.insert("eos_token_id".into(), serde_json::json!(end_of_text));
         serde_json::to_string_pretty(&value).expect("json")
     }
 }

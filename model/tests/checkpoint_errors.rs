@@ -566,6 +566,26 @@ fn save_then_load_is_exact_and_hf_layout() {
     );
 }
 
+/// Hugging Face defaults the bos/eos ids to 50256 and warns when a smaller
+/// vocabulary does not hold it (checked with transformers 5.24): a saved
+/// config says there are none, and GPT-2's own vocabulary keeps 50256.
+#[test]
+fn saved_config_names_special_tokens_inside_the_vocabulary() {
+    let ids = |config: &Gpt2Config| {
+        let v: serde_json::Value = serde_json::from_str(&config.to_json()).unwrap();
+        (v["bos_token_id"].clone(), v["eos_token_id"].clone())
+    };
+    let small = Gpt2Config::new(2, 16, 4, 8, 128);
+    assert_eq!(
+        ids(&small),
+        (serde_json::Value::Null, serde_json::Value::Null)
+    );
+    let gpt2 = Gpt2Config::gpt2_small();
+    assert_eq!(ids(&gpt2), (50256.into(), 50256.into()));
+    // And the saved file still loads as the same config.
+    assert_eq!(Gpt2Config::from_json(&small.to_json()).unwrap(), small);
+}
+
 #[test]
 fn saving_into_a_file_path_is_io_error() {
     let dir = TempDir::new("blocked");
