@@ -3,12 +3,12 @@
 
 use safetensors::tensor::Dtype;
 
-/// The element types checkpoint weights may be stored in; [`WeightFiles`]
+/// The element types checkpoint weights may be stored in; [`WeightFiles`](super::WeightFiles)
 /// converts each to f32 as it reads it (exactly: every BF16 and F16 value,
 /// subnormals, infinities and NaN included, is an f32 value).
 pub const FLOAT_DTYPES: [Dtype; 3] = [Dtype::F32, Dtype::BF16, Dtype::F16];
 
-/// [`FLOAT_DTYPES`] in words, for [`ModelError::WrongDtype`].
+/// [`FLOAT_DTYPES`] in words, for [`ModelError::WrongDtype`](crate::ModelError::WrongDtype).
 pub const FLOAT_DTYPES_SHOWN: &str = "F32, BF16 or F16";
 
 /// Decodes `bytes`, little-endian elements of `dtype`, into `out` as f32

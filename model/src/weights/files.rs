@@ -65,7 +65,7 @@ impl WeightFiles {
     /// must be in exactly the shard the index maps it to, and every tensor
     /// of a shard must be in the index. Errors name the file and key:
     /// [`ModelError::BadCheckpoint`] for the index and the folder,
-    /// [`ModelError::BadSafetensors`] for a shard's header.
+    /// [`ModelError::BadSafetensors`](crate::ModelError::BadSafetensors) for a shard's header.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, ModelError> {
         let dir = dir.as_ref();
         let single = dir.join(SINGLE_FILE);
@@ -256,7 +256,7 @@ impl WeightFiles {
     /// Checks, from the header alone, that `key` is there with `shape` and
     /// one of the [`FLOAT_DTYPES`]: [`ModelError::MissingKey`] (naming
     /// [`source`](Self::source)), [`ModelError::WrongShape`] or
-    /// [`ModelError::WrongDtype`] (naming the file holding it).
+    /// [`ModelError::WrongDtype`](crate::ModelError::WrongDtype) (naming the file holding it).
     pub fn check(&self, key: &str, shape: &[usize]) -> Result<&TensorEntry, ModelError> {
         let shard = self.shard(key).ok_or_else(|| ModelError::MissingKey {
             path: self.source.clone(),

@@ -203,7 +203,7 @@ impl SafetensorsHeader {
 }
 
 /// A parsed and checked safetensors file, held in memory (for small files:
-/// caches, autoencoders; checkpoints stream through [`WeightFiles`]).
+/// caches, autoencoders; checkpoints stream through [`WeightFiles`](super::WeightFiles)).
 #[derive(Debug)]
 pub struct SafetensorsFile {
     header: SafetensorsHeader,
@@ -267,7 +267,7 @@ impl SafetensorsFile {
     }
 
     /// The values of `key` if it is an F32 tensor (else
-    /// [`ModelError::WrongDtype`]); `None` when there is no such key.
+    /// [`ModelError::WrongDtype`](crate::ModelError::WrongDtype)); `None` when there is no such key.
     pub fn f32_values(&self, key: &str) -> Option<Result<Vec<f32>, ModelError>> {
         let e = self.header.entry(key)?;
         if e.dtype != Dtype::F32 {

@@ -5,7 +5,7 @@
 //! from anything `Read + Seek`: the 8-byte header length, the JSON header
 //! and every tensor's dtype, shape and data offsets, with checked
 //! arithmetic, against the file's length, before any tensor is looked at;
-//! each problem is a [`ModelError::BadSafetensors`] in words ("truncated:
+//! each problem is a [`ModelError::BadSafetensors`](crate::ModelError::BadSafetensors) in words ("truncated:
 //! the file has 100 bytes, the header needs 4136"), never a parser's debug
 //! name. Tensor names from the file are escaped when echoed.
 //! [`SafetensorsFile`] is a whole (small) file held in memory.
