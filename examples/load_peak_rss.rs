@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use burn::module::Module;
 use burn_hooks::model::backend::Cpu;
-use burn_hooks::model::checkpoint::{CONFIG_FILE, INDEX_FILE};
+use burn_hooks::model::checkpoint::{CONFIG_FILE, INDEX_FILE, expected_weights};
 use burn_hooks::model::weights::{self, TensorSpec};
 use burn_hooks::model::{Gpt2, Gpt2Config, alloc};
 use safetensors::tensor::Dtype;
@@ -160,47 +160,10 @@ fn write_checkpoint(
     shards: usize,
 ) -> Result<u64, Box<dyn Error>> {
     std::fs::write(dir.join(CONFIG_FILE), config.to_json())?;
-    let (d, f, v, p) = (
-        config.n_embd,
-        config.d_mlp(),
-        config.vocab_size,
-        config.n_positions,
-    );
-    let mut tensors: Vec<TensorSpec> = vec![
-        ("wte.weight", vec![v, d]),
-        ("wpe.weight", vec![p, d]),
-        ("ln_f.weight", vec![d]),
-        ("ln_f.bias", vec![d]),
-    ]
-    .into_iter()
-    .map(|(name, shape)| TensorSpec {
-        name: name.into(),
-        dtype,
-        shape,
-    })
-    .collect();
-    for i in 0..config.n_layer {
-        for (name, shape) in [
-            ("ln_1.weight", vec![d]),
-            ("ln_1.bias", vec![d]),
-            ("attn.c_attn.weight", vec![d, 3 * d]),
-            ("attn.c_attn.bias", vec![3 * d]),
-            ("attn.c_proj.weight", vec![d, d]),
-            ("attn.c_proj.bias", vec![d]),
-            ("ln_2.weight", vec![d]),
-            ("ln_2.bias", vec![d]),
-            ("mlp.c_fc.weight", vec![d, f]),
-            ("mlp.c_fc.bias", vec![f]),
-            ("mlp.c_proj.weight", vec![f, d]),
-            ("mlp.c_proj.bias", vec![d]),
-        ] {
-            tensors.push(TensorSpec {
-                name: format!("h.{i}.{name}"),
-                dtype,
-                shape,
-            });
-        }
-    }
+    let mut tensors: Vec<TensorSpec> = expected_weights(config)
+        .into_iter()
+        .map(|(name, shape)| TensorSpec { name, dtype, shape })
+        .collect();
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     // Split in name order into `shards` runs of about equal bytes.
     let size = |t: &TensorSpec| t.shape.iter().product::<usize>() * dtype.size();

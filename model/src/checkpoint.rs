@@ -102,9 +102,10 @@ impl Weights<'_> {
     }
 }
 
-/// Every weight of a GPT-2 with `config`, without prefix, and its shape;
-/// `lm_head.weight` is optional and not listed.
-fn expected_weights(config: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
+/// Every weight of a GPT-2 with `config`, without prefix, and its shape, in
+/// the Hugging Face layout the loader reads; `lm_head.weight` is optional and
+/// not listed.
+pub fn expected_weights(config: &Gpt2Config) -> Vec<(String, Vec<usize>)> {
     let (d, f, v, p) = (
         config.n_embd,
         config.d_mlp(),
