@@ -8,49 +8,12 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::backend::Backend;
-use common::{Expected, HostTensor, TempDir, fixture, host};
+use common::{Entry, Expected, HostTensor, TempDir, fixture, host, read_entries, write_entries};
 use hooks_model::backend::{Cpu, NdArray};
 use hooks_model::checkpoint::{CONFIG_FILE, WEIGHTS_FILE, load_config};
 use hooks_model::{Gpt2, Gpt2Config, LoadOptions, ModelError, TokenBatch};
 use safetensors::SafeTensors;
-use safetensors::tensor::{Dtype, TensorView};
-
-/// One tensor of a safetensors file, owned.
-#[derive(Clone, Debug)]
-struct Entry {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-fn read_entries(path: &Path) -> BTreeMap<String, Entry> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let e = Entry {
-                dtype: v.dtype(),
-                shape: v.shape().to_vec(),
-                data: v.data().to_vec(),
-            };
-            (k, e)
-        })
-        .collect()
-}
-
-fn write_entries(path: &Path, entries: &BTreeMap<String, Entry>) {
-    let views: Vec<(String, TensorView<'_>)> = entries
-        .iter()
-        .map(|(k, e)| {
-            (
-                k.clone(),
-                TensorView::new(e.dtype, e.shape.clone(), &e.data).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, &None, path).unwrap();
-}
+use safetensors::tensor::Dtype;
 
 /// Rewrites a temp copy's weights file through `f`.
 fn edit_weights(dir: &TempDir, f: impl FnOnce(&mut BTreeMap<String, Entry>)) {

@@ -6,61 +6,20 @@
 
 use crate::common;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use common::{TempDir, fixture, host};
+use common::{Entries, Entry, TempDir, fixture, host, read_entries, write_entries};
 use half::{bf16, f16};
 use hooks_model::backend::{Cpu, CpuAutodiff, NdArray};
 use hooks_model::checkpoint::{CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE};
 use hooks_model::weights::{self, TensorSpec, WeightFiles};
 use hooks_model::{Gpt2, ModelError, TokenBatch};
 use safetensors::SafeTensors;
-use safetensors::tensor::{Dtype, TensorView};
-
-/// One tensor of a safetensors file, owned.
-#[derive(Clone, Debug)]
-struct Entry {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-type Entries = BTreeMap<String, Entry>;
-
-fn read_entries(path: &Path) -> Entries {
-    let bytes = std::fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(k, v)| {
-            let e = Entry {
-                dtype: v.dtype(),
-                shape: v.shape().to_vec(),
-                data: v.data().to_vec(),
-            };
-            (k, e)
-        })
-        .collect()
-}
-
-/// Writes with the safetensors crate (not the code under test).
-fn write_entries(path: &Path, entries: &Entries) {
-    let views: Vec<(String, TensorView<'_>)> = entries
-        .iter()
-        .map(|(k, e)| {
-            (
-                k.clone(),
-                TensorView::new(e.dtype, e.shape.clone(), &e.data).unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, &None, path).unwrap();
-}
+use safetensors::tensor::Dtype;
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
     bytes

@@ -623,3 +623,46 @@ pub fn edit_config_json(
     f(value.as_object_mut().expect("an object"));
     std::fs::write(&path, serde_json::to_string_pretty(&value).unwrap()).expect("write config");
 }
+
+/// One tensor of a safetensors file, owned: what tests read, edit and write
+/// back with the safetensors crate (not the code under test).
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// Every tensor of a safetensors file, by name.
+pub type Entries = std::collections::BTreeMap<String, Entry>;
+
+/// Reads every tensor of the safetensors file at `path`.
+pub fn read_entries(path: &Path) -> Entries {
+    let bytes = std::fs::read(path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    st.tensors()
+        .into_iter()
+        .map(|(k, v)| {
+            let e = Entry {
+                dtype: v.dtype(),
+                shape: v.shape().to_vec(),
+                data: v.data().to_vec(),
+            };
+            (k, e)
+        })
+        .collect()
+}
+
+/// Writes `entries` as a safetensors file with the safetensors crate.
+pub fn write_entries(path: &Path, entries: &Entries) {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = entries
+        .iter()
+        .map(|(k, e)| {
+            (
+                k.clone(),
+                safetensors::tensor::TensorView::new(e.dtype, e.shape.clone(), &e.data).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, &None, path).unwrap();
+}
