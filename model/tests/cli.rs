@@ -32,6 +32,12 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Asserts that stderr holds `text`, showing stderr when it does not.
+fn assert_stderr_contains(o: &Output, text: &str) {
+    let err = stderr(o);
+    assert!(err.contains(text), "expected {text:?} in stderr:\n{err}");
+}
+
 /// Asserts the exit code, showing the output when it differs.
 fn assert_code(o: &Output, code: i32) {
     assert_eq!(
@@ -383,24 +389,24 @@ fn bad_tokens_are_invalid_input() {
     };
     let o = run(&["--tokens", "1,1000,2"]);
     assert_code(&o, 3);
-    assert!(stderr(&o).contains("1000"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "1000");
 
     let o = run(&["--tokens", "1,2,3", "--tokens", "4,5"]);
     assert_code(&o, 3);
-    assert!(stderr(&o).contains("equal lengths"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "equal lengths");
 
     let o = run(&["--tokens", "1,two"]);
     assert_code(&o, 3);
-    assert!(stderr(&o).contains("`two`"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "`two`");
 
     // "hello" is GPT-2 token 31373, beyond the tiny model's 97 ids.
     let o = run(&["--prompt", "hello"]);
     assert_code(&o, 3);
-    assert!(stderr(&o).contains("31373"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "31373");
 
     let o = run(&["--tokens", "1,2", "--grad-target", "97"]);
     assert_code(&o, 3);
-    assert!(stderr(&o).contains("97"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "97");
 
     let too_long = (0..17).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
     let o = run(&["--tokens", &too_long]);
@@ -417,7 +423,7 @@ fn bad_model_files_exit_4() {
         "cache", "--model", &missing, "--tokens", "1,2", "--out", &out,
     ]);
     assert_code(&o, 4);
-    assert!(stderr(&o).contains("no-such-model"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "no-such-model");
     assert_code(&hooks(&["sites", "--model", &missing]), 4);
     assert_code(
         &hooks(&["generate", "--model", &missing, "--prompt", "a"]),
@@ -447,13 +453,13 @@ fn bad_model_files_exit_4() {
         &out,
     ]);
     assert_code(&o, 4);
-    assert!(stderr(&o).contains("model.safetensors"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "model.safetensors");
 
     // A malformed config.
     std::fs::write(broken.join("config.json"), "{ not json").unwrap();
     let o = hooks(&["sites", "--model", broken.to_str().unwrap()]);
     assert_code(&o, 4);
-    assert!(stderr(&o).contains("config.json"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "config.json");
 }
 
 #[test]
@@ -488,7 +494,7 @@ fn cuda_needs_the_feature() {
         "1",
     ]);
     assert_code(&o, 1);
-    assert!(stderr(&o).contains("--features cuda"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "--features cuda");
 }
 
 #[test]
@@ -526,7 +532,7 @@ fn generate_is_deterministic() {
 
     let o = hooks(&["generate", "--model", TINY, "--prompt", "a", "-n", "16"]);
     assert_code(&o, 3);
-    assert!(stderr(&o).contains("context window"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "context window");
     let o = hooks(&["generate", "--model", TINY, "--prompt", "a", "--top-p", "0"]);
     assert_code(&o, 3);
 }
@@ -607,12 +613,9 @@ fn non_finite_weights_are_refused_unless_allowed() {
         "--allow-non-finite",
     ]);
     assert_code(&o, 0);
-    assert!(
-        stderr(&o).contains(
-            "warning: values went non-finite in the forward pass: first at layer 0, site `attn.q`"
-        ),
-        "{}",
-        stderr(&o)
+    assert_stderr_contains(
+        &o,
+        "warning: values went non-finite in the forward pass: first at layer 0, site `attn.q`",
     );
     let cached = Tensors::read(&out);
     assert!(cached.f32("layers.0.attn.q").iter().any(|v| v.is_nan()));
@@ -646,11 +649,7 @@ fn overflowing_activations_exit_5_and_keep_the_old_file() {
 
     let o = hooks(&["generate", "--model", model, "--tokens", "1", "-n", "2"]);
     assert_code(&o, 5);
-    assert!(
-        stderr(&o).contains("site `resid.post_emb`"),
-        "{}",
-        stderr(&o)
-    );
+    assert_stderr_contains(&o, "site `resid.post_emb`");
 }
 
 #[test]
@@ -715,7 +714,7 @@ fn cache_output_is_byte_reproducible_and_dash_is_stdout() {
     let o = hooks(&args);
     assert_code(&o, 0);
     assert_eq!(o.stdout, files[0]);
-    assert!(stderr(&o).contains("to standard output"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "to standard output");
 }
 
 #[test]
@@ -798,7 +797,7 @@ fn out_follows_links_and_refuses_what_is_not_a_regular_file() {
     }
     let o = run(&tmp.path("no/such/folder.safetensors"));
     assert_code(&o, 1);
-    assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "does not exist");
 }
 
 #[test]
@@ -844,12 +843,9 @@ fn generate_with_a_huge_count_is_invalid_input() {
         "18446744073709551615",
     ]);
     assert_code(&o, 3);
-    assert!(
-        stderr(&o).contains(
-            "a prompt of 1 token(s) + 18446744073709551615 new token(s) exceeds the context window of 16 positions"
-        ),
-        "{}",
-        stderr(&o)
+    assert_stderr_contains(
+        &o,
+        "a prompt of 1 token(s) + 18446744073709551615 new token(s) exceeds the context window of 16 positions",
     );
 }
 
@@ -879,23 +875,19 @@ fn site_patterns_with_a_stage_or_matching_nothing_say_why() {
     }
     let o = run("*.zz");
     assert_code(&o, 3);
-    assert!(
-        stderr(&o).contains(
-            "pattern `*.zz` matches no site; names under the root: mlp, attn, resid, logits"
-        ),
-        "{}",
-        stderr(&o)
+    assert_stderr_contains(
+        &o,
+        "pattern `*.zz` matches no site; names under the root: mlp, attn, resid, logits",
     );
     let o = run("attn.zz*");
     assert_code(&o, 3);
-    assert!(
-        stderr(&o).contains("pattern `attn.zz*` matches no site; names under `attn`: q, k, v"),
-        "{}",
-        stderr(&o)
+    assert_stderr_contains(
+        &o,
+        "pattern `attn.zz*` matches no site; names under `attn`: q, k, v",
     );
     let o = run("resid.torso.fwd");
     assert_code(&o, 3);
-    assert!(stderr(&o).contains("`fwd` is a stage"), "{}", stderr(&o));
+    assert_stderr_contains(&o, "`fwd` is a stage");
 }
 
 #[test]
@@ -986,12 +978,9 @@ fn absurd_layer_counts_are_bounded() {
         "cache --model '{model}' --tokens 1,2 --out '{out}'"
     ));
     assert_code(&o, 4);
-    assert!(
-        stderr(&o).contains(
-            "weights hold 2 layers (h.0 to h.1) but config.json says n_layer = 100000000"
-        ),
-        "{}",
-        stderr(&o)
+    assert_stderr_contains(
+        &o,
+        "weights hold 2 layers (h.0 to h.1) but config.json says n_layer = 100000000",
     );
     let o = bounded(&format!("generate --model '{model}' --tokens 1 -n 1"));
     assert_code(&o, 4);
@@ -1066,12 +1055,11 @@ fn bad_config_values_and_truncated_weights_are_named_precisely() {
     let header = 8 + u64::from_le_bytes(weights[..8].try_into().unwrap());
     let o = hooks(&["generate", "--model", dir, "--tokens", "1", "-n", "1"]);
     assert_code(&o, 4);
-    assert!(
-        stderr(&o).contains(&format!(
+    assert_stderr_contains(
+        &o,
+        &format!(
             "not a valid safetensors file: truncated: the file has 100 bytes, the header needs {header}"
-        )),
-        "{}",
-        stderr(&o)
+        ),
     );
     std::fs::write(
         model.join("model.safetensors"),
@@ -1079,13 +1067,12 @@ fn bad_config_values_and_truncated_weights_are_named_precisely() {
     )
     .unwrap();
     let o = hooks(&["generate", "--model", dir, "--tokens", "1", "-n", "1"]);
-    assert!(
-        stderr(&o).contains(&format!(
+    assert_stderr_contains(
+        &o,
+        &format!(
             "truncated: the file has {} bytes, the header needs {}",
             weights.len() - 10,
             weights.len()
-        )),
-        "{}",
-        stderr(&o)
+        ),
     );
 }
