@@ -211,11 +211,13 @@ impl Gpt2Config {
         let Some(map) = value.as_object() else {
             return Err(bad(format!("not a JSON object but {}", json_kind(&value))));
         };
-        let integer = |v: &serde_json::Value| v.as_u64().and_then(|n| usize::try_from(n).ok());
+        fn integer(v: &serde_json::Value) -> bool {
+            v.as_u64().is_some_and(|n| usize::try_from(n).is_ok())
+        }
         for field in ["n_embd", "n_layer", "n_head", "n_positions", "vocab_size"] {
             match map.get(field) {
                 None => return Err(bad(format!("missing field `{field}`"))),
-                Some(v) if integer(v).is_none() => {
+                Some(v) if !integer(v) => {
                     return Err(bad(format!(
                         "{field} must be a non-negative integer, not {}",
                         shown_json(v)
@@ -224,38 +226,39 @@ impl Gpt2Config {
                 Some(_) => {}
             }
         }
-        if let Some(v) = map.get("n_inner")
-            && !v.is_null()
-            && integer(v).is_none()
-        {
-            return Err(bad(format!(
-                "n_inner must be null or a non-negative integer, not {}",
-                shown_json(v)
-            )));
-        }
-        if let Some(v) = map.get("layer_norm_epsilon")
-            && !v.is_number()
-        {
-            return Err(bad(format!(
-                "layer_norm_epsilon must be a number, not {}",
-                shown_json(v)
-            )));
-        }
-        if let Some(v) = map.get("tie_word_embeddings")
-            && !v.is_boolean()
-        {
-            return Err(bad(format!(
-                "tie_word_embeddings must be true or false, not {}",
-                shown_json(v)
-            )));
-        }
-        if let Some(v) = map.get("activation_function")
-            && !v.is_string()
-        {
-            return Err(bad(format!(
-                "activation_function must be a string, not {}",
-                shown_json(v)
-            )));
+        // The optional fields: each, when present, of the type it must have.
+        type HasType = fn(&serde_json::Value) -> bool;
+        let optional: [(&str, HasType, &str); 4] = [
+            (
+                "n_inner",
+                |v| v.is_null() || integer(v),
+                "null or a non-negative integer",
+            ),
+            (
+                "layer_norm_epsilon",
+                serde_json::Value::is_number,
+                "a number",
+            ),
+            (
+                "tie_word_embeddings",
+                serde_json::Value::is_boolean,
+                "true or false",
+            ),
+            (
+                "activation_function",
+                serde_json::Value::is_string,
+                "a string",
+            ),
+        ];
+        for (field, has_type, expected) in optional {
+            if let Some(v) = map.get(field)
+                && !has_type(v)
+            {
+                return Err(bad(format!(
+                    "{field} must be {expected}, not {}",
+                    shown_json(v)
+                )));
+            }
         }
         let config: Gpt2Config = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         config.validate()?;
