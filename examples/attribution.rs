@@ -22,11 +22,11 @@ use std::error::Error;
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
+use burn_hooks::experiments::{CacheSpec, act_times_grad};
 use burn_hooks::model::backend::CpuAutodiff;
-use burn_hooks::model::experiments::{CacheSpec, act_times_grad};
 use burn_hooks::model::sample::SplitMix64;
-use burn_hooks::model::train::RepeatedBatch;
 use burn_hooks::model::{Gpt2, TransformerHooks};
+use burn_hooks::train::RepeatedBatch;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let checkpoint =

@@ -22,12 +22,12 @@
 use std::error::Error;
 
 use burn::tensor::ElementConversion;
+use burn_hooks::experiments::{ActivationCache, CacheSpec, read_safetensors};
 use burn_hooks::model::backend::CpuAutodiff;
-use burn_hooks::model::experiments::{ActivationCache, CacheSpec, read_safetensors};
 use burn_hooks::model::sample::SplitMix64;
-use burn_hooks::model::train::{RepeatedBatch, next_token_loss};
 use burn_hooks::model::{Gpt2, TransformerHooks};
 use burn_hooks::path;
+use burn_hooks::train::{RepeatedBatch, next_token_loss};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let out = std::env::args()

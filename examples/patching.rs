@@ -32,11 +32,11 @@
 use std::error::Error;
 
 use burn::tensor::Tensor;
+use burn_hooks::experiments::patching_table;
 use burn_hooks::model::backend::Cpu;
-use burn_hooks::model::experiments::patching_table;
 use burn_hooks::model::sample::SplitMix64;
-use burn_hooks::model::train::RepeatedBatch;
 use burn_hooks::model::{Gpt2, TokenBatch};
+use burn_hooks::train::RepeatedBatch;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let checkpoint =

@@ -16,14 +16,14 @@ use std::error::Error;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn_hooks::model::backend::{Cpu, CpuAutodiff};
-use burn_hooks::model::experiments::{
+use burn_hooks::experiments::{
     ActivationCache, CacheSpec, ablate, act_times_grad, duplicate_token_scores, induction_scores,
 };
+use burn_hooks::model::backend::{Cpu, CpuAutodiff};
 use burn_hooks::model::sample::SplitMix64;
-use burn_hooks::model::train::RepeatedBatch;
 use burn_hooks::model::{Gpt2, TokenBatch, TransformerHooks};
 use burn_hooks::path;
+use burn_hooks::train::RepeatedBatch;
 use indicatif::ProgressBar;
 use plotters::prelude::*;
 

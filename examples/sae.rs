@@ -33,14 +33,14 @@ use std::error::Error;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamWConfig, GradientsParams, Optimizer};
 use burn::tensor::{ElementConversion, Tensor};
-use burn_hooks::model::backend::{Cpu, CpuAutodiff};
-use burn_hooks::model::experiments::{
+use burn_hooks::experiments::{
     Activation, ActivationCache, CacheSpec, SaeSite, SparseAutoencoder, splice_sae,
 };
+use burn_hooks::model::backend::{Cpu, CpuAutodiff};
 use burn_hooks::model::sample::SplitMix64;
-use burn_hooks::model::train::{RepeatedBatch, next_token_loss};
 use burn_hooks::model::{Gpt2, TransformerHooks};
 use burn_hooks::path;
+use burn_hooks::train::{RepeatedBatch, next_token_loss};
 
 const LAYER: usize = 1;
 const STEPS: usize = 200;

@@ -14,8 +14,8 @@ use burn::module::AutodiffModule;
 use burn::optim::AdamWConfig;
 use burn_hooks::model::backend::CpuAutodiff;
 use burn_hooks::model::sample::SplitMix64;
-use burn_hooks::model::train::{RepeatedBatch, train_step};
 use burn_hooks::model::{Gpt2, Gpt2Config, TransformerHooks};
+use burn_hooks::train::{RepeatedBatch, train_step};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Sequence length; each row repeats a run of `MIN_PERIOD..=LEN/2` tokens.

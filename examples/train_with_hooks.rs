@@ -36,8 +36,8 @@ use burn::tensor::{ElementConversion, Tensor};
 use burn_hooks::Ctx;
 use burn_hooks::model::backend::{Cpu, CpuAutodiff};
 use burn_hooks::model::sample::SplitMix64;
-use burn_hooks::model::train::{RepeatedBatch, train_step};
 use burn_hooks::model::{Gpt2, Gpt2Config, TransformerHooks};
+use burn_hooks::train::{RepeatedBatch, train_step};
 
 const LEN: usize = 16;
 const VOCAB: usize = 32;

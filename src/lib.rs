@@ -4,7 +4,11 @@
 //! - [`hooks_core`]'s runtime (hooks, sites, trees, paths, ready hooks,
 //!   autoencoder splices) is re-exported at the root;
 //! - [`macro@HookCollection`] derives hook trees from plain structs;
-//! - [`model`] is the reference GPT-2 in Burn, faithful at every site.
+//! - [`model`] has the model families in Burn (GPT-2, faithful to the
+//!   reference at every site), their checkpoints, tokenizers and sampling;
+//! - [`experiments`] is what researchers do with a hooked model (cache,
+//!   ablate, patch, attribute, splice SAEs), [`train`] trains through hooks,
+//!   and [`cli`] is the `hooks` tool (feature `cli`, on by default).
 //!
 //! Start with the README; `examples/` has what a user runs first.
 
@@ -12,6 +16,11 @@ extern crate self as burn_hooks;
 
 pub use hooks_core::*;
 pub use hooks_model as model;
+
+#[cfg(feature = "cli")]
+pub mod cli;
+pub mod experiments;
+pub mod train;
 
 /// The hook DSL and the model's main types.
 pub mod prelude {

@@ -147,11 +147,11 @@ fn ops(c: &mut Criterion) {
         burn::tensor::Distribution::Normal(0.0, 1.0),
         &device,
     );
-    let reference = hooks_model::layers::gelu_tanh(x.clone());
+    let reference = hooks_model::gpt2::layers::gelu_tanh(x.clone());
     for (name, f) in [
         (
             "gelu_tanh (model)",
-            hooks_model::layers::gelu_tanh::<Cpu, 3> as fn(Tensor<Cpu, 3>) -> Tensor<Cpu, 3>,
+            hooks_model::gpt2::layers::gelu_tanh::<Cpu, 3> as fn(Tensor<Cpu, 3>) -> Tensor<Cpu, 3>,
         ),
         ("gelu_tanh, x*x*x", gelu_tanh_cube::<Cpu, 3>),
         ("gelu_tanh, sigmoid form", gelu_sigmoid::<Cpu, 3>),

@@ -4,7 +4,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::{Gpt2Config, ModelError};
+use crate::{ModelDims, ModelError};
 
 /// A batch of equal-length token rows with an optional pad mask
 /// (`true` = pad). Checked against a config by [`TokenBatch::check`].
@@ -102,25 +102,25 @@ impl TokenBatch {
 
     /// Checks ids against the vocabulary and length against the context window
     /// (`already` tokens are cached from earlier steps).
-    pub fn check(&self, config: &Gpt2Config, already: usize) -> Result<(), ModelError> {
+    pub fn check(&self, dims: &ModelDims, already: usize) -> Result<(), ModelError> {
         for (row, r) in self.rows.iter().enumerate() {
-            if already + r.len() > config.n_positions {
+            if already + r.len() > dims.n_ctx {
                 return Err(ModelError::TooLong {
                     row,
                     len: already + r.len(),
-                    n_positions: config.n_positions,
+                    n_positions: dims.n_ctx,
                 });
             }
             if let Some((position, &token)) = r
                 .iter()
                 .enumerate()
-                .find(|(_, t)| **t as usize >= config.vocab_size)
+                .find(|(_, t)| **t as usize >= dims.vocab_size)
             {
                 return Err(ModelError::TokenOutOfRange {
                     token,
                     row,
                     position,
-                    vocab_size: config.vocab_size,
+                    vocab_size: dims.vocab_size,
                 });
             }
         }

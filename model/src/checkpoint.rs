@@ -27,7 +27,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::error::shown;
 use crate::files::write_atomic;
-use crate::layers::{Attention, Block, Mlp, Norm};
+use crate::gpt2::layers::{Attention, Block, Mlp, Norm};
 use crate::weights::{self, WeightFiles, transpose_f32, write_safetensors_to};
 use crate::{Gpt2, Gpt2Config, ModelError};
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ModelError;
+use crate::{ModelDims, ModelError};
 
 /// The subset of a Hugging Face GPT-2 `config.json` the model needs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -83,6 +83,20 @@ impl Gpt2Config {
     /// [`validate`](Self::validate) refuses).
     pub fn d_head(&self) -> usize {
         self.n_embd.checked_div(self.n_head).unwrap_or(0)
+    }
+
+    /// The sizes site shapes are written in.
+    pub fn dims(&self) -> ModelDims {
+        ModelDims {
+            n_layer: self.n_layer,
+            d_model: self.n_embd,
+            n_head: self.n_head,
+            n_kv_head: self.n_head,
+            d_head: self.d_head(),
+            d_mlp: self.d_mlp(),
+            vocab_size: self.vocab_size,
+            n_ctx: self.n_positions,
+        }
     }
 
     /// Checks the numbers make a model: every size positive, the epsilon a

@@ -183,7 +183,8 @@ pub enum ModelError {
 }
 
 impl ModelError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ModelError::Io {
             path: path.into(),
             source,
@@ -192,7 +193,7 @@ impl ModelError {
 }
 
 /// A path for a message, its control characters escaped.
-pub(crate) fn shown(path: &Path) -> String {
+pub fn shown(path: &Path) -> String {
     escape_control(&path.display().to_string()).into_owned()
 }
 

@@ -1,6 +1,6 @@
 //! Non-finite values (NaN, ±∞): refused in weights as they load (unless
 //! allowed, [`crate::checkpoint::LoadOptions`]), and traced in the values at
-//! hook sites, where [`Gpt2::first_non_finite`] names the first site, in
+//! hook sites, where [`HookedModel::first_non_finite`](crate::HookedModel::first_non_finite) names the first site, in
 //! forward order, that went non-finite.
 //!
 //! The checks are plain functions over values, so every checkpoint format
@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
 use hooks_core::{AnyRankHook, Ctx, FwdStage, HookTree, record_key};
 
-use crate::{Gpt2, ModelError, TokenBatch, TransformerHooks};
+use crate::{ModelError, TokenBatch};
 
 /// The first value that is NaN or infinite, with its flat index.
 pub fn first_non_finite(values: impl IntoIterator<Item = f32>) -> Option<(usize, f32)> {
@@ -150,32 +150,25 @@ impl<B: Backend> AnyRankHook<B> for FirstFault {
     }
 }
 
-impl<B: Backend> Gpt2<B> {
-    /// Runs `batch` through the model with `hooks` plus, last at every site
-    /// (its `fwd2` stage, so after every hook of `hooks`), a check of the
-    /// value the site passes on; returns the first site, in forward order,
-    /// whose value holds a NaN or an infinity (`-inf` in `attn.qk_logits`
-    /// is the mask and does not count), or `None`.
-    ///
-    /// A diagnostic: it copies every site's value to the host, so it is
-    /// meant for after a cheaper check found non-finite output.
-    pub fn first_non_finite(
-        &self,
-        batch: &TokenBatch,
-        hooks: &TransformerHooks<B>,
-    ) -> Result<Option<NonFiniteSite>, ModelError> {
-        let found = Arc::new(Mutex::new(None));
-        let mut checked = hooks.clone();
-        checked.append_all(
-            FwdStage::Fwd2,
-            FirstFault {
-                found: found.clone(),
-            },
-        );
-        self.forward(batch, &checked)?;
-        let site = found.lock().unwrap_or_else(PoisonError::into_inner).take();
-        Ok(site)
-    }
+/// [`HookedModel::first_non_finite`](crate::HookedModel::first_non_finite)
+/// for any tree: `forward` runs `batch` with a copy of `hooks` plus a check
+/// last at every site.
+pub fn first_non_finite_site<T: HookTree>(
+    batch: &TokenBatch,
+    hooks: &T,
+    forward: impl FnOnce(&TokenBatch, &T) -> Result<Tensor<T::Backend, 3>, ModelError>,
+) -> Result<Option<NonFiniteSite>, ModelError> {
+    let found = Arc::new(Mutex::new(None));
+    let mut checked = hooks.clone();
+    checked.append_all(
+        FwdStage::Fwd2,
+        FirstFault {
+            found: found.clone(),
+        },
+    );
+    forward(batch, &checked)?;
+    let site = found.lock().unwrap_or_else(PoisonError::into_inner).take();
+    Ok(site)
 }
 
 /// Whether a tensor holds a NaN or an infinity, computed on its device (two

@@ -20,27 +20,23 @@ pub mod alloc;
 pub mod backend;
 mod batch;
 pub mod checkpoint;
-pub mod cli;
 mod config;
 mod error;
-pub mod experiments;
 pub mod files;
 pub mod finite;
-mod gpt2;
-mod hooks;
-pub mod layers;
+pub mod gpt2;
+mod hooked;
 pub mod sample;
 pub mod tokenizer;
-pub mod train;
 pub mod weights;
 
 pub use batch::TokenBatch;
 pub use checkpoint::LoadOptions;
 pub use config::{Gpt2Config, Gpt2Sizes};
-pub use error::ModelError;
+pub use error::{ModelError, shown};
 pub use finite::NonFiniteSite;
-pub use gpt2::{Gpt2, KvCache};
-pub use hooks::{
-    AttentionHooks, MlpHooks, NormalizationHooks, ResidualStreamHooks, ResidualStreamTorsoHooks,
-    TransformerHooks,
+pub use gpt2::{
+    AttentionHooks, Gpt2, KvCache, MlpHooks, NormalizationHooks, ResidualStreamHooks,
+    ResidualStreamTorsoHooks, TransformerHooks,
 };
+pub use hooked::{HookedModel, ModelDims};

@@ -3,7 +3,7 @@
 use burn::tensor::backend::Backend;
 
 use crate::finite::first_non_finite;
-use crate::{Gpt2, KvCache, ModelError, NonFiniteSite, TokenBatch, TransformerHooks};
+use crate::{HookedModel, ModelError, NonFiniteSite, TokenBatch};
 
 /// How to pick each next token.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,13 +37,13 @@ impl Default for SampleConfig {
 ///
 /// Logits that go non-finite (NaN or infinite) stop the generation with
 /// [`ModelError::NonFinite`], naming the first site that went non-finite
-/// (found by [`Gpt2::first_non_finite`] on the sequence so far): sampling
+/// (found by [`HookedModel::first_non_finite`] on the sequence so far): sampling
 /// from them would print plausible-looking tokens.
-pub fn generate<B: Backend>(
-    model: &Gpt2<B>,
+pub fn generate<B: Backend, M: HookedModel<B>>(
+    model: &M,
     prompt: &[u32],
     config: &SampleConfig,
-    hooks: &TransformerHooks<B>,
+    hooks: &M::Hooks,
 ) -> Result<Vec<u32>, ModelError> {
     if !(config.temperature >= 0.0 && config.temperature.is_finite()) {
         return Err(ModelError::BadBatch(format!(
@@ -57,13 +57,9 @@ pub fn generate<B: Backend>(
             config.top_p
         )));
     }
-    check_context(
-        prompt.len(),
-        config.max_new_tokens,
-        model.config.n_positions,
-    )?;
+    check_context(prompt.len(), config.max_new_tokens, model.dims().n_ctx)?;
     let mut rng = SplitMix64(config.seed);
-    let mut cache = KvCache::new(model);
+    let mut cache = model.new_cache();
     let mut next_input = TokenBatch::single(prompt.to_vec())?;
     let mut out = Vec::with_capacity(config.max_new_tokens);
     for _ in 0..config.max_new_tokens {
@@ -119,11 +115,11 @@ pub fn check_context(
 /// site that did, found by running the whole sequence so far through the
 /// model with a check at every site, or the logits themselves when that
 /// finds nothing.
-fn non_finite<B: Backend>(
-    model: &Gpt2<B>,
+fn non_finite<B: Backend, M: HookedModel<B>>(
+    model: &M,
     prompt: &[u32],
     generated: &[u32],
-    hooks: &TransformerHooks<B>,
+    hooks: &M::Hooks,
     max_new_tokens: usize,
     (index, value, vocab): (usize, f32, usize),
 ) -> ModelError {

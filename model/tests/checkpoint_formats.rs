@@ -12,7 +12,8 @@ use std::path::Path;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use common::{Entries, Entry, TempDir, fixture, host, read_entries, write_entries};
+use common::formats::{copy_as, rounded, shard_name, sharded_copy};
+use common::{TempDir, fixture, host, read_entries, write_entries};
 use half::{bf16, f16};
 use hooks_model::backend::{Cpu, CpuAutodiff, NdArray};
 use hooks_model::checkpoint::{CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE};
@@ -20,104 +21,6 @@ use hooks_model::weights::{self, TensorSpec, WeightFiles};
 use hooks_model::{Gpt2, ModelError, TokenBatch};
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
-
-fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
-
-/// `v` rounded to `dtype` (to nearest, ties to even) and back.
-fn rounded(dtype: Dtype, v: f32) -> f32 {
-    match dtype {
-        Dtype::BF16 => bf16::from_f32(v).to_f32(),
-        Dtype::F16 => f16::from_f32(v).to_f32(),
-        _ => v,
-    }
-}
-
-fn encode(dtype: Dtype, values: &[f32]) -> Vec<u8> {
-    match dtype {
-        Dtype::BF16 => values
-            .iter()
-            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
-            .collect(),
-        Dtype::F16 => values
-            .iter()
-            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
-            .collect(),
-        _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    }
-}
-
-/// Every F32 tensor converted to `dtype` (the BOOL and 0-d legacy buffers
-/// as they are).
-fn convert(entries: &Entries, dtype: Dtype) -> Entries {
-    entries
-        .iter()
-        .map(|(k, e)| {
-            let e = if e.dtype == Dtype::F32 {
-                Entry {
-                    dtype,
-                    shape: e.shape.clone(),
-                    data: encode(dtype, &f32s(&e.data)),
-                }
-            } else {
-                e.clone()
-            };
-            (k.clone(), e)
-        })
-        .collect()
-}
-
-/// A copy of fixture `name` with its weights in `dtype`, in one file.
-fn copy_as(name: &str, dtype: Dtype) -> TempDir {
-    let dir = TempDir::copy_of(name);
-    let path = dir.join(WEIGHTS_FILE);
-    write_entries(&path, &convert(&read_entries(&path), dtype));
-    dir
-}
-
-fn shard_name(i: usize, n: usize) -> String {
-    format!("model-{i:05}-of-{n:05}.safetensors")
-}
-
-/// A copy of fixture `name` as `n` shards in `dtype` with Hugging Face's
-/// index (keys split in name order into `n` runs of about equal count), and
-/// no `model.safetensors`.
-fn sharded_copy(name: &str, dtype: Dtype, n: usize) -> TempDir {
-    let dir = TempDir::new(&format!("{name}-shards"));
-    std::fs::copy(fixture(name).join(CONFIG_FILE), dir.join(CONFIG_FILE)).unwrap();
-    let entries = convert(&read_entries(&fixture(name).join(WEIGHTS_FILE)), dtype);
-    let keys: Vec<&String> = entries.keys().collect();
-    let per = keys.len().div_ceil(n);
-    let mut weight_map = serde_json::Map::new();
-    let mut total = 0;
-    for (i, run) in keys.chunks(per).enumerate() {
-        assert!(i < n, "{} keys in {n} shards", keys.len());
-        let file = shard_name(i + 1, n);
-        let shard: Entries = run
-            .iter()
-            .map(|&k| (k.clone(), entries[k].clone()))
-            .collect();
-        write_entries(&dir.join(&file), &shard);
-        for (k, e) in &shard {
-            weight_map.insert(k.clone(), file.clone().into());
-            total += e.data.len();
-        }
-    }
-    let index = serde_json::json!({
-        "metadata": {"total_size": total},
-        "weight_map": weight_map,
-    });
-    std::fs::write(
-        dir.join(INDEX_FILE),
-        serde_json::to_string_pretty(&index).unwrap(),
-    )
-    .unwrap();
-    dir
-}
 
 fn index_json(dir: &TempDir) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join(INDEX_FILE)).unwrap()).unwrap()
@@ -827,34 +730,6 @@ fn large_tensors_stream_in_chunks() {
             Err(ModelError::MissingKey { ref path, .. }) if *path == dir.join(WEIGHTS_FILE)
         ));
     }
-}
-
-/// The `hooks` tool loads a sharded BF16 folder like the f32 file (the same
-/// greedy continuation), and a broken index is exit code 4 naming it.
-#[test]
-fn the_hooks_tool_loads_sharded_bf16_folders() {
-    let run = |dir: &Path| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_hooks"))
-            .args(["generate", "--model"])
-            .arg(dir)
-            .args(["--tokens", "3,9,60,61,5", "-n", "3", "--temperature", "0"])
-            .output()
-            .unwrap()
-    };
-    let sharded = sharded_copy("tiny", Dtype::BF16, 4);
-    let single = copy_as("tiny", Dtype::BF16);
-    let (a, b) = (run(sharded.path()), run(single.path()));
-    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
-    assert_eq!(a.stdout, b.stdout);
-    assert!(!a.stdout.is_empty());
-    std::fs::write(sharded.join(INDEX_FILE), "{ not json").unwrap();
-    let o = run(sharded.path());
-    assert_eq!(o.status.code(), Some(4));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(
-        err.contains(INDEX_FILE) && err.contains("the index is not JSON"),
-        "{err}"
-    );
 }
 
 /// Bounded property test: random damage to a sharded folder's index (bytes

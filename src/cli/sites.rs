@@ -7,8 +7,8 @@ use hooks_core::{HookTree, SiteInfo, record_key};
 
 use super::args::SitesArgs;
 use super::error::CliError;
-use crate::backend::Cpu;
-use crate::{Gpt2Config, TransformerHooks, checkpoint};
+use hooks_model::backend::Cpu;
+use hooks_model::{Gpt2Config, TransformerHooks, checkpoint};
 
 /// One dimension of a site's shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,7 +218,7 @@ pub fn run(args: &SitesArgs) -> Result<(), CliError> {
     let (config, name) = match &args.model {
         Some(dir) => {
             let config = checkpoint::load_config(dir).map_err(|e| CliError::model_files(dir, e))?;
-            (config, format!("`{}`", crate::error::shown(dir)))
+            (config, format!("`{}`", hooks_model::shown(dir)))
         }
         None => (Gpt2Config::gpt2_small(), "GPT-2 small".to_string()),
     };

@@ -13,7 +13,9 @@ use safetensors::tensor::Dtype;
 use burn::tensor::backend::Backend;
 use hooks_model::backend::{Cpu, NdArray};
 
+use crate::common::formats::{copy_as, sharded_copy};
 use crate::common::{Expected, HostTensor};
+use hooks_model::checkpoint::INDEX_FILE;
 
 const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny");
 
@@ -1074,5 +1076,33 @@ fn bad_config_values_and_truncated_weights_are_named_precisely() {
             weights.len() - 10,
             weights.len()
         ),
+    );
+}
+
+/// The `hooks` tool loads a sharded BF16 folder like the f32 file (the same
+/// greedy continuation), and a broken index is exit code 4 naming it.
+#[test]
+fn the_hooks_tool_loads_sharded_bf16_folders() {
+    let run = |dir: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hooks"))
+            .args(["generate", "--model"])
+            .arg(dir)
+            .args(["--tokens", "3,9,60,61,5", "-n", "3", "--temperature", "0"])
+            .output()
+            .unwrap()
+    };
+    let sharded = sharded_copy("tiny", Dtype::BF16, 4);
+    let single = copy_as("tiny", Dtype::BF16);
+    let (a, b) = (run(sharded.path()), run(single.path()));
+    assert!(a.status.success(), "{}", String::from_utf8_lossy(&a.stderr));
+    assert_eq!(a.stdout, b.stdout);
+    assert!(!a.stdout.is_empty());
+    std::fs::write(sharded.join(INDEX_FILE), "{ not json").unwrap();
+    let o = run(sharded.path());
+    assert_eq!(o.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(INDEX_FILE) && err.contains("the index is not JSON"),
+        "{err}"
     );
 }

@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use hooks_core::{HookError, HookTree, Path, Record, Recorder, Site};
 
 use crate::experiments::export::write_safetensors;
-use crate::{ModelError, TransformerHooks};
+use hooks_model::{ModelError, TransformerHooks};
 
 /// Which sites and layers to record.
 #[derive(Clone, Debug, Default)]

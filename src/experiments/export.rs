@@ -7,10 +7,10 @@ use std::path::Path;
 use burn::tensor::TensorData;
 use safetensors::tensor::Dtype;
 
-use crate::ModelError;
-use crate::files::write_atomic;
-use crate::finite::f32_le;
-use crate::weights::{SafetensorsFile, write_safetensors_to};
+use hooks_model::ModelError;
+use hooks_model::files::write_atomic;
+use hooks_model::finite::f32_le;
+use hooks_model::weights::{SafetensorsFile, write_safetensors_to};
 
 /// Writes `(key, values)` pairs as f32 tensors. Keys must be unique.
 pub fn write_safetensors(
@@ -24,7 +24,7 @@ pub fn write_safetensors(
 ///
 /// The file is byte-reproducible (metadata keys and tensors sorted by name,
 /// whatever the map's order) and written atomically
-/// ([`crate::files::write_atomic`]): through a temporary file beside the
+/// ([`hooks_model::files::write_atomic`]): through a temporary file beside the
 /// target, so a failed write leaves no partial file and never clobbers a
 /// good one; a symbolic link's target is replaced; a path that is not a
 /// regular file is refused.

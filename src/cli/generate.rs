@@ -8,10 +8,10 @@ use super::args::{BackendKind, GenerateArgs};
 use super::error::CliError;
 use super::progress::Spinner;
 use super::{OnBackend, input, on_backend, print_out};
-use crate::error::shown;
-use crate::sample::{self, SampleConfig};
-use crate::tokenizer::Tokenizer;
-use crate::{Gpt2, LoadOptions, ModelError, TransformerHooks, checkpoint};
+use hooks_model::sample::{self, SampleConfig};
+use hooks_model::shown;
+use hooks_model::tokenizer::Tokenizer;
+use hooks_model::{Gpt2, LoadOptions, ModelError, TransformerHooks, checkpoint};
 
 /// Runs `hooks generate`.
 pub fn run(backend: BackendKind, args: &GenerateArgs) -> Result<(), CliError> {

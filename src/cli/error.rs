@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use hooks_core::HookError;
 use hooks_core::path::escape_control;
 
-use crate::ModelError;
-use crate::error::shown;
+use hooks_model::ModelError;
+use hooks_model::shown;
 
 /// Exit codes of the `hooks` command.
 pub mod exit {
@@ -52,7 +52,7 @@ pub enum CliError {
     /// did, and what the command did about it.
     NonFinite {
         /// Where.
-        site: Box<crate::NonFiniteSite>,
+        site: Box<hooks_model::NonFiniteSite>,
         /// E.g. "nothing was written to `out.safetensors`".
         note: String,
     },

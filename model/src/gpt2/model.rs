@@ -8,9 +8,10 @@ use burn::tensor::module::embedding;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use hooks_core::{Ctx, HookFaults};
 
+use super::TransformerHooks;
+use super::layers::{Attention, Block, LayerCache, Mlp, Norm, matmul_rows};
 use crate::batch::{Layout, TokenBatch};
-use crate::layers::{Attention, Block, LayerCache, Mlp, Norm, matmul_rows};
-use crate::{Gpt2Config, ModelError, TransformerHooks};
+use crate::{Gpt2Config, HookedModel, ModelDims, ModelError, NonFiniteSite};
 
 /// GPT-2, as the reference model computes it.
 ///
@@ -121,6 +122,22 @@ impl<B: Backend> Gpt2<B> {
         self.wte.val().device()
     }
 
+    /// The sizes site shapes are written in.
+    pub fn dims(&self) -> ModelDims {
+        self.config.dims()
+    }
+
+    /// Runs `batch` with `hooks` plus a check at every site and returns the
+    /// first site whose value holds a NaN or an infinity
+    /// ([`HookedModel::first_non_finite`]).
+    pub fn first_non_finite(
+        &self,
+        batch: &TokenBatch,
+        hooks: &TransformerHooks<B>,
+    ) -> Result<Option<NonFiniteSite>, ModelError> {
+        HookedModel::first_non_finite(self, batch, hooks)
+    }
+
     /// Logits `[B,S,V]` for a batch, calling `hooks` at every site.
     ///
     /// Token ids and lengths are checked first: a bad batch is an error
@@ -130,7 +147,7 @@ impl<B: Backend> Gpt2<B> {
         batch: &TokenBatch,
         hooks: &TransformerHooks<B>,
     ) -> Result<Tensor<B, 3>, ModelError> {
-        batch.check(&self.config, 0)?;
+        batch.check(&self.dims(), 0)?;
         let pad = pad_rows(batch);
         let layout = Layout::new(&pad, batch.len());
         self.run_hooked(batch, &layout, hooks, None)
@@ -144,7 +161,7 @@ impl<B: Backend> Gpt2<B> {
         cache: &mut KvCache<B>,
         hooks: &TransformerHooks<B>,
     ) -> Result<Tensor<B, 3>, ModelError> {
-        batch.check(&self.config, cache.len())?;
+        batch.check(&self.dims(), cache.len())?;
         if !cache.pad.is_empty() && cache.pad.len() != batch.batch_size() {
             return Err(ModelError::BadBatch(format!(
                 "the cache holds {} rows but the new tokens have {}",
@@ -168,7 +185,7 @@ impl<B: Backend> Gpt2<B> {
     /// baseline that benchmarks compare an empty hook tree against.
     #[doc(hidden)]
     pub fn forward_unhooked(&self, batch: &TokenBatch) -> Result<Tensor<B, 3>, ModelError> {
-        batch.check(&self.config, 0)?;
+        batch.check(&self.dims(), 0)?;
         let layout = Layout::new(&pad_rows(batch), batch.len());
         let hooks = TransformerHooks::default();
         let faults = HookFaults::new();
@@ -255,5 +272,52 @@ fn pad_rows(batch: &TokenBatch) -> Vec<Vec<bool>> {
     match batch.pad_mask() {
         Some(p) => p.to_vec(),
         None => vec![vec![false; batch.len()]; batch.batch_size()],
+    }
+}
+
+impl<B: Backend> HookedModel<B> for Gpt2<B> {
+    type Hooks = TransformerHooks<B>;
+    type Config = Gpt2Config;
+    type Cache = KvCache<B>;
+
+    fn family(&self) -> &'static str {
+        "gpt2"
+    }
+
+    fn config(&self) -> &Gpt2Config {
+        &self.config
+    }
+
+    fn dims(&self) -> ModelDims {
+        Gpt2::dims(self)
+    }
+
+    fn device(&self) -> B::Device {
+        Gpt2::device(self)
+    }
+
+    fn forward(
+        &self,
+        batch: &TokenBatch,
+        hooks: &TransformerHooks<B>,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        Gpt2::forward(self, batch, hooks)
+    }
+
+    fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self)
+    }
+
+    fn cache_len(cache: &KvCache<B>) -> usize {
+        cache.len()
+    }
+
+    fn forward_cached(
+        &self,
+        batch: &TokenBatch,
+        cache: &mut KvCache<B>,
+        hooks: &TransformerHooks<B>,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        Gpt2::forward_cached(self, batch, cache, hooks)
     }
 }

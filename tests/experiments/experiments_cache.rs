@@ -6,10 +6,10 @@ use crate::common;
 
 use burn::backend::Autodiff;
 use burn::tensor::Tensor;
+use burn_hooks::experiments::{ActivationCache, CacheSpec, read_safetensors};
 use common::{TempDir, host, load, record};
 use hooks_core::{HookTree, path};
 use hooks_model::backend::NdArray;
-use hooks_model::experiments::{ActivationCache, CacheSpec, read_safetensors};
 use hooks_model::{TokenBatch, TransformerHooks};
 
 type B = NdArray;
@@ -271,4 +271,35 @@ fn forward_only_cache_saves_no_grad_keys() {
     assert_eq!(read[0].0, "resid.post_emb");
     assert_eq!(read[0].1, [2, 6, 32]);
     assert_eq!(read[0].2, host(cache.at(&post_emb, None).unwrap()));
+}
+
+#[test]
+fn written_safetensors_are_byte_reproducible() {
+    use burn::tensor::TensorData;
+    use burn_hooks::experiments::{read_safetensors, write_safetensors_with_metadata};
+    use std::collections::HashMap;
+    let dir = TempDir::new("repro");
+    let entries: Vec<(String, TensorData)> = (0..20)
+        .map(|i| (format!("t{i}"), TensorData::new(vec![i as f32; 3], [3])))
+        .collect();
+    let mut files = Vec::new();
+    for round in 0..4 {
+        // Fresh hash maps: a different iteration order each time.
+        let meta: HashMap<String, String> = (0..30)
+            .map(|i| (format!("key{}", (i * 7 + round) % 30), format!("v{i}")))
+            .collect();
+        let meta: HashMap<String, String> = meta.keys().map(|k| (k.clone(), k.clone())).collect();
+        let file = dir.join(&format!("{round}.safetensors"));
+        let mut shuffled = entries.clone();
+        shuffled.rotate_left(round * 3);
+        write_safetensors_with_metadata(&shuffled, Some(meta), &file).unwrap();
+        files.push(std::fs::read(&file).unwrap());
+    }
+    assert!(files.windows(2).all(|w| w[0] == w[1]));
+    let back = read_safetensors(dir.join("0.safetensors")).unwrap();
+    assert_eq!(back.len(), 20);
+    assert_eq!(back[0], ("t0".to_string(), vec![3], vec![0.0; 3]));
+    // The header is what the safetensors crate reads too.
+    let st = safetensors::SafeTensors::deserialize(&files[0]).unwrap();
+    assert_eq!(st.tensor("t7").unwrap().shape(), [3]);
 }

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use hooks_core::{FwdStage, HookTree, Record, Recorder};
 
 use crate::experiments::ablate::PatchFrom;
-use crate::{Gpt2, ModelError, TokenBatch, TransformerHooks};
+use hooks_model::{Gpt2, ModelError, TokenBatch, TransformerHooks};
 
 /// One cell of a patching table.
 #[derive(Clone, Debug, PartialEq)]

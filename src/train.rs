@@ -9,8 +9,8 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
-use crate::sample::SplitMix64;
-use crate::{Gpt2, ModelError, TokenBatch, TransformerHooks};
+use hooks_model::sample::SplitMix64;
+use hooks_model::{Gpt2, ModelError, TokenBatch, TransformerHooks};
 
 /// Mean next-token cross-entropy over the predictions made at positions
 /// `from..S-1` (the prediction at position p is of token p+1).

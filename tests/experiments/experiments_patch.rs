@@ -4,10 +4,10 @@
 use crate::common;
 
 use burn::tensor::{Tensor, TensorData};
+use burn_hooks::experiments::{PatchFrom, ablate, add_at, patch_slice, patching_table};
 use common::{HostTensor, host, load, max_abs_diff, record};
 use hooks_core::{HookTree, Recorder, path};
 use hooks_model::backend::NdArray;
-use hooks_model::experiments::{PatchFrom, ablate, add_at, patch_slice, patching_table};
 use hooks_model::{ModelError, TokenBatch, TransformerHooks};
 
 type B = NdArray;

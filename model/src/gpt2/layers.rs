@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorPrimitive};
 use hooks_core::{Bindings, Ctx, HookTree, Value};
 
-use crate::hooks::{AttentionHooks, MlpHooks, NormalizationHooks, TransformerHooks};
+use super::hooks::{AttentionHooks, MlpHooks, NormalizationHooks, TransformerHooks};
 
 /// Calls `site`, or — in the `HOOKED = false` instantiation used to measure
 /// what hooks cost — compiles to nothing.

@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use burn::backend::Autodiff;
 use burn::optim::AdamWConfig;
 use burn::tensor::{ElementConversion, Tensor, TensorData};
+use burn_hooks::experiments::add_at;
+use burn_hooks::train::{RepeatedBatch, next_token_loss, train_step};
 use common::{host, max_abs_diff};
 use hooks_core::{Ctx, FwdStage, HookTree, Record, Recorder, Value, path};
 use hooks_model::backend::NdArray;
-use hooks_model::experiments::add_at;
 use hooks_model::sample::SplitMix64;
-use hooks_model::train::{RepeatedBatch, next_token_loss, train_step};
 use hooks_model::{Gpt2, Gpt2Config, TokenBatch, TransformerHooks};
 
 type AD = Autodiff<NdArray>;

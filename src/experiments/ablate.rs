@@ -9,7 +9,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use hooks_core::{AnyRankHook, Ctx, HookFn, Hooks, Path, Recorder, Site, named, record_key};
 
-use crate::TransformerHooks;
+use hooks_model::TransformerHooks;
 
 /// Clips `ranges` to `dims` (an end past the size means "to the end").
 fn clip<const D: usize>(ranges: &[Range<usize>; D], dims: [usize; D]) -> [Range<usize>; D] {
@@ -95,7 +95,7 @@ pub fn ablate<B: Backend, const D: usize>(
 /// another shape makes the forward pass return [`ModelError::Hook`] naming
 /// both shapes.
 ///
-/// [`ModelError::Hook`]: crate::ModelError::Hook
+/// [`ModelError::Hook`]: hooks_model::ModelError::Hook
 pub fn patch_slice<B: Backend, const D: usize>(
     hooks: &mut TransformerHooks<B>,
     path: &Path<TransformerHooks<B>, Site<B, D>>,
@@ -140,7 +140,7 @@ pub fn add_at<B: Backend, const D: usize>(
 /// patching, rank-generic so one value serves a sweep over many sites.
 /// With `position`, only that position (dimension 1) is patched. A missing
 /// recording, or one of another shape, makes the forward pass return
-/// [`ModelError::Hook`](crate::ModelError::Hook) naming the key.
+/// [`ModelError::Hook`](hooks_model::ModelError::Hook) naming the key.
 #[derive(Clone)]
 pub struct PatchFrom<B: Backend> {
     /// Where the source activations are.

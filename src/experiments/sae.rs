@@ -11,9 +11,9 @@ use hooks_core::{AutoencoderHooks, Hooks};
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
 
-use crate::finite::check_finite;
-use crate::weights::describe_safetensors_error;
-use crate::{ModelError, TransformerHooks};
+use hooks_model::finite::check_finite;
+use hooks_model::weights::describe_safetensors_error;
+use hooks_model::{ModelError, TransformerHooks};
 
 /// The latent non-linearity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]

@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
-use common::{Calls, HostTensor, TempDir, assert_close, host, load, max_abs_diff, record};
-use hooks_core::{Ctx, Hook, Hooks};
-use hooks_model::backend::NdArray;
-use hooks_model::experiments::{
+use burn_hooks::experiments::{
     Ablate, Activation, SaeSite, SparseAutoencoder, read_safetensors, splice_sae,
     write_safetensors, write_safetensors_with_metadata,
 };
-use hooks_model::train::next_token_loss;
+use burn_hooks::train::next_token_loss;
+use common::{Calls, HostTensor, TempDir, assert_close, host, load, max_abs_diff, record};
+use hooks_core::{Ctx, Hook, Hooks};
+use hooks_model::backend::NdArray;
 use hooks_model::{Gpt2, ModelError, TokenBatch, TransformerHooks};
 
 type B = NdArray;

@@ -6,12 +6,12 @@ use crate::common;
 
 use burn::backend::Autodiff;
 use burn::tensor::Tensor;
+use burn_hooks::experiments::{
+    ActivationCache, Attribution, CacheSpec, act_times_grad, detach_norm_scales,
+};
 use common::{HostTensor, host, load, max_abs_diff};
 use hooks_core::{HookTree, path};
 use hooks_model::backend::NdArray;
-use hooks_model::experiments::{
-    ActivationCache, Attribution, CacheSpec, act_times_grad, detach_norm_scales,
-};
 use hooks_model::{Gpt2, TokenBatch, TransformerHooks};
 
 type AD = Autodiff<NdArray>;

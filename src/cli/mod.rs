@@ -34,7 +34,7 @@ use error::escape_lines;
 pub use error::{CliError, exit};
 pub use sites::{Dim, SiteSpec, record_keys, site_specs};
 
-use crate::backend::{Cpu, NdArray};
+use hooks_model::backend::{Cpu, NdArray};
 
 /// Parses the process arguments, runs the command, prints any error as
 /// `error: <message>` on stderr and returns the exit code.
@@ -125,7 +125,7 @@ mod cuda {
     use burn::backend::Autodiff;
 
     use super::{CliError, OnAutodiff, OnBackend};
-    use crate::backend::{Cuda, cuda_device};
+    use hooks_model::backend::{Cuda, cuda_device};
 
     fn device() -> Result<burn_cuda::CudaDevice, CliError> {
         Ok(cuda_device()?)

@@ -3,8 +3,8 @@
 
 use super::args::InputArgs;
 use super::error::CliError;
-use crate::tokenizer::Tokenizer;
-use crate::{Gpt2Config, TokenBatch};
+use hooks_model::tokenizer::Tokenizer;
+use hooks_model::{Gpt2Config, TokenBatch};
 
 /// Parses one `--tokens` value (`464,3290,318`; spaces allowed).
 pub fn parse_row(row: usize, text: &str) -> Result<Vec<u32>, CliError> {
@@ -50,7 +50,7 @@ pub fn batch(input: &InputArgs, config: &Gpt2Config) -> Result<TokenBatch, CliEr
         )));
     }
     let batch = TokenBatch::new(rows)?;
-    batch.check(config, 0)?;
+    batch.check(&config.dims(), 0)?;
     Ok(batch)
 }
 

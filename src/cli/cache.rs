@@ -22,12 +22,12 @@ use super::error::{CliError, escape_lines, write_error};
 use super::progress::Spinner;
 use super::sites::record_keys;
 use super::{OnAutodiff, OnBackend, input, on_autodiff, on_backend, print_out};
-use crate::backend::Cpu;
-use crate::error::shown;
-use crate::files::{resolve_output, write_atomic};
-use crate::finite::{first_fault, has_non_finite};
-use crate::weights::write_safetensors_to;
-use crate::{Gpt2, LoadOptions, NonFiniteSite, TokenBatch, TransformerHooks, checkpoint};
+use hooks_model::backend::Cpu;
+use hooks_model::files::{resolve_output, write_atomic};
+use hooks_model::finite::{first_fault, has_non_finite};
+use hooks_model::shown;
+use hooks_model::weights::write_safetensors_to;
+use hooks_model::{Gpt2, LoadOptions, NonFiniteSite, TokenBatch, TransformerHooks, checkpoint};
 
 /// Everything `hooks cache` needs, checked before any weights are loaded.
 #[derive(Clone, Debug)]

@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, TensorData};
 use hooks_core::{Detach, HookError, HookTree};
 
 use crate::experiments::cache::{ActivationCache, CacheSpec};
-use crate::{Gpt2, ModelError, TokenBatch, TransformerHooks};
+use hooks_model::{Gpt2, ModelError, TokenBatch, TransformerHooks};
 
 /// Activation, gradient and their product at one site and layer.
 #[derive(Clone, Debug)]

@@ -1,0 +1,14 @@
+//! The integration tests of the experiments and the `hooks` tool, in one
+//! test binary (each file below is a module). The helpers are the model
+//! crate's (one copy of the fixtures' rules).
+
+#[macro_use]
+#[path = "../../model/tests/common/mod.rs"]
+mod common;
+
+mod cli;
+mod experiments_attribution;
+mod experiments_cache;
+mod experiments_patch;
+mod experiments_sae;
+mod training;
