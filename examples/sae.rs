@@ -136,7 +136,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         SaeSite::DeltaMlp,
         LAYER,
         sae.autoencoder_hooks(true),
-    );
+    )?;
     let (logits, _, _) = run(&with_error)?;
     let change = scalar((logits - plain).abs().max().reshape([1]));
     println!("with the error term:    max |logit change| {change:.7}");
@@ -147,7 +147,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         SaeSite::DeltaMlp,
         LAYER,
         sae.autoencoder_hooks(false),
-    );
+    )?;
     let (_, loss, repeat) = run(&without)?;
     println!(
         "without the error term: loss {plain_loss:.3} -> {loss:.3} (repeat {plain_repeat:.3} -> {repeat:.3})"

@@ -25,7 +25,7 @@ pub mod train;
 /// The hook DSL and the model's main types.
 pub mod prelude {
     pub use hooks_core::prelude::*;
-    pub use hooks_model::{Gpt2, Gpt2Config, KvCache, TokenBatch, TransformerHooks};
+    pub use hooks_model::{Gpt2, Gpt2Config, HookedModel, KvCache, TokenBatch, TransformerHooks};
 }
 
 /// The README's Rust examples, compiled and run as doc tests.

@@ -10,7 +10,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor, TensorData};
 
 use hooks_model::sample::SplitMix64;
-use hooks_model::{Gpt2, ModelError, TokenBatch, TransformerHooks};
+use hooks_model::{HookedModel, ModelError, TokenBatch};
 
 /// Mean next-token cross-entropy over the predictions made at positions
 /// `from..S-1` (the prediction at position p is of token p+1).
@@ -146,17 +146,17 @@ impl RepeatedBatch {
 
 /// One optimiser step on the next-token loss, with the forward pass run
 /// through `hooks`. Returns the updated model and the loss.
-pub fn train_step<B, O>(
-    model: Gpt2<B>,
+pub fn train_step<B, M, O>(
+    model: M,
     optim: &mut O,
     batch: &TokenBatch,
-    hooks: &TransformerHooks<B>,
+    hooks: &M::Hooks,
     lr: f64,
-) -> Result<(Gpt2<B>, f32), ModelError>
+) -> Result<(M, f32), ModelError>
 where
     B: AutodiffBackend,
-    O: Optimizer<Gpt2<B>, B>,
-    Gpt2<B>: AutodiffModule<B>,
+    M: HookedModel<B> + AutodiffModule<B>,
+    O: Optimizer<M, B>,
 {
     let logits = model.forward(batch, hooks)?;
     let loss = next_token_loss(logits, batch, 0);

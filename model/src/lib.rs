@@ -22,6 +22,7 @@ mod batch;
 pub mod checkpoint;
 mod config;
 mod error;
+pub mod family;
 pub mod files;
 pub mod finite;
 pub mod gpt2;
@@ -34,6 +35,7 @@ pub use batch::TokenBatch;
 pub use checkpoint::LoadOptions;
 pub use config::{Gpt2Config, Gpt2Sizes};
 pub use error::{ModelError, shown};
+pub use family::{AnyConfig, FamilyJob, FromCheckpoint, SUPPORTED_MODEL_TYPES};
 pub use finite::NonFiniteSite;
 pub use gpt2::{
     AttentionHooks, Gpt2, KvCache, MlpHooks, NormalizationHooks, ResidualStreamHooks,

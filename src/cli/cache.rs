@@ -27,13 +27,17 @@ use hooks_model::files::{resolve_output, write_atomic};
 use hooks_model::finite::{first_fault, has_non_finite};
 use hooks_model::shown;
 use hooks_model::weights::write_safetensors_to;
-use hooks_model::{Gpt2, LoadOptions, NonFiniteSite, TokenBatch, TransformerHooks, checkpoint};
+use hooks_model::{
+    AnyConfig, FamilyJob, FromCheckpoint, HookedModel, LoadOptions, NonFiniteSite, TokenBatch,
+};
 
 /// Everything `hooks cache` needs, checked before any weights are loaded.
 #[derive(Clone, Debug)]
 pub struct Plan {
     /// Checkpoint folder.
     pub model: PathBuf,
+    /// Its configuration (and so its family).
+    pub config: AnyConfig,
     /// The tokens.
     pub batch: TokenBatch,
     /// The selected sites.
@@ -143,45 +147,51 @@ impl Output {
     }
 }
 
-/// The sites `patterns` select (every site when there are none); a pattern
-/// that selects nothing is an error saying why.
-fn select_sites(
-    tree: &TransformerHooks<Cpu>,
-    patterns: &[String],
-) -> Result<Vec<SiteInfo>, CliError> {
-    let all = tree.sites();
-    if patterns.is_empty() {
-        return Ok(all);
-    }
-    for p in patterns {
-        if !all.iter().any(|s| glob_matches(p, &s.path)) {
-            let why = explain_unmatched(&TransformerHooks::<Cpu>::schema(), p);
-            return Err(HookError::from(why).into());
+/// The sites `patterns` select in `config`'s family's tree (every site
+/// when there are none); a pattern that selects nothing is an error saying
+/// why.
+fn select_sites(config: &AnyConfig, patterns: &[String]) -> Result<Vec<SiteInfo>, CliError> {
+    struct Select<'a>(&'a [String]);
+    impl FamilyJob<Cpu> for Select<'_> {
+        type Output = Result<Vec<SiteInfo>, CliError>;
+        fn run<M: FromCheckpoint<Cpu>>(self, _: &AnyConfig) -> Self::Output {
+            let tree = M::Hooks::default();
+            let all = tree.sites();
+            if self.0.is_empty() {
+                return Ok(all);
+            }
+            for p in self.0 {
+                if !all.iter().any(|s| glob_matches(p, &s.path)) {
+                    let why = explain_unmatched(&M::Hooks::schema(), p);
+                    return Err(HookError::from(why).into());
+                }
+            }
+            let patterns: Vec<&str> = self.0.iter().map(String::as_str).collect();
+            Ok(tree.sites_matching(&patterns)?)
         }
     }
-    let patterns: Vec<&str> = patterns.iter().map(String::as_str).collect();
-    Ok(tree.sites_matching(&patterns)?)
+    config.run::<Cpu, _>(Select(patterns))
 }
 
 /// Runs `hooks cache`.
 pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
     let started = Instant::now();
-    let tree = TransformerHooks::<Cpu>::default();
-    let sites = select_sites(&tree, &args.sites)?;
-    let config =
-        checkpoint::load_config(&args.model).map_err(|e| CliError::model_files(&args.model, e))?;
-    let batch = input::batch(&args.input, &config)?;
+    let config = AnyConfig::load(&args.model).map_err(|e| CliError::model_files(&args.model, e))?;
+    let sites = select_sites(&config, &args.sites)?;
+    let batch = input::batch(&args.input, &args.model, &config)?;
+    let vocab_size = config.dims().vocab_size;
     if let Some(t) = args.grad_target
-        && t as usize >= config.vocab_size
+        && t as usize >= vocab_size
     {
         return Err(CliError::Input(format!(
-            "--grad-target {t} is outside the model's vocabulary (size {}); it must be below {}",
-            config.vocab_size, config.vocab_size
+            "--grad-target {t} is outside the model's vocabulary (size {vocab_size}); it must be \
+             below {vocab_size}"
         )));
     }
     let out = Output::check(&args.out)?;
     let plan = Plan {
         model: args.model.clone(),
+        config,
         batch,
         sites,
         grad_target: args.grad_target,
@@ -271,14 +281,14 @@ fn warn(message: &str) {
 }
 
 /// Loads the model with a spinner; load errors are checkpoint errors.
-fn load<B: Backend>(
+fn load<B: Backend, M: FromCheckpoint<B>>(
     plan: &Plan,
     device: &B::Device,
     spinner: &Spinner,
-) -> Result<Gpt2<B>, CliError> {
+) -> Result<M, CliError> {
     let dir = &plan.model;
     spinner.set_message(format!("loading {}", shown(dir)));
-    Gpt2::load_with(dir, device, plan.load).map_err(|e| CliError::model_files(dir, e))
+    M::load_with(dir, device, plan.load).map_err(|e| CliError::model_files(dir, e))
 }
 
 /// `layers.3.attn.q` → (Some(3), `attn.q`); `logits` → (None, `logits`).
@@ -314,9 +324,9 @@ fn first_recorded_fault<'a>(
 
 /// Whether the forward pass went non-finite (in a recorded value or the
 /// logits) and, if so, the first site that did: found by a second, checking
-/// pass over every site ([`Gpt2::first_non_finite`]), run only then.
-fn forward_fault<B: Backend>(
-    model: &Gpt2<B>,
+/// pass over every site ([`HookedModel::first_non_finite`]), run only then.
+fn forward_fault<B: Backend, M: HookedModel<B>>(
+    model: &M,
     batch: &TokenBatch,
     recorded: &[(String, TensorData)],
     logits: &Tensor<B, 3>,
@@ -325,7 +335,7 @@ fn forward_fault<B: Backend>(
     if in_recorded.is_none() && !has_non_finite(logits) {
         return Ok(None);
     }
-    let first = model.first_non_finite(batch, &TransformerHooks::default())?;
+    let first = model.first_non_finite(batch, &M::Hooks::default())?;
     Ok(first.or(in_recorded))
 }
 
@@ -336,13 +346,24 @@ impl OnBackend for Forward<'_> {
     type Output = Recorded;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<Recorded, CliError> {
-        let plan = self.0;
+        self.0.config.run(OnDevice::<_, B>(self, device))
+    }
+}
+
+/// A job on backend `B`'s device, run with the folder's family.
+struct OnDevice<J, B: Backend>(J, B::Device);
+
+impl<B: Backend> FamilyJob<B> for OnDevice<Forward<'_>, B> {
+    type Output = Result<Recorded, CliError>;
+
+    fn run<M: FromCheckpoint<B>>(self, _: &AnyConfig) -> Self::Output {
+        let OnDevice(Forward(plan), device) = self;
         let spinner = Spinner::start("");
-        let model = load::<B>(plan, &device, &spinner)?;
+        let model = load::<B, M>(plan, &device, &spinner)?;
         // The layers come from the loaded model: its weights bound them.
-        let keys = record_keys(&plan.sites, model.config.n_layer);
+        let keys = record_keys(&plan.sites, model.dims().n_layer);
         let values = Recorder::<B>::new();
-        let mut hooks = TransformerHooks::<B>::default();
+        let mut hooks = M::Hooks::default();
         for site in &plan.sites {
             hooks.append_to_path(&format!("{}.fwd", site.path), Record::into(&values))?;
         }
@@ -364,13 +385,22 @@ impl OnAutodiff for WithGrad<'_> {
     type Output = Recorded;
 
     fn run<B: AutodiffBackend>(self, device: B::Device) -> Result<Recorded, CliError> {
-        let (plan, target) = (self.0, self.1 as usize);
+        self.0.config.run(OnDevice::<_, B>(self, device))
+    }
+}
+
+impl<B: AutodiffBackend> FamilyJob<B> for OnDevice<WithGrad<'_>, B> {
+    type Output = Result<Recorded, CliError>;
+
+    fn run<M: FromCheckpoint<B>>(self, _: &AnyConfig) -> Self::Output {
+        let OnDevice(WithGrad(plan, target), device) = self;
+        let target = target as usize;
         let spinner = Spinner::start("");
-        let model = load::<B>(plan, &device, &spinner)?;
-        let keys = record_keys(&plan.sites, model.config.n_layer);
+        let model = load::<B, M>(plan, &device, &spinner)?;
+        let keys = record_keys(&plan.sites, model.dims().n_layer);
         let values = Recorder::<B>::new();
         let grads = Recorder::<B::InnerBackend>::new();
-        let mut hooks = TransformerHooks::<B>::default();
+        let mut hooks = M::Hooks::default();
         for site in &plan.sites {
             hooks.append_to_path(&format!("{}.fwd", site.path), Record::into(&values))?;
             hooks.append_grad_to_path(&format!("{}.bwd", site.path), Record::into(&grads))?;

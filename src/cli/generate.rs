@@ -10,15 +10,13 @@ use super::progress::Spinner;
 use super::{OnBackend, input, on_backend, print_out};
 use hooks_model::sample::{self, SampleConfig};
 use hooks_model::shown;
-use hooks_model::tokenizer::Tokenizer;
-use hooks_model::{Gpt2, LoadOptions, ModelError, TransformerHooks, checkpoint};
+use hooks_model::{AnyConfig, FamilyJob, FromCheckpoint, LoadOptions, ModelError};
 
 /// Runs `hooks generate`.
 pub fn run(backend: BackendKind, args: &GenerateArgs) -> Result<(), CliError> {
-    let config =
-        checkpoint::load_config(&args.model).map_err(|e| CliError::model_files(&args.model, e))?;
-    let tokenizer = Tokenizer::gpt2();
-    let batch = input::batch(&args.input, &config)?;
+    let config = AnyConfig::load(&args.model).map_err(|e| CliError::model_files(&args.model, e))?;
+    let batch = input::batch(&args.input, &args.model, &config)?;
+    let n_ctx = config.dims().n_ctx;
     if batch.batch_size() != 1 {
         return Err(CliError::Input(format!(
             "generate continues one sequence; got {} --tokens rows",
@@ -37,25 +35,29 @@ pub fn run(backend: BackendKind, args: &GenerateArgs) -> Result<(), CliError> {
     if prompt
         .len()
         .checked_add(sampling.max_new_tokens)
-        .is_none_or(|total| total > config.n_positions)
+        .is_none_or(|total| total > n_ctx)
     {
         return Err(CliError::Input(format!(
             "a prompt of {} token(s) + {} new token(s) exceeds the context window of {} positions",
             prompt.len(),
             sampling.max_new_tokens,
-            config.n_positions
+            n_ctx
         )));
     }
     let new = on_backend(
         backend,
         Generate {
             args,
+            config: &config,
             prompt: &prompt,
             sampling: &sampling,
         },
     )?;
     match &args.input.prompt {
-        Some(text) => print_out(&format!("{text}{}\n", tokenizer.decode_lossy(&new))),
+        Some(text) => {
+            let tokenizer = input::tokenizer(&args.model, &config)?;
+            print_out(&format!("{text}{}\n", tokenizer.decode_lossy(&new)))
+        }
         None => print_out(&format!(
             "{}\n",
             prompt
@@ -87,6 +89,7 @@ fn check_sampling(s: &SampleConfig) -> Result<(), CliError> {
 
 struct Generate<'a> {
     args: &'a GenerateArgs,
+    config: &'a AnyConfig,
     prompt: &'a [u32],
     sampling: &'a SampleConfig,
 }
@@ -95,21 +98,25 @@ impl OnBackend for Generate<'_> {
     type Output = Vec<u32>;
 
     fn run<B: Backend>(self, device: B::Device) -> Result<Vec<u32>, CliError> {
-        let dir = &self.args.model;
+        self.config.run(GenerateOn::<B>(self, device))
+    }
+}
+
+/// [`Generate`] on backend `B`'s device, with the folder's family.
+struct GenerateOn<'a, B: Backend>(Generate<'a>, B::Device);
+
+impl<B: Backend> FamilyJob<B> for GenerateOn<'_, B> {
+    type Output = Result<Vec<u32>, CliError>;
+
+    fn run<M: FromCheckpoint<B>>(self, _: &AnyConfig) -> Self::Output {
+        let GenerateOn(job, device) = self;
+        let dir = &job.args.model;
         let spinner = Spinner::start(format!("loading {}", shown(dir)));
-        let options = LoadOptions::new().allow_non_finite(self.args.allow_non_finite);
-        let model = Gpt2::<B>::load_with(dir, &device, options)
-            .map_err(|e| CliError::model_files(dir, e))?;
-        spinner.set_message(format!(
-            "generating {} tokens",
-            self.sampling.max_new_tokens
-        ));
-        match sample::generate(
-            &model,
-            self.prompt,
-            self.sampling,
-            &TransformerHooks::default(),
-        ) {
+        let options = LoadOptions::new().allow_non_finite(job.args.allow_non_finite);
+        let model =
+            M::load_with(dir, &device, options).map_err(|e| CliError::model_files(dir, e))?;
+        spinner.set_message(format!("generating {} tokens", job.sampling.max_new_tokens));
+        match sample::generate(&model, job.prompt, job.sampling, &M::Hooks::default()) {
             Ok(tokens) => Ok(tokens),
             Err(ModelError::NonFinite(site)) => Err(CliError::NonFinite {
                 site,

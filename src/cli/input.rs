@@ -4,7 +4,9 @@
 use super::args::InputArgs;
 use super::error::CliError;
 use hooks_model::tokenizer::Tokenizer;
-use hooks_model::{Gpt2Config, TokenBatch};
+use std::path::Path;
+
+use hooks_model::{AnyConfig, ModelDims, TokenBatch};
 
 /// Parses one `--tokens` value (`464,3290,318`; spaces allowed).
 pub fn parse_row(row: usize, text: &str) -> Result<Vec<u32>, CliError> {
@@ -25,11 +27,18 @@ pub fn parse_row(row: usize, text: &str) -> Result<Vec<u32>, CliError> {
         .collect()
 }
 
+/// The tokenizer of the checkpoint folder `dir`.
+pub fn tokenizer(_dir: &Path, _config: &AnyConfig) -> Result<Tokenizer, CliError> {
+    Ok(Tokenizer::gpt2())
+}
+
 /// The batch `input` describes, checked against `config` (vocabulary,
-/// context window, equal row lengths).
-pub fn batch(input: &InputArgs, config: &Gpt2Config) -> Result<TokenBatch, CliError> {
+/// context window, equal row lengths); a prompt is tokenized with the
+/// tokenizer of the folder `dir`.
+pub fn batch(input: &InputArgs, dir: &Path, config: &AnyConfig) -> Result<TokenBatch, CliError> {
+    let dims = config.dims();
     let rows = match &input.prompt {
-        Some(text) => vec![prompt_tokens(&Tokenizer::gpt2(), text, config)?],
+        Some(text) => vec![prompt_tokens(&tokenizer(dir, config)?, text, &dims)?],
         None => input
             .tokens
             .iter()
@@ -50,7 +59,7 @@ pub fn batch(input: &InputArgs, config: &Gpt2Config) -> Result<TokenBatch, CliEr
         )));
     }
     let batch = TokenBatch::new(rows)?;
-    batch.check(&config.dims(), 0)?;
+    batch.check(&dims, 0)?;
     Ok(batch)
 }
 
@@ -60,22 +69,22 @@ pub fn batch(input: &InputArgs, config: &Gpt2Config) -> Result<TokenBatch, CliEr
 pub fn prompt_tokens(
     tokenizer: &Tokenizer,
     text: &str,
-    config: &Gpt2Config,
+    dims: &ModelDims,
 ) -> Result<Vec<u32>, CliError> {
-    let tokens = tokenizer.encode(text);
+    let tokens = tokenizer.encode(text)?;
     if tokens.is_empty() {
         return Err(CliError::Input("the prompt is empty".into()));
     }
     if let Some((position, &token)) = tokens
         .iter()
         .enumerate()
-        .find(|(_, t)| **t as usize >= config.vocab_size)
+        .find(|(_, t)| **t as usize >= dims.vocab_size)
     {
         let piece = tokenizer.decode(&[token]).unwrap_or_else(|_| "?".into());
         return Err(CliError::Input(format!(
             "prompt token {token} ({piece:?}) at position {position} is outside the model's \
              vocabulary (size {}); the prompt tokenizes to {tokens:?}",
-            config.vocab_size
+            dims.vocab_size
         )));
     }
     Ok(tokens)

@@ -7,9 +7,9 @@ use std::ops::Range;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use hooks_core::{AnyRankHook, Ctx, HookFn, Hooks, Path, Recorder, Site, named, record_key};
-
-use hooks_model::TransformerHooks;
+use hooks_core::{
+    AnyRankHook, Ctx, HookFn, HookTree, Hooks, Path, Recorder, Site, named, record_key,
+};
 
 /// Clips `ranges` to `dims` (an end past the size means "to the end").
 fn clip<const D: usize>(ranges: &[Range<usize>; D], dims: [usize; D]) -> [Range<usize>; D] {
@@ -60,9 +60,9 @@ impl<B: Backend, const D: usize> HookFn<Tensor<B, D>> for Ablate<D> {
 
 /// Appends `hook` to the `fwd` stage of the site at `path`, only at `layer`
 /// when given (sites outside the blocks take `None`).
-fn append_at<B: Backend, const D: usize>(
-    hooks: &mut TransformerHooks<B>,
-    path: &Path<TransformerHooks<B>, Site<B, D>>,
+fn append_at<B: Backend, T: HookTree<Backend = B>, const D: usize>(
+    hooks: &mut T,
+    path: &Path<T, Site<B, D>>,
     layer: Option<usize>,
     hook: impl HookFn<Tensor<B, D>>,
 ) {
@@ -80,9 +80,9 @@ fn append_at<B: Backend, const D: usize>(
 }
 
 /// Sets a slice of the site at `path` (at `layer`) to `value`.
-pub fn ablate<B: Backend, const D: usize>(
-    hooks: &mut TransformerHooks<B>,
-    path: &Path<TransformerHooks<B>, Site<B, D>>,
+pub fn ablate<B: Backend, T: HookTree<Backend = B>, const D: usize>(
+    hooks: &mut T,
+    path: &Path<T, Site<B, D>>,
     layer: Option<usize>,
     ranges: [Range<usize>; D],
     value: f32,
@@ -96,9 +96,9 @@ pub fn ablate<B: Backend, const D: usize>(
 /// both shapes.
 ///
 /// [`ModelError::Hook`]: hooks_model::ModelError::Hook
-pub fn patch_slice<B: Backend, const D: usize>(
-    hooks: &mut TransformerHooks<B>,
-    path: &Path<TransformerHooks<B>, Site<B, D>>,
+pub fn patch_slice<B: Backend, T: HookTree<Backend = B>, const D: usize>(
+    hooks: &mut T,
+    path: &Path<T, Site<B, D>>,
     layer: Option<usize>,
     ranges: [Range<usize>; D],
     source: Tensor<B, D>,
@@ -119,9 +119,9 @@ pub fn patch_slice<B: Backend, const D: usize>(
 
 /// Adds `vector` along the last dimension of the site at `path` (a steering
 /// vector on the residual stream, for instance).
-pub fn add_at<B: Backend, const D: usize>(
-    hooks: &mut TransformerHooks<B>,
-    path: &Path<TransformerHooks<B>, Site<B, D>>,
+pub fn add_at<B: Backend, T: HookTree<Backend = B>, const D: usize>(
+    hooks: &mut T,
+    path: &Path<T, Site<B, D>>,
     layer: Option<usize>,
     vector: Tensor<B, 1>,
 ) {

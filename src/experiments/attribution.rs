@@ -5,7 +5,7 @@ use burn::tensor::{Tensor, TensorData};
 use hooks_core::{Detach, HookError, HookTree};
 
 use crate::experiments::cache::{ActivationCache, CacheSpec};
-use hooks_model::{Gpt2, ModelError, TokenBatch, TransformerHooks};
+use hooks_model::{HookedModel, ModelError, TokenBatch};
 
 /// Activation, gradient and their product at one site and layer.
 #[derive(Clone, Debug)]
@@ -26,10 +26,10 @@ pub struct Attribution {
 /// Runs `batch` through `model` with `hooks` (plus recording of the sites in
 /// `spec`), back-propagates the scalar `metric(logits)` and returns act × grad
 /// at every selected site and layer, largest |total| first.
-pub fn act_times_grad<B: AutodiffBackend>(
-    model: &Gpt2<B>,
+pub fn act_times_grad<B: AutodiffBackend, M: HookedModel<B>>(
+    model: &M,
     batch: &TokenBatch,
-    mut hooks: TransformerHooks<B>,
+    mut hooks: M::Hooks,
     spec: &CacheSpec,
     metric: impl Fn(Tensor<B, 3>) -> Tensor<B, 1>,
 ) -> Result<Vec<Attribution>, ModelError> {
@@ -72,9 +72,7 @@ pub fn act_times_grad<B: AutodiffBackend>(
 /// Detaches every norm `scale` (`resid.torso.ln_attn.scale`, ...,
 /// `resid.ln_f.scale`): gradients then flow only through the numerator of
 /// each norm, the reference's pattern for attribution through layer norms.
-pub fn detach_norm_scales<B: burn::tensor::backend::Backend>(
-    hooks: &mut TransformerHooks<B>,
-) -> Result<(), HookError> {
+pub fn detach_norm_scales<T: HookTree>(hooks: &mut T) -> Result<(), HookError> {
     for site in hooks.sites_matching(&["**.scale"])? {
         hooks.append_to_path(&format!("{}.fwd", site.path), Detach)?;
     }

@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use hooks_core::{HookError, HookTree, Path, Record, Recorder, Site};
 
 use crate::experiments::export::write_safetensors;
-use hooks_model::{ModelError, TransformerHooks};
+use hooks_model::ModelError;
 
 /// Which sites and layers to record.
 #[derive(Clone, Debug, Default)]
@@ -26,9 +26,9 @@ impl CacheSpec {
     }
 
     /// Adds a site by typed path (checked by rustc).
-    pub fn site<B: Backend, const D: usize>(
+    pub fn site<T: HookTree, const D: usize>(
         mut self,
-        path: &Path<TransformerHooks<B>, Site<B, D>>,
+        path: &Path<T, Site<T::Backend, D>>,
     ) -> Self {
         self.sites.push(path.name().to_string());
         self
@@ -107,7 +107,10 @@ pub struct ActivationCache<B: Backend> {
 
 impl<B: Backend> ActivationCache<B> {
     /// Installs forward recording at the `fwd` stage of each selected site.
-    pub fn install(hooks: &mut TransformerHooks<B>, spec: &CacheSpec) -> Result<Self, HookError> {
+    pub fn install<T: HookTree<Backend = B>>(
+        hooks: &mut T,
+        spec: &CacheSpec,
+    ) -> Result<Self, HookError> {
         let sites = spec.resolve(hooks)?;
         let forward = Recorder::new();
         for site in &sites {
@@ -135,9 +138,9 @@ impl<B: Backend> ActivationCache<B> {
     }
 
     /// The forward value at a typed path.
-    pub fn at<const D: usize>(
+    pub fn at<T: HookTree<Backend = B>, const D: usize>(
         &self,
-        path: &Path<TransformerHooks<B>, Site<B, D>>,
+        path: &Path<T, Site<B, D>>,
         layer: Option<usize>,
     ) -> Option<Tensor<B, D>> {
         self.forward.get::<D>(path.name(), layer)
@@ -177,8 +180,8 @@ impl<B: AutodiffBackend> ActivationCache<B> {
     /// Installs forward and gradient recording: the gradient stage of each
     /// selected site records the gradient flowing into it when a loss built
     /// from the forward pass is back-propagated.
-    pub fn install_with_grads(
-        hooks: &mut TransformerHooks<B>,
+    pub fn install_with_grads<T: HookTree<Backend = B>>(
+        hooks: &mut T,
         spec: &CacheSpec,
     ) -> Result<Self, HookError> {
         let mut cache = Self::install(hooks, spec)?;

@@ -5,7 +5,7 @@ use burn::tensor::backend::Backend;
 use hooks_core::{FwdStage, HookTree, Record, Recorder};
 
 use crate::experiments::ablate::PatchFrom;
-use hooks_model::{Gpt2, ModelError, TokenBatch, TransformerHooks};
+use hooks_model::{HookedModel, ModelError, TokenBatch};
 
 /// One cell of a patching table.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,8 +25,8 @@ pub struct PatchRow {
 /// one and evaluates `metric` on the logits. Returns the table and the clean
 /// and corrupted metrics. `sites` are globs (`resid.torso.post_attn`,
 /// `attn.*`); the batches must have the same shape.
-pub fn patching_table<B: Backend>(
-    model: &Gpt2<B>,
+pub fn patching_table<B: Backend, M: HookedModel<B>>(
+    model: &M,
     clean: &TokenBatch,
     corrupted: &TokenBatch,
     sites: &[&str],
@@ -41,25 +41,25 @@ pub fn patching_table<B: Backend>(
             corrupted.len()
         )));
     }
-    let selected = TransformerHooks::<B>::default()
+    let selected = M::Hooks::default()
         .sites_matching(sites)
         .map_err(|e| ModelError::BadBatch(e.to_string()))?;
     let source = Recorder::new();
-    let mut record = TransformerHooks::<B>::default();
+    let mut record = M::Hooks::default();
     record.append_all(FwdStage::Fwd, Record::into(&source));
     let clean_metric = metric(model.forward(clean, &record)?);
-    let corrupted_metric = metric(model.forward(corrupted, &TransformerHooks::default())?);
+    let corrupted_metric = metric(model.forward(corrupted, &M::Hooks::default())?);
 
     let mut rows = Vec::new();
     for site in &selected {
         let in_block = source.get_key(&format!("layers.0.{}", site.path)).is_some();
         let layers: Vec<Option<usize>> = if in_block {
-            (0..model.config.n_layer).map(Some).collect()
+            (0..model.dims().n_layer).map(Some).collect()
         } else {
             vec![None]
         };
         for layer in layers {
-            let mut hooks = TransformerHooks::<B>::default();
+            let mut hooks = M::Hooks::default();
             hooks
                 .append_to_path(
                     &format!("{}.fwd", site.path),

@@ -7,13 +7,13 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
-use hooks_core::{AutoencoderHooks, Hooks};
+use hooks_core::{AutoencoderHooks, HookError, HookTree, Hooks};
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
 
+use hooks_model::ModelError;
 use hooks_model::finite::check_finite;
 use hooks_model::weights::describe_safetensors_error;
-use hooks_model::{ModelError, TransformerHooks};
 
 /// The latent non-linearity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -52,6 +52,17 @@ pub enum SaeSite {
     DeltaMlp,
     /// `resid.torso.delta_attn` (width D).
     DeltaAttn,
+}
+
+impl SaeSite {
+    /// The site's path in the hook tree.
+    pub fn path(self) -> &'static str {
+        match self {
+            SaeSite::MlpPostAct => "mlp.post_act",
+            SaeSite::DeltaMlp => "resid.torso.delta_mlp",
+            SaeSite::DeltaAttn => "resid.torso.delta_attn",
+        }
+    }
 }
 
 impl<B: Backend> SparseAutoencoder<B> {
@@ -250,17 +261,18 @@ impl<B: Backend> SparseAutoencoder<B> {
 }
 
 /// Splices `ae` into `hooks` at `site` of `layer`, in the `fwd2` stage (so
-/// the site's gradient hooks see the unspliced value's gradient).
-pub fn splice_sae<B: Backend>(
-    hooks: &mut TransformerHooks<B>,
+/// the site's gradient hooks see the unspliced value's gradient). Any family
+/// whose tree has the site (GPT-2's and the Llama family's do) takes it; a
+/// tree without it is an error naming the path.
+pub fn splice_sae<T: HookTree>(
+    hooks: &mut T,
     site: SaeSite,
     layer: usize,
-    ae: AutoencoderHooks<B, 3>,
-) {
-    let target = match site {
-        SaeSite::MlpPostAct => &mut hooks.mlp.post_act,
-        SaeSite::DeltaMlp => &mut hooks.resid.torso.delta_mlp,
-        SaeSite::DeltaAttn => &mut hooks.resid.torso.delta_attn,
-    };
-    target.fwd2.append(Hooks::at_layers(layer).with(ae));
+    ae: AutoencoderHooks<T::Backend, 3>,
+) -> Result<(), HookError> {
+    hooks.append_typed_to_path::<3>(
+        &format!("{}.fwd2", site.path()),
+        Hooks::at_layers(layer).with(ae),
+    )?;
+    Ok(())
 }

@@ -51,19 +51,22 @@ fn splice_three<Bk: Backend>(hooks: &mut TransformerHooks<Bk>) {
         SaeSite::MlpPostAct,
         0,
         post_act.autoencoder_hooks(true),
-    );
+    )
+    .unwrap();
     splice_sae(
         hooks,
         SaeSite::DeltaMlp,
         1,
         delta_mlp.autoencoder_hooks(true),
-    );
+    )
+    .unwrap();
     splice_sae(
         hooks,
         SaeSite::DeltaAttn,
         0,
         delta_attn.autoencoder_hooks(true),
-    );
+    )
+    .unwrap();
 }
 
 #[test]
@@ -86,7 +89,8 @@ fn with_the_error_term_the_logits_do_not_change() {
         SaeSite::DeltaMlp,
         1,
         sae.autoencoder_hooks(false),
-    );
+    )
+    .unwrap();
     let changed = host(model.forward(&batch(), &recon_only).unwrap());
     assert!(max_abs_diff(&changed, &plain) > 1e-3);
 }
@@ -144,7 +148,7 @@ fn latents_are_readable_and_differentiable() {
             og.lock().unwrap().push((ctx.layer(), g.clone()));
             g
         });
-    splice_sae(&mut hooks, SaeSite::DeltaMlp, 1, ae);
+    splice_sae(&mut hooks, SaeSite::DeltaMlp, 1, ae).unwrap();
     let logits = model.forward(&batch(), &hooks).unwrap();
     next_token_loss(logits, &batch(), 0).backward();
 
@@ -179,7 +183,7 @@ fn without_the_error_term_the_site_becomes_the_reconstruction() {
     let mut spliced = TransformerHooks::<B>::default();
     let mut ae = sae.autoencoder_hooks(false);
     let errors = record(&mut ae.error);
-    splice_sae(&mut spliced, SaeSite::DeltaMlp, 1, ae);
+    splice_sae(&mut spliced, SaeSite::DeltaMlp, 1, ae).unwrap();
     let inputs = record(&mut spliced.resid.torso.delta_mlp);
     let out = host(model.forward(&batch(), &spliced).unwrap());
 
@@ -217,7 +221,7 @@ fn ablating_a_latent_subtracts_its_decoder_row() {
     let mut probe = TransformerHooks::<B>::default();
     let mut ae = sae.autoencoder_hooks(true);
     let seen = record(&mut ae.latents);
-    splice_sae(&mut probe, SaeSite::DeltaMlp, 1, ae);
+    splice_sae(&mut probe, SaeSite::DeltaMlp, 1, ae).unwrap();
     model.forward(&batch(), &probe).unwrap();
     let seen = common::at_layer(&seen, Some(1));
     let totals: Vec<f32> = (0..L_D)
@@ -237,7 +241,7 @@ fn ablating_a_latent_subtracts_its_decoder_row() {
         value: 0.0,
     }) as Hook<Tensor<B, 3>>);
     let after_ablation = record(&mut ae.latents);
-    splice_sae(&mut hooks, SaeSite::DeltaMlp, 1, ae);
+    splice_sae(&mut hooks, SaeSite::DeltaMlp, 1, ae).unwrap();
     // Appended after the splice: the site's final value.
     let outputs: Calls<B, 3> = Arc::default();
     let o = outputs.clone();
@@ -507,7 +511,7 @@ fn latent_statistics_across_passes_stay_bounded() {
         l
     });
     let mut hooks = TransformerHooks::<B>::default();
-    splice_sae(&mut hooks, SaeSite::MlpPostAct, 1, ae);
+    splice_sae(&mut hooks, SaeSite::MlpPostAct, 1, ae).unwrap();
     for _ in 0..3 {
         model.forward(&batch(), &hooks).unwrap();
     }
