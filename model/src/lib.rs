@@ -33,12 +33,11 @@ pub mod weights;
 
 pub use batch::TokenBatch;
 pub use checkpoint::LoadOptions;
-pub use config::{Gpt2Config, Gpt2Sizes};
 pub use error::{ModelError, shown};
 pub use family::{AnyConfig, FamilyJob, FromCheckpoint, SUPPORTED_MODEL_TYPES};
 pub use finite::NonFiniteSite;
 pub use gpt2::{
-    AttentionHooks, Gpt2, KvCache, MlpHooks, NormalizationHooks, ResidualStreamHooks,
-    ResidualStreamTorsoHooks, TransformerHooks,
+    AttentionHooks, Gpt2, Gpt2Config, Gpt2Sizes, KvCache, MlpHooks, NormalizationHooks,
+    ResidualStreamHooks, ResidualStreamTorsoHooks, TransformerHooks,
 };
 pub use hooked::{HookedModel, ModelDims};
