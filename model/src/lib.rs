@@ -27,6 +27,7 @@ pub mod files;
 pub mod finite;
 pub mod gpt2;
 mod hooked;
+pub mod llama;
 pub mod sample;
 pub mod tokenizer;
 pub mod weights;
@@ -41,3 +42,4 @@ pub use gpt2::{
     ResidualStreamHooks, ResidualStreamTorsoHooks, TransformerHooks,
 };
 pub use hooked::{HookedModel, ModelDims};
+pub use llama::{Llama, LlamaConfig, LlamaHooks, LlamaKvCache};

@@ -1,0 +1,267 @@
+//! The blocks of a Llama-family model, written out so that every site of
+//! [`LlamaHooks`] is called at its point of the computation, with its path.
+//!
+//! Linear layers keep Burn's `[in, out]` weights (Hugging Face's, which are
+//! `[out, in]`, are transposed as they load) and run as one 2-D product
+//! over all rows ([`linear_rows`]).
+
+use burn::module::{Module, Param};
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::backend::Backend;
+use hooks_core::{Bindings, Ctx, Site, Value};
+
+use super::hooks::{
+    LN_ATTN, LN_MLP, LlamaAttentionHooks, LlamaHooks, LlamaMlpHooks, NormPaths, RmsNormHooks,
+};
+use super::rope::RopeTables;
+use crate::gpt2::layers::linear_rows;
+
+/// Calls `site` with its `path` in the context, or — in the `HOOKED = false`
+/// instantiation that measures what hooks cost — compiles to nothing. An
+/// empty site is skipped before any context is built.
+#[inline(always)]
+pub(crate) fn call<const HOOKED: bool, B: Backend, const D: usize>(
+    site: &Site<B, D>,
+    x: Tensor<B, D>,
+    ctx: &Ctx<'_>,
+    path: &'static str,
+) -> Tensor<B, D> {
+    if HOOKED && !site.is_empty() {
+        site.call(x, &ctx.with_site(path))
+    } else {
+        x
+    }
+}
+
+/// Calls an attention site on a `[B,H,S,K]` tensor, which its hooks see as
+/// `[B,S,K,H]` (a permuted view, permuted back after); an empty site is
+/// skipped without touching the layout.
+#[inline(always)]
+fn call_keys_last<const HOOKED: bool, B: Backend>(
+    site: &Site<B, 4>,
+    x: Tensor<B, 4>,
+    ctx: &Ctx<'_>,
+    path: &'static str,
+) -> Tensor<B, 4> {
+    if !HOOKED || site.is_empty() {
+        return x;
+    }
+    site.call(x.permute([0, 2, 3, 1]), &ctx.with_site(path))
+        .permute([0, 3, 1, 2])
+}
+
+/// RMS norm, `x / sqrt(mean(x²) + ε) · weight`, as transformers'
+/// `LlamaRMSNorm` (Qwen2's and Mistral's are the same): `scale` and
+/// `post_scale` are called in between. The computation is the same with or
+/// without hooks (Burn has no fused RMS norm to switch to); empty sites
+/// cost a length check each.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    /// Weight `[D]`.
+    pub weight: Param<Tensor<B, 1>>,
+    /// Epsilon inside the square root.
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// Normalises over the last dimension, calling the two norm sites
+    /// under `paths`.
+    pub(crate) fn forward<const HOOKED: bool>(
+        &self,
+        x: Tensor<B, 3>,
+        hooks: &RmsNormHooks<B>,
+        ctx: &Ctx<'_>,
+        paths: NormPaths,
+    ) -> Tensor<B, 3> {
+        let scale = (x.clone().square().mean_dim(2) + self.eps).sqrt();
+        let scale = call::<HOOKED, B, 3>(&hooks.scale, scale, ctx, paths.scale);
+        // A division, not a multiplication by a reciprocal: NdArray's
+        // `recip` is a hardware estimate (see the tests' `recip_rel_error`).
+        let x = call::<HOOKED, B, 3>(&hooks.post_scale, x / scale, ctx, paths.post_scale);
+        x * self.weight.val().unsqueeze::<3>()
+    }
+}
+
+/// Cached keys (rotated, times d^-1/4) and values of one layer,
+/// `[B,K,Hkv,d]`, as they were before the `k`/`v` hooks (hooks then see,
+/// and may change, the whole cached length).
+#[derive(Clone, Debug)]
+pub(crate) struct LayerCache<B: Backend> {
+    pub k: Tensor<B, 4>,
+    pub v: Tensor<B, 4>,
+}
+
+/// Causal self-attention with grouped-query heads and RoPE.
+#[derive(Module, Debug)]
+pub struct LlamaAttention<B: Backend> {
+    /// `[D, H·d]`.
+    pub q_proj: Linear<B>,
+    /// `[D, Hkv·d]`.
+    pub k_proj: Linear<B>,
+    /// `[D, Hkv·d]`.
+    pub v_proj: Linear<B>,
+    /// `[H·d, D]`.
+    pub o_proj: Linear<B>,
+    /// Query heads H.
+    pub n_head: usize,
+    /// Key/value heads Hkv.
+    pub n_kv_head: usize,
+    /// Head width d.
+    pub head_dim: usize,
+}
+
+impl<B: Backend> LlamaAttention<B> {
+    /// `x` `[B,S,D]` → `delta_attn` `[B,S,D]`; `rope` holds the queries'
+    /// rotations (with d^-1/4), `mask` is `[B or 1, 1, S, K]` additive.
+    /// With a cache, the new keys and values are appended to it.
+    pub(crate) fn forward<const HOOKED: bool>(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        mask: &Tensor<B, 4>,
+        hooks: &LlamaAttentionHooks<B>,
+        ctx: &Ctx<'_>,
+        cache: Option<&mut Option<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let [b, s, _] = x.dims();
+        let (h, h_kv, d) = (self.n_head, self.n_kv_head, self.head_dim);
+        let group = h / h_kv;
+
+        let q = rope.rotate(linear_rows(&self.q_proj, x.clone()).reshape([b, s, h, d]));
+        let mut k = rope.rotate(linear_rows(&self.k_proj, x.clone()).reshape([b, s, h_kv, d]));
+        let mut v = linear_rows(&self.v_proj, x).reshape([b, s, h_kv, d]);
+        if let Some(cache) = cache {
+            if let Some(old) = cache.take() {
+                k = Tensor::cat(vec![old.k, k], 1);
+                v = Tensor::cat(vec![old.v, v], 1);
+            }
+            *cache = Some(LayerCache {
+                k: k.clone(),
+                v: v.clone(),
+            });
+        }
+        let q = call::<HOOKED, B, 4>(&hooks.q, q, ctx, "attn.q");
+        let k = call::<HOOKED, B, 4>(&hooks.k, k, ctx, "attn.k");
+        let v = call::<HOOKED, B, 4>(&hooks.v, v, ctx, "attn.v");
+        let keys = k.dims()[1];
+
+        // Grouped-query attention without copying keys or values per query
+        // head (transformers' `repeat_kv`): the G = H / Hkv query heads that
+        // share kv head j are heads j·G .. j·G + G - 1, so [B,H,S,d] seen as
+        // [B,Hkv,G·S,d] multiplies each kv head once, and the [B,Hkv,G·S,K]
+        // product is [B,H,S,K] as it lies in memory. Hooks see the sites'
+        // [B,S,K,H] layout as a permuted view.
+        let q = q.permute([0, 2, 1, 3]).reshape([b, h_kv, group * s, d]);
+        let logits = q.matmul(k.permute([0, 2, 3, 1])).reshape([b, h, s, keys]);
+        let logits = add_mask(logits, mask);
+        let logits = call_keys_last::<HOOKED, B>(&hooks.qk_logits, logits, ctx, "attn.qk_logits");
+        let probs = softmax(logits, 3);
+        let probs = call_keys_last::<HOOKED, B>(&hooks.qk_probs, probs, ctx, "attn.qk_probs");
+
+        let out = probs
+            .reshape([b, h_kv, group * s, keys])
+            .matmul(v.permute([0, 2, 1, 3]))
+            .reshape([b, h, s, d])
+            .swap_dims(1, 2);
+        let out = call::<HOOKED, B, 4>(&hooks.v_out, out, ctx, "attn.v_out");
+        linear_rows(&self.o_proj, out.reshape([b, s, h * d]))
+    }
+}
+
+/// Adds the `[B or 1, 1, S, K]` additive mask to `[B,H,S,K]` logits: a mask
+/// shared by every row as one `[B·H, S·K] + [1, S·K]` pass (in place on
+/// the CPU backends), a per-row mask (padded batches) broadcast over heads.
+fn add_mask<B: Backend>(logits: Tensor<B, 4>, mask: &Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, h, s, k] = logits.dims();
+    if mask.dims()[0] == 1 {
+        (logits.reshape([b * h, s * k]) + mask.clone().reshape([1, s * k])).reshape([b, h, s, k])
+    } else {
+        logits + mask.clone()
+    }
+}
+
+/// The gated MLP: `down_proj(silu(gate_proj(x)) · up_proj(x))`.
+#[derive(Module, Debug)]
+pub struct LlamaMlp<B: Backend> {
+    /// `[D, F]`.
+    pub gate_proj: Linear<B>,
+    /// `[D, F]`.
+    pub up_proj: Linear<B>,
+    /// `[F, D]`.
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> LlamaMlp<B> {
+    /// `x` `[B,S,D]` → `delta_mlp` `[B,S,D]`.
+    pub(crate) fn forward<const HOOKED: bool>(
+        &self,
+        x: Tensor<B, 3>,
+        hooks: &LlamaMlpHooks<B>,
+        ctx: &Ctx<'_>,
+    ) -> Tensor<B, 3> {
+        let gate = linear_rows(&self.gate_proj, x.clone());
+        let gate = call::<HOOKED, B, 3>(&hooks.pre_act, gate, ctx, "mlp.pre_act");
+        let up = call::<HOOKED, B, 3>(&hooks.up, linear_rows(&self.up_proj, x), ctx, "mlp.up");
+        let post = silu(gate) * up;
+        let post = if !HOOKED || hooks.post_act.is_empty() {
+            post
+        } else {
+            let mut extra = Bindings::new();
+            extra
+                .bind("out_layer", Value::any("Linear", self.down_proj.clone()))
+                .expect("a fresh binding set");
+            hooks
+                .post_act
+                .call(post, &ctx.with_bindings(&extra).with_site("mlp.post_act"))
+        };
+        linear_rows(&self.down_proj, post)
+    }
+}
+
+/// A pre-norm block: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+#[derive(Module, Debug)]
+pub struct LlamaBlock<B: Backend> {
+    /// RMS norm before attention.
+    pub input_layernorm: RmsNorm<B>,
+    /// Attention.
+    pub self_attn: LlamaAttention<B>,
+    /// RMS norm before the MLP.
+    pub post_attention_layernorm: RmsNorm<B>,
+    /// MLP.
+    pub mlp: LlamaMlp<B>,
+}
+
+impl<B: Backend> LlamaBlock<B> {
+    /// One block; `ctx` carries its layer, `mask` is the one for its
+    /// attention (with or without a sliding window).
+    pub(crate) fn forward<const HOOKED: bool>(
+        &self,
+        x: Tensor<B, 3>,
+        rope: &RopeTables<B>,
+        mask: &Tensor<B, 4>,
+        hooks: &LlamaHooks<B>,
+        ctx: &Ctx<'_>,
+        cache: Option<&mut Option<LayerCache<B>>>,
+    ) -> Tensor<B, 3> {
+        let torso = &hooks.resid.torso;
+        let h = self
+            .input_layernorm
+            .forward::<HOOKED>(x.clone(), &torso.ln_attn, ctx, LN_ATTN);
+        let h = call::<HOOKED, B, 3>(&torso.post_ln_attn, h, ctx, "resid.torso.post_ln_attn");
+        let delta = self
+            .self_attn
+            .forward::<HOOKED>(h, rope, mask, &hooks.attn, ctx, cache);
+        let delta = call::<HOOKED, B, 3>(&torso.delta_attn, delta, ctx, "resid.torso.delta_attn");
+        let x = call::<HOOKED, B, 3>(&torso.post_attn, x + delta, ctx, "resid.torso.post_attn");
+
+        let h =
+            self.post_attention_layernorm
+                .forward::<HOOKED>(x.clone(), &torso.ln_mlp, ctx, LN_MLP);
+        let h = call::<HOOKED, B, 3>(&torso.post_ln_mlp, h, ctx, "resid.torso.post_ln_mlp");
+        let delta = self.mlp.forward::<HOOKED>(h, &hooks.mlp, ctx);
+        let delta = call::<HOOKED, B, 3>(&torso.delta_mlp, delta, ctx, "resid.torso.delta_mlp");
+        call::<HOOKED, B, 3>(&torso.post_mlp, x + delta, ctx, "resid.torso.post_mlp")
+    }
+}
