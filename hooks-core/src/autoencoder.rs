@@ -137,11 +137,7 @@ impl<B: Backend, const D: usize> HookNode for AutoencoderHooks<B, D> {
             type_name: "AutoencoderHooks",
             children: ["latents", "reconstruction", "error"]
                 .into_iter()
-                .map(|name| SchemaChild {
-                    name,
-                    field: name,
-                    schema: site,
-                })
+                .map(|name| SchemaChild::plain(name, name, site))
                 .collect(),
         }
     }

@@ -81,7 +81,9 @@ pub use hooks::{Hooks, Layers};
 pub use hooks_derive::HookCollection;
 #[doc(hidden)]
 pub use node::HookField;
-pub use node::{HookNode, Schema, SchemaChild, Segment, Step, Visitor, VisitorMut, join_segments};
+pub use node::{
+    HookNode, Schema, SchemaChild, Segment, SiteMeta, Step, Visitor, VisitorMut, join_segments,
+};
 pub use path::{Path, PathError, ResolvedPath};
 pub use rank::{AnyRankHook, Detach, ErasedTensor, Record, Recorder, Scale, Zero, record_key};
 pub use render::Renderer;

@@ -196,6 +196,44 @@ pub struct SchemaChild {
     pub field: &'static str,
     /// The child's schema, built on demand.
     pub schema: fn() -> Schema,
+    /// `#[hooks(shape = "B,S,D")]`: the dimension letters of the site's
+    /// values (of every site in the list, option or box this child is),
+    /// comma-separated without spaces; `None` when not given.
+    pub shape: Option<&'static str>,
+    /// `#[hooks(per_layer)]`: every site below this child is called inside
+    /// the blocks, with the layer in its context.
+    pub per_layer: bool,
+    /// The field's doc comment, its first paragraph with lines joined (empty
+    /// when it has none).
+    pub doc: &'static str,
+}
+
+impl SchemaChild {
+    /// A child with no attributes and no doc.
+    pub const fn plain(name: &'static str, field: &'static str, schema: fn() -> Schema) -> Self {
+        SchemaChild {
+            name,
+            field,
+            schema,
+            shape: None,
+            per_layer: false,
+            doc: "",
+        }
+    }
+}
+
+/// What the schema says about one site, from the derive's attributes on
+/// the way down to it ([`Schema::site_meta`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteMeta {
+    /// The shape's dimension letters (`"B,S,H,d"`), from the nearest
+    /// `shape` on the way (the site's field, or the list holding it).
+    pub shape: Option<&'static str>,
+    /// Whether any node on the way is `per_layer`: the site is called inside
+    /// the blocks.
+    pub per_layer: bool,
+    /// The doc comment of the nearest field on the way.
+    pub doc: &'static str,
 }
 
 /// Where one segment of a string path leads from a node ([`Schema::step`]).
@@ -261,6 +299,31 @@ impl Schema {
                 }
             }
         }
+    }
+
+    /// What the attributes from this node down to the node at `segments`
+    /// say: the shape and doc of the field nearest to it, and whether any
+    /// field on the way is `per_layer`. Segments that lead nowhere end the
+    /// walk (the metadata gathered so far is returned).
+    pub fn site_meta(&self, segments: &[Segment]) -> SiteMeta {
+        let mut meta = SiteMeta::default();
+        let mut node = self.clone().present();
+        for segment in segments {
+            node = match (node, segment) {
+                (Schema::Collection { children, .. }, Segment::Name(name)) => {
+                    let Some(child) = children.iter().find(|c| c.name == *name) else {
+                        break;
+                    };
+                    meta.per_layer |= child.per_layer;
+                    meta.doc = child.doc;
+                    meta.shape = child.shape.or(meta.shape);
+                    (child.schema)().present()
+                }
+                (Schema::List { item, .. }, Segment::Index(_)) => item().present(),
+                _ => break,
+            };
+        }
+        meta
     }
 
     /// The child called `name` (string-path name) of a collection.

@@ -15,13 +15,31 @@ use crate::render::Renderer;
 use crate::site::{FwdStage, Stage};
 use crate::{HookError, Path, Site, Value};
 
-/// One site of a tree, as iteration yields it.
+/// One site of a tree, as iteration yields it: where it is, and what the
+/// derive's attributes say about it (its schema is the one source of site
+/// metadata).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteInfo {
     /// The dotted string path.
     pub path: String,
     /// The rank of the site's tensors.
     pub rank: usize,
+    /// The shape's dimension letters, comma-separated (`"B,S,H,d"`), when
+    /// the tree declares it (`#[hooks(shape = "...")]`).
+    pub shape: Option<&'static str>,
+    /// Whether the site is called inside the blocks, with a layer in its
+    /// context (`#[hooks(per_layer)]` on it or on a node above it).
+    pub per_layer: bool,
+    /// The doc comment of the site's field (first paragraph; empty if none).
+    pub doc: &'static str,
+}
+
+impl SiteInfo {
+    /// The shape's dimension letters (`["B", "S", "H", "d"]`); empty when
+    /// the tree declares no shape.
+    pub fn dims(&self) -> impl Iterator<Item = &'static str> + use<> {
+        self.shape.into_iter().flat_map(|s| s.split(','))
+    }
 }
 
 /// What every hook tree can do. Implemented for every [`HookNode`]: derived
@@ -218,20 +236,25 @@ pub trait HookTree: HookNode {
         Ok(self)
     }
 
-    /// Every site with its path and rank, in declaration order.
+    /// Every site with its path, rank and declared metadata (shape,
+    /// `per_layer`, doc), in declaration order.
     fn sites(&self) -> Vec<SiteInfo> {
-        struct Collect(Vec<SiteInfo>);
+        struct Collect(Schema, Vec<SiteInfo>);
         impl<B: Backend> SiteWithPath<B> for Collect {
             fn site<const D: usize>(&mut self, path: &[Segment], _: &Site<B, D>) {
-                self.0.push(SiteInfo {
+                let meta = self.0.site_meta(path);
+                self.1.push(SiteInfo {
                     path: join_segments(path),
                     rank: D,
+                    shape: meta.shape,
+                    per_layer: meta.per_layer,
+                    doc: meta.doc,
                 });
             }
         }
-        let mut v = Tracked::new(Collect(Vec::new()));
+        let mut v = Tracked::new(Collect(Self::schema(), Vec::new()));
         self.walk(&mut v);
-        v.inner.0
+        v.inner.1
     }
 
     /// The sites whose paths match any of `patterns` (see

@@ -73,7 +73,10 @@ fn iteration_names_every_entry_by_index_and_skips_an_absent_option() {
     let with_maybe = net(1, true).sites();
     assert!(with_maybe.contains(&SiteInfo {
         path: "maybe".into(),
-        rank: 2
+        rank: 2,
+        shape: None,
+        per_layer: false,
+        doc: "",
     }));
     assert_eq!(with_maybe.len(), 8);
 }

@@ -25,6 +25,9 @@ fn sites_in_declaration_order_with_ranks() {
         .map(|(path, rank)| SiteInfo {
             path: path.to_string(),
             rank: *rank,
+            shape: None,
+            per_layer: false,
+            doc: "",
         })
         .collect();
     assert_eq!(TinyHooks::<NdArray>::default().sites(), expected);
@@ -39,7 +42,10 @@ fn a_sub_collection_lists_its_own_paths() {
         Site::<NdArray, 4>::default().sites(),
         [SiteInfo {
             path: String::new(),
-            rank: 4
+            rank: 4,
+            shape: None,
+            per_layer: false,
+            doc: "",
         }]
     );
 }

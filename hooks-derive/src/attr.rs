@@ -6,12 +6,33 @@ pub const HOOKS: &str = "hooks";
 pub const RENAME: &str = "rename";
 pub const SKIP: &str = "skip";
 pub const CRATE: &str = "crate";
+pub const SHAPE: &str = "shape";
+pub const PER_LAYER: &str = "per_layer";
+
+/// The letters a site's shape may be written in (`#[hooks(shape = "B,S,H,d")]`).
+pub const DIMENSIONS: [&str; 10] = ["B", "S", "K", "D", "H", "Hkv", "d", "F", "V", "1"];
+
+/// A checked `shape = "..."`: the literal (for spans) and its letters.
+pub struct Shape {
+    pub lit: LitStr,
+    pub dims: Vec<String>,
+}
+
+impl Shape {
+    /// The letters joined by commas, without spaces: what the schema holds.
+    pub fn normalized(&self) -> String {
+        self.dims.join(",")
+    }
+}
 
 /// Attributes of one field.
 #[derive(Default)]
 pub struct FieldAttrs {
     pub rename: Option<LitStr>,
     pub skip: bool,
+    pub shape: Option<Shape>,
+    /// The `per_layer` path, for spans.
+    pub per_layer: Option<Path>,
 }
 
 /// Attributes of the struct.
@@ -40,9 +61,34 @@ pub fn field_attrs(attrs: &[Attribute], errors: &mut Vec<syn::Error>) -> FieldAt
             } else if meta.path.is_ident(SKIP) {
                 out.skip = true;
                 Ok(())
+            } else if meta.path.is_ident(SHAPE) {
+                let value = meta.value()?;
+                let lit: LitStr = value.parse().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "a shape is a string of comma-separated dimension letters: \
+                         `shape = \"B,S,D\"`",
+                    )
+                })?;
+                let shape = parse_shape(lit)?;
+                if out.shape.replace(shape).is_some() {
+                    return Err(meta.error("duplicate `shape`"));
+                }
+                Ok(())
+            } else if meta.path.is_ident(PER_LAYER) {
+                if meta.input.peek(syn::Token![=]) {
+                    return Err(
+                        meta.error("`per_layer` takes no value: write `#[hooks(per_layer)]`")
+                    );
+                }
+                if out.per_layer.replace(meta.path.clone()).is_some() {
+                    return Err(meta.error("duplicate `per_layer`"));
+                }
+                Ok(())
             } else {
                 Err(meta.error(format!(
-                    "unknown hooks attribute `{}`; expected `rename = \"...\"` or `skip`",
+                    "unknown hooks attribute `{}`; expected `rename = \"...\"`, `skip`, \
+                     `shape = \"...\"` or `per_layer`",
                     path_to_string(&meta.path)
                 )))
             }
@@ -52,6 +98,35 @@ pub fn field_attrs(attrs: &[Attribute], errors: &mut Vec<syn::Error>) -> FieldAt
         }
     }
     out
+}
+
+/// Checks `shape = "B,S,H,d"`: comma-separated letters from [`DIMENSIONS`]
+/// (spaces around them allowed).
+fn parse_shape(lit: LitStr) -> syn::Result<Shape> {
+    let value = lit.value();
+    let mut dims = Vec::new();
+    for dim in value.split(',').map(str::trim) {
+        if dim.is_empty() {
+            return Err(syn::Error::new_spanned(
+                &lit,
+                format!(
+                    "a shape is comma-separated dimension letters such as \"B,S,D\", \
+                     with none empty (in \"{value}\")"
+                ),
+            ));
+        }
+        if !DIMENSIONS.contains(&dim) {
+            return Err(syn::Error::new_spanned(
+                &lit,
+                format!(
+                    "unknown dimension `{dim}` in shape \"{value}\"; expected one of {}",
+                    DIMENSIONS.join(", ")
+                ),
+            ));
+        }
+        dims.push(dim.to_string());
+    }
+    Ok(Shape { lit, dims })
 }
 
 pub fn container_attrs(attrs: &[Attribute], errors: &mut Vec<syn::Error>) -> ContainerAttrs {

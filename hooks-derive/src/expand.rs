@@ -36,6 +36,7 @@ fn fallback_impl(input: &Input) -> TokenStream {
     };
     let body = Body {
         backend: quote!(#backend),
+        rank_checks: Vec::new(),
         children: Vec::new(),
         walk: Vec::new(),
         walk_mut: Vec::new(),
@@ -119,13 +120,34 @@ fn impl_hook_node(input: &Input) -> TokenStream {
         let field = node.ident.to_string();
         let ty = node.ty;
         let schema = quote_spanned!(ty.span()=> <#ty as #krate::HookField<Self::Backend>>::schema);
+        let shape = match &node.shape {
+            Some(shape) => quote!(::core::option::Option::Some(#shape)),
+            None => quote!(::core::option::Option::None),
+        };
+        let per_layer = node.per_layer;
+        let doc = &node.doc;
         quote! {
             #krate::SchemaChild {
                 name: #name,
                 field: #field,
                 schema: #schema,
+                shape: #shape,
+                per_layer: #per_layer,
+                doc: #doc,
             }
         }
+    });
+    // A shape on a site whose rank is not a literal: checked by the compiler
+    // when the schema is built.
+    let rank_checks = input.nodes.iter().filter_map(|node| {
+        let (rank, n) = node.rank_check.as_ref()?;
+        let message = format!(
+            "the shape of hook field `{}` has {n} dimensions, not the site's rank",
+            node.ident
+        );
+        Some(quote! {
+            const { ::core::assert!((#rank) == #n, #message) };
+        })
     });
     let walk = input.nodes.iter().map(|node| {
         let name = &node.name;
@@ -159,6 +181,7 @@ fn impl_hook_node(input: &Input) -> TokenStream {
 
     let body = Body {
         backend,
+        rank_checks: rank_checks.collect(),
         children: children.collect(),
         walk: walk.collect(),
         walk_mut: walk_mut.collect(),
@@ -169,6 +192,7 @@ fn impl_hook_node(input: &Input) -> TokenStream {
 /// What differs between the impls the derive emits.
 struct Body {
     backend: TokenStream,
+    rank_checks: Vec<TokenStream>,
     children: Vec<TokenStream>,
     walk: Vec<TokenStream>,
     walk_mut: Vec<TokenStream>,
@@ -188,6 +212,7 @@ fn emit(input: &Input, krate: &TokenStream, body: Body) -> TokenStream {
         .unwrap_or_default();
     let Body {
         backend,
+        rank_checks,
         children,
         walk,
         walk_mut,
@@ -202,6 +227,7 @@ fn emit(input: &Input, krate: &TokenStream, body: Body) -> TokenStream {
             type Backend = #backend;
 
             fn schema() -> #krate::Schema {
+                #(#rank_checks)*
                 #krate::Schema::Collection {
                     type_name: #type_name,
                     children: ::std::vec![#(#children),*],

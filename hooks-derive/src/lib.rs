@@ -9,8 +9,9 @@
 //! ```ignore
 //! #[derive(HookCollection, Clone, Default)]
 //! pub struct MlpHooks<B: Backend> {
+//!     #[hooks(shape = "B,S,F")]
 //!     pub pre_act: Site<B, 3>,
-//!     #[hooks(rename = "post_gelu")]
+//!     #[hooks(rename = "post_gelu", shape = "B,S,F")]
 //!     pub post_act: Site<B, 3>,
 //!     #[hooks(skip)]
 //!     pub note: String,
@@ -18,7 +19,15 @@
 //! ```
 //!
 //! Attributes: on fields `#[hooks(rename = "name")]` (the name in string
-//! paths) and `#[hooks(skip)]` (not part of the tree); on the struct
+//! paths), `#[hooks(skip)]` (not part of the tree), `#[hooks(shape =
+//! "B,S,H,d")]` on a site (or a list, option or box of sites: the
+//! dimension letters of its values, from `B S K D H Hkv d F V 1`, as many as
+//! its rank — checked here when the rank is a literal, by a const assertion
+//! otherwise) and `#[hooks(per_layer)]` on any field (every site below it is
+//! called inside the blocks, with the layer in its context). They, and the
+//! first paragraph of each field's doc comment, go into the schema
+//! (`SchemaChild`) and from there into every `SiteInfo`, so tools read site
+//! metadata off the tree instead of tables of their own. On the struct
 //! `#[hooks(crate = "path")]` (where `hooks-core` is, if not found by name).
 //! Errors never panic: each is a spanned `compile_error!`, and an impl is
 //! still emitted where possible so the user sees one error, not twenty.
