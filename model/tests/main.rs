@@ -11,4 +11,5 @@ mod cpu_kind;
 mod gradients;
 mod hostile_inputs;
 mod kv_cache;
+mod llama_parity;
 mod parity;
