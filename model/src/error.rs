@@ -134,6 +134,30 @@ pub enum ModelError {
         /// What it is: `a folder`, `a character device`, ...
         kind: &'static str,
     },
+    /// A `tokenizer.json` that cannot be used: not JSON (a truncated file),
+    /// not Hugging Face's layout, a tokenizer model the `tokenizers` crate
+    /// does not implement, or a text it could not encode.
+    #[error("{}: {}", shown(path), escape_control(reason))]
+    BadTokenizer {
+        /// The `tokenizer.json` file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint folder without a `tokenizer.json`, of a model type that
+    /// has no bundled tokenizer to fall back to (only `gpt2` has one).
+    #[error(
+        "{}: no tokenizer.json in the folder; a `{}` model needs one to tokenize text \
+         (only `gpt2` folders fall back to the bundled GPT-2 BPE)",
+        shown(dir),
+        escape_control(model_type)
+    )]
+    NoTokenizer {
+        /// The checkpoint folder.
+        dir: PathBuf,
+        /// The folder's `model_type`.
+        model_type: String,
+    },
     /// A token id outside the vocabulary.
     #[error(
         "token id {token} at row {row}, position {position} is outside the vocabulary (size {vocab_size})"

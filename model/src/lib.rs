@@ -8,7 +8,8 @@
 //! - [`checkpoint`]: Hugging Face GPT-2 checkpoints in and out ([`weights`]:
 //!   safetensors files read defensively; [`finite`]: NaN and infinity checks;
 //!   [`files`]: atomic output files).
-//! - [`tokenizer`]: GPT-2's BPE (tiktoken's bundled `r50k_base`).
+//! - [`tokenizer`]: a folder's Hugging Face `tokenizer.json`, or GPT-2's BPE
+//!   (tiktoken's bundled `r50k_base`) for GPT-2 folders without one.
 //! - [`backend`]: the CPU backends and CUDA behind the `cuda` feature.
 
 #![warn(missing_docs)]

@@ -13,3 +13,4 @@ mod hostile_inputs;
 mod kv_cache;
 mod llama_parity;
 mod parity;
+mod tokenizer;
