@@ -7,10 +7,10 @@ use std::path::Path;
 use burn::tensor::backend::Backend;
 
 use crate::checkpoint::{CONFIG_FILE, LoadOptions};
-use crate::{Gpt2, Gpt2Config, HookedModel, ModelDims, ModelError, shown};
+use crate::{Gpt2, Gpt2Config, HookedModel, Llama, LlamaConfig, ModelDims, ModelError, shown};
 
 /// The `model_type`s a checkpoint folder may have.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["gpt2"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["gpt2", "llama", "qwen2", "mistral"];
 
 /// A family whose models load from Hugging Face checkpoint folders.
 pub trait FromCheckpoint<B: Backend>: HookedModel<B> {
@@ -24,11 +24,19 @@ impl<B: Backend> FromCheckpoint<B> for Gpt2<B> {
     }
 }
 
+impl<B: Backend> FromCheckpoint<B> for Llama<B> {
+    fn load_with(dir: &Path, device: &B::Device, options: LoadOptions) -> Result<Self, ModelError> {
+        Llama::load_with(dir, device, options)
+    }
+}
+
 /// A checkpoint folder's configuration, of whichever family it is.
 #[derive(Clone, Debug)]
 pub enum AnyConfig {
     /// `model_type: "gpt2"`.
     Gpt2(Gpt2Config),
+    /// `model_type: "llama"`, `"qwen2"` or `"mistral"`.
+    Llama(LlamaConfig),
 }
 
 /// Work generic over the family, run by [`AnyConfig::run`] with the
@@ -75,6 +83,7 @@ impl AnyConfig {
         };
         match model_type {
             "gpt2" => Ok(AnyConfig::Gpt2(Gpt2Config::from_json(text)?)),
+            "llama" | "qwen2" | "mistral" => Ok(AnyConfig::Llama(LlamaConfig::from_json(text)?)),
             other => Err(ModelError::BadConfig(format!(
                 "model_type `{}` is not supported; supported: {}",
                 hooks_core::path::escape_control(other),
@@ -87,6 +96,7 @@ impl AnyConfig {
     pub fn model_type(&self) -> &str {
         match self {
             AnyConfig::Gpt2(_) => "gpt2",
+            AnyConfig::Llama(c) => c.model_type(),
         }
     }
 
@@ -94,6 +104,7 @@ impl AnyConfig {
     pub fn dims(&self) -> ModelDims {
         match self {
             AnyConfig::Gpt2(c) => c.dims(),
+            AnyConfig::Llama(c) => c.dims(),
         }
     }
 
@@ -101,6 +112,7 @@ impl AnyConfig {
     pub fn run<B: Backend, J: FamilyJob<B>>(&self, job: J) -> J::Output {
         match self {
             AnyConfig::Gpt2(_) => job.run::<Gpt2<B>>(self),
+            AnyConfig::Llama(_) => job.run::<Llama<B>>(self),
         }
     }
 }
