@@ -10,7 +10,10 @@
 //! tokens, and no truncation or padding the file may configure is applied.
 //! GPT-2's bundled BPE adds nothing and reads `<|endoftext|>` in the text as
 //! ordinary text. [`Tokenizer::decode`] keeps special tokens, like
-//! transformers' `tokenizer.decode(ids)`.
+//! transformers' `tokenizer.decode(ids)`. `tokenizer_config.json` is not
+//! read: a folder whose `add_bos_token` / `add_eos_token` there disagree
+//! with its `tokenizer.json`'s post-processor (transformers rebuilds the
+//! post-processor from them for Llama 2 and Mistral) gets the file's.
 
 use std::path::{Path, PathBuf};
 
