@@ -11,6 +11,7 @@ mod cpu_kind;
 mod gradients;
 mod hostile_inputs;
 mod kv_cache;
+mod llama_analytic;
 mod llama_parity;
 mod parity;
 mod tokenizer;

@@ -532,10 +532,9 @@ impl LlamaConfig {
             Family::Qwen2 => {
                 map.insert("sliding_window".into(), json!(self.sliding_window));
                 map.insert("use_sliding_window".into(), json!(self.use_sliding_window));
-                map.insert(
-                    "max_window_layers".into(),
-                    json!(self.max_window_layers.unwrap_or(QWEN2_MAX_WINDOW_LAYERS)),
-                );
+                if let Some(layers) = self.max_window_layers {
+                    map.insert("max_window_layers".into(), json!(layers));
+                }
                 if let Some(types) = &self.layer_types {
                     let names: Vec<&str> = types.iter().map(|t| t.name()).collect();
                     map.insert("layer_types".into(), json!(names));
@@ -674,6 +673,11 @@ fn read_scaling(
                     }),
                 }
             };
+            let (factor, low_freq_factor, high_freq_factor) = (
+                number("factor")?,
+                number("low_freq_factor")?,
+                number("high_freq_factor")?,
+            );
             let key = "original_max_position_embeddings";
             let original = match obj.get(key) {
                 None => {
@@ -689,9 +693,9 @@ fn read_scaling(
                 })?,
             };
             Ok(RopeScaling::Llama3 {
-                factor: number("factor")?,
-                low_freq_factor: number("low_freq_factor")?,
-                high_freq_factor: number("high_freq_factor")?,
+                factor,
+                low_freq_factor,
+                high_freq_factor,
                 original_max_position_embeddings: original,
             })
         }
