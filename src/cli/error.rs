@@ -96,7 +96,9 @@ fn model_error_code(e: &ModelError) -> u8 {
         | ModelError::WrongShape { .. }
         | ModelError::WrongDtype { .. }
         | ModelError::ConfigMismatch { .. }
-        | ModelError::NonFiniteWeight { .. } => exit::MODEL_FILES,
+        | ModelError::NonFiniteWeight { .. }
+        | ModelError::BadTokenizer { .. }
+        | ModelError::NoTokenizer { .. } => exit::MODEL_FILES,
         ModelError::NonFinite(_) => exit::NON_FINITE,
         _ => exit::FAILURE,
     }

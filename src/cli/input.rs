@@ -1,11 +1,11 @@
 //! Token input: `--tokens` rows or a `--prompt`, checked against the model's
 //! config before the weights are loaded.
 
+use std::path::Path;
+
 use super::args::InputArgs;
 use super::error::CliError;
 use hooks_model::tokenizer::Tokenizer;
-use std::path::Path;
-
 use hooks_model::{AnyConfig, ModelDims, TokenBatch};
 
 /// Parses one `--tokens` value (`464,3290,318`; spaces allowed).
@@ -27,9 +27,12 @@ pub fn parse_row(row: usize, text: &str) -> Result<Vec<u32>, CliError> {
         .collect()
 }
 
-/// The tokenizer of the checkpoint folder `dir`.
-pub fn tokenizer(_dir: &Path, _config: &AnyConfig) -> Result<Tokenizer, CliError> {
-    Ok(Tokenizer::gpt2())
+/// The tokenizer of the checkpoint folder `dir`: its `tokenizer.json`, or
+/// GPT-2's bundled BPE for a GPT-2 folder without one
+/// ([`Tokenizer::for_model_dir`]); a missing or broken file is a model-files
+/// error naming it.
+pub fn tokenizer(dir: &Path, config: &AnyConfig) -> Result<Tokenizer, CliError> {
+    Tokenizer::for_model_dir(dir, config.model_type()).map_err(|e| CliError::model_files(dir, e))
 }
 
 /// The batch `input` describes, checked against `config` (vocabulary,

@@ -17,7 +17,7 @@ use crate::common::formats::{copy_as, sharded_copy};
 use crate::common::{Expected, HostTensor};
 use hooks_model::checkpoint::INDEX_FILE;
 
-const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny");
+const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny");
 
 fn hooks(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hooks"))

@@ -149,8 +149,8 @@ fn patch_slice_with_a_source_of_another_shape_is_an_error() {
             assert_eq!(fault.layer, Some(0));
             assert_eq!(
                 fault.to_string(),
-                "hook failed at layer 0: the patch source has shape [1, 6, 32], \
-                 the site's value [2, 6, 32]"
+                "hook failed at `resid.torso.post_attn` (layer 0): the patch source has \
+                 shape [1, 6, 32], the site's value [2, 6, 32]"
             );
         }
         other => panic!("expected a hook fault, got {other:?}"),

@@ -7,6 +7,7 @@
 mod common;
 
 mod cli;
+mod cli_families;
 mod experiments_attribution;
 mod experiments_cache;
 mod experiments_patch;

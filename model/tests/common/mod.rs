@@ -52,13 +52,18 @@ macro_rules! on_both_autodiff_backends {
     )*};
 }
 
+/// The workspace root: the model crate's parent, or the root package
+/// itself (both test binaries use these helpers).
+pub fn workspace_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|dir| dir.join("tests").join("fixtures").is_dir())
+        .expect("the workspace root holds tests/fixtures")
+}
+
 /// `tests/fixtures/<name>` at the workspace root.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("tests")
-        .join("fixtures")
-        .join(name)
+    workspace_root().join("tests").join("fixtures").join(name)
 }
 
 /// Loads a fixture checkpoint on `B`'s default device.
