@@ -6,9 +6,12 @@
 //! included), D model width, H query heads, Hkv key/value heads, d head
 //! width, F MLP width, V vocabulary. With grouped-query attention, query
 //! head `h` reads key/value head `h / (H / Hkv)` (transformers'
-//! `repeat_kv`). Every site is called with its full dotted path in the
-//! context ([`Ctx::site`](hooks_core::Ctx::site)); sites inside blocks also
-//! with their layer.
+//! `repeat_kv`). The shapes are also in each site's
+//! `#[hooks(shape = "...")]` and `per_layer` marks the nodes whose sites are
+//! called inside the blocks, for tools reading the schema
+//! ([`hooks_core::HookTree::sites`]). Every site is called with its full
+//! dotted path in the context ([`Ctx::site`](hooks_core::Ctx::site)); sites
+//! inside blocks also with their layer.
 
 use burn::tensor::backend::Backend;
 use hooks_core::{HookCollection, Site};
@@ -17,12 +20,15 @@ use hooks_core::{HookCollection, Site};
 #[derive(HookCollection, Clone, Default)]
 pub struct LlamaHooks<B: Backend> {
     /// MLP sites (inside blocks).
+    #[hooks(per_layer)]
     pub mlp: LlamaMlpHooks<B>,
     /// Attention sites (inside blocks).
+    #[hooks(per_layer)]
     pub attn: LlamaAttentionHooks<B>,
     /// Residual-stream sites.
     pub resid: LlamaResidualStreamHooks<B>,
     /// Unembedding output `[B,S,V]` (no layer).
+    #[hooks(shape = "B,S,V")]
     pub logits: Site<B, 3>,
 }
 
@@ -30,12 +36,15 @@ pub struct LlamaHooks<B: Backend> {
 #[derive(HookCollection, Clone, Default)]
 pub struct LlamaMlpHooks<B: Backend> {
     /// `gate_proj` output, before SiLU `[B,S,F]`.
+    #[hooks(shape = "B,S,F")]
     pub pre_act: Site<B, 3>,
     /// `up_proj` output `[B,S,F]`.
+    #[hooks(shape = "B,S,F")]
     pub up: Site<B, 3>,
     /// `silu(pre_act) · up`, the input of `down_proj` `[B,S,F]`; hooks find
     /// `down_proj` bound as `out_layer` (a `burn::nn::Linear<B>`, read it
     /// with `Value::downcast_ref`), as GPT-2's `post_act` binds `c_proj`.
+    #[hooks(shape = "B,S,F")]
     pub post_act: Site<B, 3>,
 }
 
@@ -44,19 +53,25 @@ pub struct LlamaMlpHooks<B: Backend> {
 pub struct LlamaAttentionHooks<B: Backend> {
     /// Queries after RoPE, multiplied by d^-1/4 `[B,S,H,d]`: with `k` so
     /// scaled too, `q·kᵀ` is transformers' `q·kᵀ / sqrt(d)`.
+    #[hooks(shape = "B,S,H,d")]
     pub q: Site<B, 4>,
     /// Keys after RoPE (cached ones included), multiplied by d^-1/4
     /// `[B,K,Hkv,d]`.
+    #[hooks(shape = "B,K,Hkv,d")]
     pub k: Site<B, 4>,
     /// Values (cached ones included) `[B,K,Hkv,d]`.
+    #[hooks(shape = "B,K,Hkv,d")]
     pub v: Site<B, 4>,
     /// Masked attention logits `q·kᵀ`, laid out query, key, head:
     /// `[B,S,K,H]` (`-inf` where masked).
+    #[hooks(shape = "B,S,K,H")]
     pub qk_logits: Site<B, 4>,
     /// Attention probabilities, the softmax over keys `[B,S,K,H]`.
+    #[hooks(shape = "B,S,K,H")]
     pub qk_probs: Site<B, 4>,
     /// Sum over keys of probabilities times values, the input of `o_proj`
     /// before the heads merge `[B,S,H,d]`.
+    #[hooks(shape = "B,S,H,d")]
     pub v_out: Site<B, 4>,
 }
 
@@ -65,8 +80,10 @@ pub struct LlamaAttentionHooks<B: Backend> {
 #[derive(HookCollection, Clone, Default)]
 pub struct RmsNormHooks<B: Backend> {
     /// `sqrt(mean(x²) + ε)` `[B,S,1]`.
+    #[hooks(shape = "B,S,1")]
     pub scale: Site<B, 3>,
     /// `x / scale` `[B,S,D]`, before the weight.
+    #[hooks(shape = "B,S,D")]
     pub post_scale: Site<B, 3>,
 }
 
@@ -74,20 +91,26 @@ pub struct RmsNormHooks<B: Backend> {
 #[derive(HookCollection, Clone, Default)]
 pub struct LlamaResidualStreamTorsoHooks<B: Backend> {
     /// Output of `input_layernorm` `[B,S,D]`.
+    #[hooks(shape = "B,S,D")]
     pub post_ln_attn: Site<B, 3>,
     /// Inside `input_layernorm`.
     pub ln_attn: RmsNormHooks<B>,
     /// Attention block output `[B,S,D]`.
+    #[hooks(shape = "B,S,D")]
     pub delta_attn: Site<B, 3>,
     /// Residual after adding `delta_attn` `[B,S,D]`.
+    #[hooks(shape = "B,S,D")]
     pub post_attn: Site<B, 3>,
     /// Inside `post_attention_layernorm`.
     pub ln_mlp: RmsNormHooks<B>,
     /// Output of `post_attention_layernorm` `[B,S,D]`.
+    #[hooks(shape = "B,S,D")]
     pub post_ln_mlp: Site<B, 3>,
     /// MLP block output `[B,S,D]`.
+    #[hooks(shape = "B,S,D")]
     pub delta_mlp: Site<B, 3>,
     /// Residual after adding `delta_mlp` `[B,S,D]`.
+    #[hooks(shape = "B,S,D")]
     pub post_mlp: Site<B, 3>,
 }
 
@@ -95,12 +118,15 @@ pub struct LlamaResidualStreamTorsoHooks<B: Backend> {
 #[derive(HookCollection, Clone, Default)]
 pub struct LlamaResidualStreamHooks<B: Backend> {
     /// Token embedding `[B,S,D]` (no layer; positions enter through RoPE).
+    #[hooks(shape = "B,S,D")]
     pub post_emb: Site<B, 3>,
     /// Inside each block (layer in the context).
+    #[hooks(per_layer)]
     pub torso: LlamaResidualStreamTorsoHooks<B>,
     /// Inside the final norm (no layer).
     pub ln_f: RmsNormHooks<B>,
     /// Output of the final norm `[B,S,D]` (no layer).
+    #[hooks(shape = "B,S,D")]
     pub post_ln_f: Site<B, 3>,
 }
 
