@@ -37,6 +37,7 @@ on_both_backends!(
     left_padded_rows_match_unpadded_rows,
     sites_have_their_documented_shapes,
     tied_and_untied_unembeddings,
+    unhooked_baseline_and_first_non_finite,
 );
 
 /// A small model config: 2 layers, width 32, 4 query heads over 2 kv
@@ -1095,4 +1096,30 @@ fn loader_errors_name_the_key() {
         msg.contains(CONFIG_FILE) && msg.contains("longrope"),
         "{msg}"
     );
+}
+
+/// `forward_unhooked` (every site compiled out) gives the logits of an
+/// empty tree; `first_non_finite` passes over the mask's `-inf` in
+/// `attn.qk_logits` and names the first site a NaN reaches.
+fn unhooked_baseline_and_first_non_finite<B: Backend>() {
+    let model = model::<B>(&small("mistral"));
+    let batch = TokenBatch::left_padded(vec![tokens(5), tokens(3)], 0).unwrap();
+    let want = logits(&model, &batch);
+    assert_eq!(host(model.forward_unhooked(&batch).unwrap()), want.data);
+
+    let mut hooks = LlamaHooks::<B>::default();
+    assert_eq!(model.first_non_finite(&batch, &hooks).unwrap(), None);
+    hooks.mlp.up.fwd.append(|x: Tensor<B, 3>, ctx: &Ctx<'_>| {
+        if ctx.layer() == Some(1) {
+            x.clone() / x.zeros_like() * 0.0
+        } else {
+            x
+        }
+    });
+    let found = model
+        .first_non_finite(&batch, &hooks)
+        .unwrap()
+        .expect("a NaN");
+    assert_eq!((found.site.as_str(), found.layer), ("mlp.up", Some(1)));
+    assert!(found.value.is_nan());
 }
