@@ -79,23 +79,29 @@ impl<B: Backend, const D: usize> AutoencoderHooks<B, D> {
         self.add_error
     }
 
-    /// Runs the splice on `x`.
+    /// Runs the splice on `x`. Its own sites are called under their paths in
+    /// this splice's tree (`latents`, `reconstruction`, `error`: what
+    /// [`sites`](crate::HookTree::sites) lists), with the caller's layer and
+    /// bindings.
     pub fn call(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
         let latents = (self.encode)(x.clone());
         // Burn tensors are immutable handles: "cloning" the latents gives two
         // uses of one graph node, which autodiff sums exactly as PyTorch sums
         // the gradients of the reference's two `.clone()`s.
         let latents_for_error = self.add_error.then(|| latents.clone());
-        let hooked = self.latents.call(latents, ctx);
-        let reconstruction = self.reconstruction.call((self.decode)(hooked), ctx);
+        let hooked = self.latents.call(latents, &ctx.with_site("latents"));
+        let reconstruction = self
+            .reconstruction
+            .call((self.decode)(hooked), &ctx.with_site("reconstruction"));
+        let error_ctx = ctx.with_site("error");
         match latents_for_error {
             Some(latents) => {
-                let error = self.error.call(x - (self.decode)(latents), ctx);
+                let error = self.error.call(x - (self.decode)(latents), &error_ctx);
                 reconstruction + error
             }
             None => {
                 // Called for its hooks (e.g. recording); the value is dropped.
-                let _ = self.error.call(x - reconstruction.clone(), ctx);
+                let _ = self.error.call(x - reconstruction.clone(), &error_ctx);
                 reconstruction
             }
         }

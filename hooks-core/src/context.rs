@@ -1,5 +1,5 @@
-//! The context a hook receives alongside the value: the layer, the site path
-//! (when known) and every keyword value bound on the way down.
+//! The context a hook receives alongside the value: the layer, the site's
+//! path and every keyword value bound on the way down.
 //!
 //! The reference binds `layer` on a deep copy of the whole hook tree for every
 //! layer of every forward pass. Here the model passes the layer in a [`Ctx`]
@@ -16,7 +16,7 @@ use crate::{Bindings, HookFault, HookFaults, Value};
 #[derive(Clone, Copy, Debug)]
 pub struct Ctx<'a> {
     layer: Option<usize>,
-    site: Option<&'a str>,
+    site: Option<SiteName<'a>>,
     bound: Option<&'a Bindings>,
     parent: Option<&'a Ctx<'a>>,
     faults: Option<&'a HookFaults>,
@@ -57,14 +57,28 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// The same context, naming the site being called.
-    pub fn with_site<'b>(&'b self, site: &'b str) -> Ctx<'b> {
+    /// The same context, naming the site being called by its full dotted
+    /// path in the model's tree (`"attn.q"`, `"resid.torso.ln_mlp.scale"`).
+    /// Models call every site this way: a copy of five words, no frame and
+    /// no allocation, so every hook learns its site however it was added.
+    #[inline]
+    pub const fn with_site(&self, site: &'static str) -> Ctx<'a> {
         Ctx {
-            layer: self.layer,
-            site: Some(site),
-            bound: None,
-            parent: Some(self),
-            faults: self.faults,
+            site: Some(SiteName::Static(site)),
+            ..*self
+        }
+    }
+
+    /// [`with_site`](Self::with_site) for a path built at run time (what
+    /// `append_all` and string paths tell a hook when its caller named no
+    /// site).
+    pub fn with_site_path<'b>(&self, site: &'b str) -> Ctx<'b>
+    where
+        'a: 'b,
+    {
+        Ctx {
+            site: Some(SiteName::Borrowed(site)),
+            ..*self
         }
     }
 
@@ -89,7 +103,7 @@ impl<'a> Ctx<'a> {
     /// panics with the message.
     pub fn fail(&self, message: impl Into<String>) {
         let fault = HookFault {
-            site: self.site.map(str::to_string),
+            site: self.site().map(str::to_string),
             layer: self.layer(),
             message: message.into(),
         };
@@ -109,10 +123,12 @@ impl<'a> Ctx<'a> {
         })
     }
 
-    /// The dotted path of the site, when the hook was installed through a
-    /// path-aware method (`append_all`, `append_to_path`, typed paths).
+    /// The dotted path of the site being called: the one the model names at
+    /// every call ([`with_site`](Self::with_site)), else the one a
+    /// path-aware method (`append_all`, `append_to_path`) knew; `None` only
+    /// when neither did (a site called directly with `Ctx::root()`).
     pub fn site(&self) -> Option<&'a str> {
-        self.site
+        self.site.map(SiteName::get)
     }
 
     /// The value bound to `key`; inner bindings shadow outer ones.
@@ -155,7 +171,12 @@ impl<'a> Ctx<'a> {
         }
         CtxSnapshot {
             layer: self.layer,
-            site: self.site.map(Into::into),
+            site: self.site.map(|s| match s {
+                // The model's paths are static: a snapshot of one copies a
+                // pointer.
+                SiteName::Static(s) => OwnedSiteName::Static(s),
+                SiteName::Borrowed(s) => OwnedSiteName::Owned(s.into()),
+            }),
             bindings,
         }
     }
@@ -167,11 +188,35 @@ impl Default for Ctx<'static> {
     }
 }
 
+/// A site's path in a [`Ctx`]: the model's static one, or one a hook
+/// adapter borrowed.
+#[derive(Clone, Copy, Debug)]
+enum SiteName<'a> {
+    Static(&'static str),
+    Borrowed(&'a str),
+}
+
+impl<'a> SiteName<'a> {
+    fn get(self) -> &'a str {
+        match self {
+            SiteName::Static(s) => s,
+            SiteName::Borrowed(s) => s,
+        }
+    }
+}
+
+/// A site's path in a [`CtxSnapshot`].
+#[derive(Clone, Debug)]
+enum OwnedSiteName {
+    Static(&'static str),
+    Owned(std::sync::Arc<str>),
+}
+
 /// An owned [`Ctx`]: what a gradient hook is given during the backward pass.
 #[derive(Clone, Debug, Default)]
 pub struct CtxSnapshot {
     layer: Option<usize>,
-    site: Option<std::sync::Arc<str>>,
+    site: Option<OwnedSiteName>,
     bindings: Bindings,
 }
 
@@ -180,7 +225,10 @@ impl CtxSnapshot {
     pub fn ctx(&self) -> Ctx<'_> {
         Ctx {
             layer: self.layer,
-            site: self.site.as_deref(),
+            site: self.site.as_ref().map(|s| match s {
+                OwnedSiteName::Static(s) => SiteName::Static(s),
+                OwnedSiteName::Owned(s) => SiteName::Borrowed(s),
+            }),
             bound: (!self.bindings.is_empty()).then_some(&self.bindings),
             parent: None,
             faults: None,

@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("hook failed{}: {message}", where_(.site, *.layer))]
 pub struct HookFault {
-    /// The site path, when the hook was installed through a path-aware method.
+    /// The site's path ([`Ctx::site`](crate::Ctx::site): models name it at
+    /// every call; `None` only for a site called without one).
     pub site: Option<String>,
     /// The layer of the call (`None` outside the blocks).
     pub layer: Option<usize>,

@@ -52,7 +52,8 @@ pub trait AnyRankHook<B: Backend>: Send + Sync + 'static {
 }
 
 /// Makes a site hook of rank `D` from a shared rank-generic hook; `site`,
-/// when given, is exposed to the hook as [`Ctx::site`].
+/// when given, is exposed to the hook as [`Ctx::site`] at calls whose caller
+/// named no site.
 pub(crate) fn at_rank<B: Backend, const D: usize, H: AnyRankHook<B>>(
     hook: Arc<H>,
     site: Option<Arc<str>>,
@@ -72,9 +73,11 @@ struct RankAdapter<B, const D: usize, H> {
 
 impl<B: Backend, const D: usize, H: AnyRankHook<B>> HookFn<Tensor<B, D>> for RankAdapter<B, D, H> {
     fn call(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
-        match &self.site {
-            Some(site) => self.hook.call(x, &ctx.with_site(site)),
-            None => self.hook.call(x, ctx),
+        // The caller's path wins: a model names every site by its full path,
+        // which is also right for a hook appended to a sub-tree.
+        match (&self.site, ctx.site()) {
+            (Some(site), None) => self.hook.call(x, &ctx.with_site_path(site)),
+            _ => self.hook.call(x, ctx),
         }
     }
 
@@ -140,8 +143,10 @@ impl<B: Backend, const D: usize> IntoHook<Tensor<B, D>> for Record<B> {
 }
 
 /// Records the value into a [`Recorder`] and passes it on unchanged, keyed
-/// by the site's path: the one `append_all` or a string path tells it, or,
-/// appended to a stage directly, the key given with [`under`](Record::under).
+/// by the site's path ([`Ctx::site`]: the model names it at every call, so a
+/// `Record` appended through a typed path or a field records under the
+/// site, as one added by `append_all` or a string path does), or by the key
+/// given with [`under`](Record::under).
 #[derive(Clone)]
 pub struct Record<B: Backend> {
     recorder: Recorder<B>,
@@ -159,8 +164,8 @@ impl<B: Backend> Record<B> {
         }
     }
 
-    /// Records under `key` (instead of the site's path, which a hook
-    /// appended to a stage directly is not told).
+    /// Records under `key` instead of the site's path (for a site called
+    /// without one, or to keep two recordings of a site apart).
     pub fn under(mut self, key: impl Into<Arc<str>>) -> Self {
         self.key = Some(key.into());
         self
@@ -185,8 +190,8 @@ impl<B: Backend> AnyRankHook<B> for Record<B> {
         match self.key.as_deref().or(ctx.site()) {
             Some(key) => self.recorder.record(key, ctx.layer(), x.clone()),
             None => ctx.fail(
-                "Record does not know where it is: give it a key with `Record::into(&rec).under(\"...\")` \
-                 when appending it to a stage directly (append_all and string paths name the site)",
+                "Record does not know where it is: the site was called without its path \
+                 (`ctx.with_site(\"...\")`); give it a key with `Record::into(&rec).under(\"...\")`",
             ),
         }
         x

@@ -18,6 +18,7 @@ mod path_fuzz;
 mod ready_hooks_on_a_stage;
 mod recorder;
 mod render;
+mod site_in_context;
 mod site_metadata;
 mod site_stages;
 mod string_paths;

@@ -10,7 +10,7 @@ use std::cell::Cell;
 use burn::tensor::Tensor;
 use burn_ndarray::NdArray;
 use common::TinyHooks;
-use hooks_core::{Ctx, Site};
+use hooks_core::{Ctx, HookTree, Site};
 
 struct Counting;
 
@@ -97,7 +97,7 @@ fn an_empty_site_allocates_nothing() {
 fn an_empty_tree_allocates_nothing() {
     // Bindings alone do not make a site non-empty: still no allocation.
     let mut hooks = TinyHooks::<NdArray>::default();
-    hooks_core::HookTree::bind(&mut hooks, "layer", 0).unwrap();
+    HookTree::bind(&mut hooks, "layer", 0).unwrap();
     let device = Default::default();
     let (x3, x4, x2) = (
         Tensor::<NdArray, 3>::ones([1, 2, 4], &device),
@@ -120,4 +120,39 @@ fn an_empty_tree_allocates_nothing() {
         (x3, x4, x2)
     });
     assert_eq!(n, 0);
+}
+
+#[test]
+fn naming_the_site_allocates_nothing() {
+    // What a model does at every call: `ctx.with_site(path)` copies the
+    // context; a hook reading `ctx.site()` gets a borrowed `&'static str`.
+    let mut hooks = TinyHooks::<NdArray>::default();
+    hooks.attn.q.fwd.append(|x: Tensor<NdArray, 4>, ctx: &Ctx| {
+        assert_eq!(ctx.site(), Some("attn.q"));
+        x
+    });
+    let device = Default::default();
+    let (x3, x4) = (
+        Tensor::<NdArray, 3>::ones([1, 2, 4], &device),
+        Tensor::<NdArray, 4>::ones([1, 2, 2, 2], &device),
+    );
+    let (n, _) = allocations_in(|| {
+        let (mut x3, mut x4) = (x3, x4);
+        for layer in 0..100 {
+            let ctx = Ctx::at_layer(layer);
+            x3 = hooks
+                .resid
+                .post_emb
+                .call(x3, &Ctx::root().with_site("resid.post_emb"));
+            x4 = hooks.attn.q.call(x4, &ctx.with_site("attn.q"));
+            x3 = hooks
+                .resid
+                .torso
+                .post_mlp
+                .call(x3, &ctx.with_site("resid.torso.post_mlp"));
+        }
+        (x3, x4)
+    });
+    assert_eq!(n, 0);
+    assert_eq!(hooks.hook_calls()[0].calls, 100);
 }

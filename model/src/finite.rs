@@ -134,7 +134,11 @@ impl<B: Backend> AnyRankHook<B> for FirstFault {
         if found.is_some() {
             return x;
         }
-        let site = ctx.site().unwrap_or("?");
+        // `append_all` and the model both name the site.
+        let Some(site) = ctx.site() else {
+            ctx.fail("first_non_finite: a site was called without its path");
+            return x;
+        };
         let data = x.clone().into_data();
         if let Some((index, value)) = first_fault(site, data.iter::<f32>()) {
             *found = Some(NonFiniteSite {

@@ -14,4 +14,5 @@ mod kv_cache;
 mod llama_analytic;
 mod llama_parity;
 mod parity;
+mod site_context;
 mod tokenizer;

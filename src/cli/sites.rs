@@ -1,5 +1,11 @@
-//! `hooks sites`: every hook site with its shape, in forward order, and the
-//! site table the other commands use to name cache keys.
+//! `hooks sites`: every hook site of a family's tree with its shape, and the
+//! order of the cache keys the other commands write.
+//!
+//! Nothing here is a table of its own: shapes, whether a site is called
+//! inside the blocks and the one-line descriptions are read off the derived
+//! schema ([`HookTree::sites`]: `#[hooks(shape = "...")]`,
+//! `#[hooks(per_layer)]` and the fields' doc comments), and the letters are
+//! turned into sizes by [`ModelDims::size_of`].
 
 use std::fmt::Write as _;
 
@@ -8,250 +14,252 @@ use hooks_core::{HookTree, SiteInfo, record_key};
 use super::args::SitesArgs;
 use super::error::CliError;
 use hooks_model::backend::Cpu;
-use hooks_model::{Gpt2Config, TransformerHooks, checkpoint};
+use hooks_model::{
+    AnyConfig, FamilyJob, FromCheckpoint, Gpt2Config, HookedModel, LlamaHooks, ModelDims,
+    TransformerHooks,
+};
 
-/// One dimension of a site's shape.
+/// One dimension of a site's shape: a letter of `#[hooks(shape = "...")]`
+/// (`B`, `S`, `K`, `D`, `H`, `Hkv`, `d`, `F`, `V`, `1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dim {
-    /// Batch size B (symbolic).
-    Batch,
-    /// Query positions S (symbolic).
-    Query,
-    /// Key positions K: S plus cached positions (symbolic).
-    Key,
-    /// Model width D.
-    Model,
-    /// Heads H.
-    Heads,
-    /// Head width d.
-    HeadWidth,
-    /// MLP width F.
-    Mlp,
-    /// Vocabulary V.
-    Vocab,
-    /// A kept dimension of size 1.
-    One,
-}
+pub struct Dim(pub &'static str);
 
 impl Dim {
-    /// `B`, `S`, `K`, or the size the config gives.
-    pub fn render(self, config: &Gpt2Config) -> String {
-        match self {
-            Dim::Batch => "B".into(),
-            Dim::Query => "S".into(),
-            Dim::Key => "K".into(),
-            Dim::Model => config.n_embd.to_string(),
-            Dim::Heads => config.n_head.to_string(),
-            Dim::HeadWidth => config.d_head().to_string(),
-            Dim::Mlp => config.d_mlp().to_string(),
-            Dim::Vocab => config.vocab_size.to_string(),
-            Dim::One => "1".into(),
-        }
+    /// `B`, `S`, `K` (they depend on the batch), or the size `dims` gives.
+    pub fn render(self, dims: &ModelDims) -> String {
+        dims.size_of(self.0)
+            .map_or_else(|| self.0.to_string(), |n| n.to_string())
     }
 
-    /// The size for a batch of `batch` rows of `seq` tokens and no cache.
-    pub fn size(self, config: &Gpt2Config, batch: usize, seq: usize) -> usize {
-        match self {
-            Dim::Batch => batch,
-            Dim::Query | Dim::Key => seq,
-            Dim::Model => config.n_embd,
-            Dim::Heads => config.n_head,
-            Dim::HeadWidth => config.d_head(),
-            Dim::Mlp => config.d_mlp(),
-            Dim::Vocab => config.vocab_size,
-            Dim::One => 1,
+    /// The size for a batch of `batch` rows of `seq` tokens and no cache
+    /// (`None` for a letter [`ModelDims::size_of`] does not know).
+    pub fn size(self, dims: &ModelDims, batch: usize, seq: usize) -> Option<usize> {
+        match self.0 {
+            "B" => Some(batch),
+            "S" | "K" => Some(seq),
+            letter => dims.size_of(letter),
         }
     }
 }
 
-/// What `SITES.md` says about one site.
+/// What the schema says about one site, as `hooks sites` prints it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SiteSpec {
-    /// Dotted site path, as in `TransformerHooks`.
+    /// Dotted site path.
     pub path: String,
+    /// The rank of its values.
+    pub rank: usize,
     /// Whether the site is inside the blocks (called once per layer).
     pub per_layer: bool,
-    /// The shape of its values.
-    pub shape: Vec<Dim>,
-    /// A remark printed after the shape.
-    pub note: Option<&'static str>,
+    /// The shape of its values, when the tree declares it.
+    pub shape: Option<Vec<Dim>>,
+    /// The first sentence of the field's doc comment, without the shape
+    /// written in it (the shape column says it).
+    pub note: String,
 }
 
-/// Every site of [`TransformerHooks`] in the order the forward pass calls it.
-pub fn site_specs() -> Vec<SiteSpec> {
-    use Dim::*;
-    const BSD: &[Dim] = &[Batch, Query, Model];
-    let spec = |path: &str, per_layer: bool, shape: &[Dim], note: Option<&'static str>| SiteSpec {
-        path: path.to_string(),
-        per_layer,
-        shape: shape.to_vec(),
-        note,
+impl From<&SiteInfo> for SiteSpec {
+    fn from(site: &SiteInfo) -> Self {
+        SiteSpec {
+            path: site.path.clone(),
+            rank: site.rank,
+            per_layer: site.per_layer,
+            shape: site.shape.map(|_| site.dims().map(Dim).collect()),
+            note: note(site.doc),
+        }
+    }
+}
+
+impl SiteSpec {
+    /// `[B, S, 12, 64]`, or `[rank 4]` when the tree declares no shape.
+    pub fn render_shape(&self, dims: &ModelDims) -> String {
+        match &self.shape {
+            Some(shape) => {
+                let dims: Vec<_> = shape.iter().map(|d| d.render(dims)).collect();
+                format!("[{}]", dims.join(", "))
+            }
+            None => format!("[rank {}]", self.rank),
+        }
+    }
+}
+
+/// A doc comment's first sentence, with shapes in backticks (`` `[B,S,D]` ``)
+/// taken out.
+fn note(doc: &str) -> String {
+    let first = match doc.find(". ") {
+        Some(end) => &doc[..=end],
+        None => doc,
     };
-    let norm = |prefix: &str, per_layer: bool| {
-        [
-            spec(
-                &format!("{prefix}.post_mean_subtraction"),
-                per_layer,
-                BSD,
-                None,
-            ),
-            spec(
-                &format!("{prefix}.scale"),
-                per_layer,
-                &[Batch, Query, One],
-                None,
-            ),
-            spec(&format!("{prefix}.post_scale"), per_layer, BSD, None),
-        ]
+    let mut out = String::new();
+    let mut rest = first;
+    while let Some(start) = rest.find("`[") {
+        out.push_str(&rest[..start]);
+        match rest[start + 2..].find("]`") {
+            Some(end) => rest = &rest[start + 2 + end + 2..],
+            None => {
+                rest = &rest[start..];
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    let out = out
+        .replace(" ,", ",")
+        .replace(" .", ".")
+        .replace(" ;", ";")
+        .replace(" )", ")")
+        .replace(":.", ".");
+    out.trim_end_matches(':').trim().to_string()
+}
+
+/// The sites of `tree` as [`site_specs`] orders them.
+pub fn tree_specs<T: HookTree>(tree: &T) -> Vec<SiteSpec> {
+    site_specs(&tree.sites())
+}
+
+/// `sites` in the order a forward pass meets them around the blocks: the
+/// sites outside the blocks that come before them (the embedding), then the
+/// per-layer ones, then the rest (final norm, logits); tree order within
+/// each group.
+pub fn site_specs(sites: &[SiteInfo]) -> Vec<SiteSpec> {
+    order(sites.to_vec()).iter().map(SiteSpec::from).collect()
+}
+
+/// Sorts `sites` as [`site_specs`] does.
+pub fn order(sites: Vec<SiteInfo>) -> Vec<SiteInfo> {
+    let full = full_tree_of(&sites);
+    let (before, rest): (Vec<_>, Vec<_>) = sites
+        .into_iter()
+        .partition(|s| !s.per_layer && before_blocks(&s.path, &full));
+    let (inside, after): (Vec<_>, Vec<_>) = rest.into_iter().partition(|s| s.per_layer);
+    before.into_iter().chain(inside).chain(after).collect()
+}
+
+/// The whole tree `sites` were selected from: a family's tree holding every
+/// one of them, else `sites` themselves.
+fn full_tree_of(sites: &[SiteInfo]) -> Vec<SiteInfo> {
+    let families = [
+        TransformerHooks::<Cpu>::default().sites(),
+        LlamaHooks::<Cpu>::default().sites(),
+    ];
+    families
+        .into_iter()
+        .find(|tree| {
+            sites
+                .iter()
+                .all(|s| tree.iter().any(|t| t.path == s.path && t.rank == s.rank))
+        })
+        .unwrap_or_else(|| sites.to_vec())
+}
+
+/// Whether the outside site `path` comes before the blocks: in the nearest
+/// collection above it that holds per-layer sites, it is declared before
+/// them (`resid.post_emb` before `resid.torso`; `logits`, after `mlp` and
+/// `attn` at the top, is not). Trees declare their nodes in forward order
+/// around the blocks, as `TransformerHooks` does.
+fn before_blocks(path: &str, tree: &[SiteInfo]) -> bool {
+    let Some(at) = tree.iter().position(|s| s.path == path) else {
+        return false;
     };
-    let block = |path: &str, shape: &[Dim]| spec(path, true, shape, None);
-    let mut out = vec![spec("resid.post_emb", false, BSD, None)];
-    out.extend(norm("resid.torso.ln_attn", true));
-    out.extend([
-        block("resid.torso.post_ln_attn", BSD),
-        spec(
-            "attn.q",
-            true,
-            &[Batch, Query, Heads, HeadWidth],
-            Some("scaled by d^-1/4"),
-        ),
-        spec(
-            "attn.k",
-            true,
-            &[Batch, Key, Heads, HeadWidth],
-            Some("scaled by d^-1/4"),
-        ),
-        block("attn.v", &[Batch, Key, Heads, HeadWidth]),
-        spec(
-            "attn.qk_logits",
-            true,
-            &[Batch, Query, Key, Heads],
-            Some("masked with -inf"),
-        ),
-        spec(
-            "attn.qk_softmax_denominator",
-            true,
-            &[Batch, Query, One, Heads],
-            Some("only called when hooked"),
-        ),
-        block("attn.qk_probs", &[Batch, Query, Key, Heads]),
-        block("attn.v_out", &[Batch, Query, Heads, HeadWidth]),
-        block("resid.torso.delta_attn", BSD),
-        block("resid.torso.post_attn", BSD),
-    ]);
-    out.extend(norm("resid.torso.ln_mlp", true));
-    out.extend([
-        block("resid.torso.post_ln_mlp", BSD),
-        block("mlp.pre_act", &[Batch, Query, Mlp]),
-        block("mlp.post_act", &[Batch, Query, Mlp]),
-        block("resid.torso.delta_mlp", BSD),
-        block("resid.torso.post_mlp", BSD),
-    ]);
-    out.extend(norm("resid.ln_f", false));
-    out.push(spec("resid.post_ln_f", false, BSD, None));
-    out.push(spec("logits", false, &[Batch, Query, Vocab], None));
-    out
-}
-
-/// Whether `path` is a site inside the blocks. Sites missing from
-/// [`site_specs`] are judged by their top-level field.
-pub fn is_per_layer(path: &str) -> bool {
-    site_specs()
-        .into_iter()
-        .find(|s| s.path == path)
-        .map(|s| s.per_layer)
-        .unwrap_or_else(|| {
-            path.starts_with("attn.")
-                || path.starts_with("mlp.")
-                || path.starts_with("resid.torso.")
-        })
-}
-
-/// The sites of the tree in forward order, each with its spec when known.
-pub fn ordered_sites() -> Vec<(SiteInfo, Option<SiteSpec>)> {
-    order(TransformerHooks::<Cpu>::default().sites())
-}
-
-/// Sorts `sites` into forward order (unknown ones last, in tree order).
-pub fn order(sites: Vec<SiteInfo>) -> Vec<(SiteInfo, Option<SiteSpec>)> {
-    let specs = site_specs();
-    let mut with: Vec<_> = sites
-        .into_iter()
-        .map(|s| {
-            let i = specs.iter().position(|p| p.path == s.path);
-            (i.unwrap_or(usize::MAX), s, i.map(|i| specs[i].clone()))
-        })
-        .collect();
-    with.sort_by_key(|(i, _, _)| *i);
-    with.into_iter().map(|(_, s, spec)| (s, spec)).collect()
+    let mut prefix = path;
+    while !prefix.is_empty() {
+        prefix = prefix.rfind('.').map_or("", |i| &prefix[..i]);
+        let under = |s: &&SiteInfo| {
+            prefix.is_empty()
+                || s.path
+                    .strip_prefix(prefix)
+                    .is_some_and(|r| r.starts_with('.'))
+        };
+        let first_inside = tree.iter().filter(under).position(|s| s.per_layer);
+        if let Some(first_inside) = first_inside {
+            let mine = tree[..at].iter().filter(under).count();
+            return mine < first_inside;
+        }
+    }
+    false
 }
 
 /// The recorder keys of `sites` for a model of `n_layer` layers, in the order
-/// the forward pass produces them: outside sites before the blocks (the
-/// embedding) or after them, per-layer ones layer by layer.
+/// of [`site_specs`]: outside sites before the blocks, per-layer ones layer
+/// by layer, then the other outside ones.
 pub fn record_keys(sites: &[SiteInfo], n_layer: usize) -> Vec<String> {
     let ordered = order(sites.to_vec());
-    let (inside, outside): (Vec<_>, Vec<_>) =
-        ordered.iter().partition(|(s, _)| is_per_layer(&s.path));
     let mut keys = Vec::new();
-    let before = |s: &SiteInfo| s.path == "resid.post_emb";
-    keys.extend(
-        outside
-            .iter()
-            .filter(|(s, _)| before(s))
-            .map(|(s, _)| record_key(&s.path, None)),
-    );
+    let full = full_tree_of(sites);
+    let (before, rest): (Vec<_>, Vec<_>) = ordered
+        .iter()
+        .partition(|s| !s.per_layer && before_blocks(&s.path, &full));
+    let (inside, after): (Vec<_>, Vec<_>) = rest.into_iter().partition(|s| s.per_layer);
+    keys.extend(before.iter().map(|s| record_key(&s.path, None)));
     for layer in 0..n_layer {
-        keys.extend(inside.iter().map(|(s, _)| record_key(&s.path, Some(layer))));
+        keys.extend(inside.iter().map(|s| record_key(&s.path, Some(layer))));
     }
-    keys.extend(
-        outside
-            .iter()
-            .filter(|(s, _)| !before(s))
-            .map(|(s, _)| record_key(&s.path, None)),
-    );
+    keys.extend(after.iter().map(|s| record_key(&s.path, None)));
     keys
 }
 
-/// Runs `hooks sites`.
+/// Runs `hooks sites`: the family's tree, with the folder's sizes (GPT-2
+/// small's without a folder).
 pub fn run(args: &SitesArgs) -> Result<(), CliError> {
-    let (config, name) = match &args.model {
+    let text = match &args.model {
         Some(dir) => {
-            let config = checkpoint::load_config(dir).map_err(|e| CliError::model_files(dir, e))?;
-            (config, format!("`{}`", hooks_model::shown(dir)))
+            let config = AnyConfig::load(dir).map_err(|e| CliError::model_files(dir, e))?;
+            let name = format!("`{}`", hooks_model::shown(dir));
+            config.run::<Cpu, _>(Render(&name))
         }
-        None => (Gpt2Config::gpt2_small(), "GPT-2 small".to_string()),
+        None => render(
+            &TransformerHooks::<Cpu>::default(),
+            &Gpt2Config::gpt2_small().dims(),
+            "GPT-2 small",
+        ),
     };
-    super::print_out(&render(&config, &name))
+    super::print_out(&text)
 }
 
-/// The text `hooks sites` prints.
-pub fn render(config: &Gpt2Config, name: &str) -> String {
+/// [`render`] with the tree of the folder's family.
+struct Render<'a>(&'a str);
+
+impl FamilyJob<Cpu> for Render<'_> {
+    type Output = String;
+
+    fn run<M: FromCheckpoint<Cpu>>(self, config: &AnyConfig) -> String {
+        let name = format!("{} ({})", self.0, config.model_type());
+        render(
+            &<M as HookedModel<Cpu>>::Hooks::default(),
+            &config.dims(),
+            &name,
+        )
+    }
+}
+
+/// The text `hooks sites` prints for `tree` with the sizes `dims`.
+pub fn render<T: HookTree>(tree: &T, dims: &ModelDims, name: &str) -> String {
     let mut out = String::new();
-    let last = config.n_layer.saturating_sub(1);
+    let last = dims.n_layer.saturating_sub(1);
+    let kv = if dims.n_kv_head == dims.n_head {
+        String::new()
+    } else {
+        format!(", Hkv {}", dims.n_kv_head)
+    };
     let _ = writeln!(
         out,
-        "{name}: {} layers, D {}, H {}, d {}, F {}, V {}, {} positions",
-        config.n_layer,
-        config.n_embd,
-        config.n_head,
-        config.d_head(),
-        config.d_mlp(),
-        config.vocab_size,
-        config.n_positions
+        "{name}: {} layers, D {}, H {}{kv}, d {}, F {}, V {}, {} positions",
+        dims.n_layer,
+        dims.d_model,
+        dims.n_head,
+        dims.d_head,
+        dims.d_mlp,
+        dims.vocab_size,
+        dims.n_ctx
     );
     let _ = writeln!(
         out,
         "B batch, S query positions, K key positions (S plus any cached positions)\n"
     );
-    let sites = ordered_sites();
-    let width = sites
-        .iter()
-        .map(|(s, _)| s.path.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let layers = if config.n_layer == 1 {
+    let specs = tree_specs(tree);
+    let width = specs.iter().map(|s| s.path.len()).max().unwrap_or(4).max(4);
+    let layers = if dims.n_layer == 1 {
         "0".to_string()
     } else {
         format!("0-{last}")
@@ -260,22 +268,16 @@ pub fn render(config: &Gpt2Config, name: &str) -> String {
     let _ = writeln!(out, "{:width$}  {:layer_width$}  shape", "site", "layers");
     let mut values = 0;
     let mut rows = Vec::new();
-    for (site, spec) in &sites {
-        let per_layer = spec
-            .as_ref()
-            .map_or_else(|| is_per_layer(&site.path), |s| s.per_layer);
+    for spec in &specs {
         // Saturating: the count is printed, never used to allocate.
-        values = usize::saturating_add(values, if per_layer { config.n_layer } else { 1 });
-        let shape = match spec {
-            Some(spec) => {
-                let dims: Vec<_> = spec.shape.iter().map(|d| d.render(config)).collect();
-                format!("[{}]", dims.join(", "))
-            }
-            None => format!("[rank {}]", site.rank),
-        };
-        let note = spec.as_ref().and_then(|s| s.note).unwrap_or_default();
-        let which = if per_layer { layers.as_str() } else { "-" };
-        rows.push((site.path.as_str(), which, shape, note));
+        values = usize::saturating_add(values, if spec.per_layer { dims.n_layer } else { 1 });
+        let which = if spec.per_layer { layers.as_str() } else { "-" };
+        rows.push((
+            spec.path.as_str(),
+            which,
+            spec.render_shape(dims),
+            spec.note.as_str(),
+        ));
     }
     let shape_width = rows.iter().map(|r| r.2.chars().count()).max().unwrap_or(0);
     for (path, which, shape, note) in rows {
@@ -287,7 +289,7 @@ pub fn render(config: &Gpt2Config, name: &str) -> String {
         "\n{} sites, {values} values per forward pass. `hooks cache` keys are `layers.<i>.<site>` for \
          per-layer sites and `<site>` otherwise;\nselect sites with `--sites` by path or glob \
          (`attn.*` one segment, `resid.**` any depth).",
-        sites.len()
+        specs.len()
     );
     out
 }
@@ -296,18 +298,79 @@ pub fn render(config: &Gpt2Config, name: &str) -> String {
 mod tests {
     use super::*;
 
+    fn gpt2_specs() -> Vec<SiteSpec> {
+        tree_specs(&TransformerHooks::<Cpu>::default())
+    }
+
     #[test]
-    fn the_table_covers_the_tree() {
-        let tree = TransformerHooks::<Cpu>::default().sites();
-        let specs = site_specs();
-        assert_eq!(tree.len(), specs.len());
-        for site in &tree {
-            let spec = specs
-                .iter()
-                .find(|s| s.path == site.path)
-                .unwrap_or_else(|| panic!("{} has no spec", site.path));
-            assert_eq!(spec.shape.len(), site.rank, "{}", site.path);
+    fn every_gpt2_site_declares_its_shape() {
+        let dims = Gpt2Config::gpt2_small().dims();
+        for spec in gpt2_specs() {
+            let shape = spec
+                .shape
+                .as_ref()
+                .unwrap_or_else(|| panic!("{} declares no shape", spec.path));
+            assert_eq!(shape.len(), spec.rank, "{}", spec.path);
+            for d in shape {
+                assert!(d.size(&dims, 2, 5).is_some(), "{}: {d:?}", spec.path);
+            }
         }
+    }
+
+    #[test]
+    fn gpt2_shapes_and_layers_come_from_the_schema() {
+        let dims = Gpt2Config::gpt2_small().dims();
+        let spec = |path: &str| {
+            gpt2_specs()
+                .into_iter()
+                .find(|s| s.path == path)
+                .unwrap_or_else(|| panic!("no {path}"))
+        };
+        assert_eq!(spec("attn.q").render_shape(&dims), "[B, S, 12, 64]");
+        assert_eq!(spec("attn.k").render_shape(&dims), "[B, K, 12, 64]");
+        assert_eq!(
+            spec("attn.qk_softmax_denominator").render_shape(&dims),
+            "[B, S, 1, 12]"
+        );
+        assert_eq!(spec("resid.ln_f.scale").render_shape(&dims), "[B, S, 1]");
+        assert!(spec("resid.torso.ln_mlp.scale").per_layer);
+        assert!(spec("mlp.post_act").per_layer);
+        assert!(!spec("resid.ln_f.scale").per_layer);
+        assert!(!spec("logits").per_layer);
+        // Notes are the docs, without the shape.
+        assert_eq!(spec("attn.q").note, "Queries, multiplied by d^-1/4.");
+        assert!(
+            spec("attn.qk_softmax_denominator")
+                .note
+                .contains("only called when it has hooks"),
+            "{}",
+            spec("attn.qk_softmax_denominator").note
+        );
+        let counts = gpt2_specs().iter().filter(|s| s.per_layer).count();
+        assert_eq!((gpt2_specs().len(), counts), (27, 21));
+    }
+
+    #[test]
+    fn the_embedding_comes_first_and_the_logits_last() {
+        let specs = gpt2_specs();
+        assert_eq!(specs[0].path, "resid.post_emb");
+        assert_eq!(specs.last().unwrap().path, "logits");
+        let outside: Vec<_> = specs
+            .iter()
+            .filter(|s| !s.per_layer)
+            .map(|s| s.path.as_str())
+            .collect();
+        assert_eq!(
+            outside,
+            [
+                "resid.post_emb",
+                "resid.ln_f.post_mean_subtraction",
+                "resid.ln_f.scale",
+                "resid.ln_f.post_scale",
+                "resid.post_ln_f",
+                "logits"
+            ]
+        );
     }
 
     #[test]
@@ -325,5 +388,16 @@ mod tests {
                 "logits"
             ]
         );
+    }
+
+    #[test]
+    fn notes_drop_the_shapes_written_in_the_docs() {
+        assert_eq!(note("Output of ln_1 `[B,S,D]`."), "Output of ln_1.");
+        assert_eq!(
+            note("Masked attention logits, laid out query, key, head: `[B,S,K,H]`."),
+            "Masked attention logits, laid out query, key, head."
+        );
+        assert_eq!(note("First. Second."), "First.");
+        assert_eq!(note(""), "");
     }
 }

@@ -156,7 +156,13 @@ impl<B: Backend> AnyRankHook<B> for PatchFrom<B> {
         if ctx.layer() != self.layer {
             return x;
         }
-        let site = ctx.site().unwrap_or("?");
+        // Models name every site in the context, however the hook was added.
+        let Some(site) = ctx.site() else {
+            ctx.fail(
+                "PatchFrom does not know which site it patches: it was called without a site path",
+            );
+            return x;
+        };
         let Some(src) = self.source.get::<D>(site, ctx.layer()) else {
             ctx.fail(format!(
                 "no recorded activation `{}` to patch from",

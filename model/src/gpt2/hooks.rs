@@ -33,7 +33,7 @@ pub struct MlpHooks<B: Backend> {
     /// First projection, before GELU `[B,S,F]`.
     #[hooks(shape = "B,S,F")]
     pub pre_act: Site<B, 3>,
-    /// After GELU `[B,S,F]`; hooks find the output projection bound as
+    /// After GELU `[B,S,F]`. Hooks find the output projection bound as
     /// `out_layer` (a `burn::nn::Linear<B>`, read it with `Value::downcast_ref`).
     #[hooks(shape = "B,S,F")]
     pub post_act: Site<B, 3>,
@@ -54,8 +54,8 @@ pub struct AttentionHooks<B: Backend> {
     /// Masked attention logits, laid out query, key, head: `[B,S,K,H]`.
     #[hooks(shape = "B,S,K,H")]
     pub qk_logits: Site<B, 4>,
-    /// Softmax denominator `[B,S,1,H]`; only called when it has hooks (the
-    /// softmax is then written out as numerator / hooked denominator).
+    /// Softmax denominator `[B,S,1,H]`, only called when it has hooks. The
+    /// softmax is then written out as numerator / hooked denominator.
     #[hooks(shape = "B,S,1,H")]
     pub qk_softmax_denominator: Site<B, 4>,
     /// Attention probabilities `[B,S,K,H]`.

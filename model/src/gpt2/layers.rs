@@ -10,16 +10,52 @@ use hooks_core::{Bindings, Ctx, HookTree, Value};
 
 use super::hooks::{AttentionHooks, MlpHooks, NormalizationHooks, TransformerHooks};
 
-/// Calls `site`, or — in the `HOOKED = false` instantiation used to measure
-/// what hooks cost — compiles to nothing.
+/// Calls `site` with its full `path` in the context (what `Record` keys,
+/// patches and fault messages name), or — in the `HOOKED = false`
+/// instantiation used to measure what hooks cost — compiles to nothing. An
+/// empty site is skipped before the context is touched.
 #[inline(always)]
-fn call<const HOOKED: bool, B: Backend, const D: usize>(
+pub(crate) fn call<const HOOKED: bool, B: Backend, const D: usize>(
     site: &hooks_core::Site<B, D>,
     x: Tensor<B, D>,
     ctx: &Ctx<'_>,
+    path: &'static str,
 ) -> Tensor<B, D> {
-    if HOOKED { site.call(x, ctx) } else { x }
+    if HOOKED && !site.is_empty() {
+        site.call(x, &ctx.with_site(path))
+    } else {
+        x
+    }
 }
+
+/// The full paths of one norm's three sites: the model's tree mounts
+/// [`NormalizationHooks`] three times, and each call names its own.
+#[derive(Clone, Copy, Debug)]
+pub struct NormPaths {
+    /// `….post_mean_subtraction`.
+    pub post_mean_subtraction: &'static str,
+    /// `….scale`.
+    pub scale: &'static str,
+    /// `….post_scale`.
+    pub post_scale: &'static str,
+}
+
+macro_rules! norm_paths {
+    ($prefix:literal) => {
+        NormPaths {
+            post_mean_subtraction: concat!($prefix, ".post_mean_subtraction"),
+            scale: concat!($prefix, ".scale"),
+            post_scale: concat!($prefix, ".post_scale"),
+        }
+    };
+}
+
+/// `ln_1`'s sites.
+pub const LN_ATTN: NormPaths = norm_paths!("resid.torso.ln_attn");
+/// `ln_2`'s sites.
+pub const LN_MLP: NormPaths = norm_paths!("resid.torso.ln_mlp");
+/// `ln_f`'s sites.
+pub const LN_F: NormPaths = norm_paths!("resid.ln_f");
 
 /// Layer norm, written out when any of its three sites has hooks:
 /// `x - mean` → `post_mean_subtraction`, `sqrt(mean(x²) + eps)` → `scale`,
@@ -36,12 +72,14 @@ pub struct Norm<B: Backend> {
 }
 
 impl<B: Backend> Norm<B> {
-    /// Normalises over the last dimension, calling the three norm sites.
+    /// Normalises over the last dimension, calling the three norm sites
+    /// under `paths`.
     pub fn forward<const HOOKED: bool>(
         &self,
         x: Tensor<B, 3>,
         hooks: &NormalizationHooks<B>,
         ctx: &Ctx<'_>,
+        paths: &NormPaths,
     ) -> Tensor<B, 3> {
         if !HOOKED || HookTree::is_empty(hooks) {
             // Nothing to see in between: the backend's fused layer norm
@@ -55,10 +93,15 @@ impl<B: Backend> Norm<B> {
             return Tensor::from_primitive(TensorPrimitive::Float(fused));
         }
         let mean = x.clone().mean_dim(2);
-        let x = call::<HOOKED, B, 3>(&hooks.post_mean_subtraction, x - mean, ctx);
+        let x = call::<HOOKED, B, 3>(
+            &hooks.post_mean_subtraction,
+            x - mean,
+            ctx,
+            paths.post_mean_subtraction,
+        );
         let scale = (x.clone().square().mean_dim(2) + self.eps).sqrt();
-        let scale = call::<HOOKED, B, 3>(&hooks.scale, scale, ctx);
-        let x = call::<HOOKED, B, 3>(&hooks.post_scale, x / scale, ctx);
+        let scale = call::<HOOKED, B, 3>(&hooks.scale, scale, ctx, paths.scale);
+        let x = call::<HOOKED, B, 3>(&hooks.post_scale, x / scale, ctx, paths.post_scale);
         x * self.weight.val().unsqueeze::<3>() + self.bias.val().unsqueeze::<3>()
     }
 }
@@ -131,9 +174,9 @@ impl<B: Backend> Attention<B> {
                 v: v.clone(),
             });
         }
-        let q = call::<HOOKED, B, 4>(&hooks.q, q, ctx);
-        let k = call::<HOOKED, B, 4>(&hooks.k, k, ctx);
-        let v = call::<HOOKED, B, 4>(&hooks.v, v, ctx);
+        let q = call::<HOOKED, B, 4>(&hooks.q, q, ctx, "attn.q");
+        let k = call::<HOOKED, B, 4>(&hooks.k, k, ctx, "attn.k");
+        let v = call::<HOOKED, B, 4>(&hooks.v, v, ctx, "attn.v");
 
         // Attention is computed in the contiguous [B,H,S,K] layout, where the
         // mask add, the softmax over keys (the last axis) and the products
@@ -145,7 +188,7 @@ impl<B: Backend> Attention<B> {
             q.permute([0, 2, 1, 3]).matmul(k.permute([0, 2, 3, 1])),
             mask,
         );
-        let logits = call_keys_last::<HOOKED, B>(&hooks.qk_logits, logits, ctx);
+        let logits = call_keys_last::<HOOKED, B>(&hooks.qk_logits, logits, ctx, "attn.qk_logits");
 
         let probs = if !HOOKED || hooks.qk_softmax_denominator.is_empty() {
             softmax(logits, 3)
@@ -156,10 +199,11 @@ impl<B: Backend> Attention<B> {
                 &hooks.qk_softmax_denominator,
                 numerator.clone().sum_dim(3),
                 ctx,
+                "attn.qk_softmax_denominator",
             );
             numerator / denominator
         };
-        let probs = call_keys_last::<HOOKED, B>(&hooks.qk_probs, probs, ctx);
+        let probs = call_keys_last::<HOOKED, B>(&hooks.qk_probs, probs, ctx, "attn.qk_probs");
 
         // probs·v computed transposed, [B,H,d,K] x [B,H,K,S] -> [B,H,d,S]:
         // merging heads is then a reshape to [B,D,S], and the output
@@ -169,7 +213,9 @@ impl<B: Backend> Attention<B> {
         let merged_t = if !HOOKED || hooks.v_out.is_empty() {
             out_t.reshape([b, d_model, s])
         } else {
-            let v_out = hooks.v_out.call(out_t.permute([0, 3, 1, 2]), ctx);
+            let v_out = hooks
+                .v_out
+                .call(out_t.permute([0, 3, 1, 2]), &ctx.with_site("attn.v_out"));
             v_out.permute([0, 2, 3, 1]).reshape([b, d_model, s])
         };
         linear_batched(&self.c_proj, merged_t.swap_dims(1, 2))
@@ -209,19 +255,20 @@ pub fn linear_batched<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<
     }
 }
 
-/// Calls an attention site on a `[B,H,S,K]` tensor (or `[B,H,S,1]`), which
-/// its hooks see as `[B,S,K,H]` (`[B,S,1,H]`); an empty site is skipped
-/// without touching the layout.
+/// Calls an attention site (full path `path`) on a `[B,H,S,K]` tensor (or
+/// `[B,H,S,1]`), which its hooks see as `[B,S,K,H]` (`[B,S,1,H]`); an empty
+/// site is skipped without touching the layout.
 #[inline(always)]
 fn call_keys_last<const HOOKED: bool, B: Backend>(
     site: &hooks_core::Site<B, 4>,
     x: Tensor<B, 4>,
     ctx: &Ctx<'_>,
+    path: &'static str,
 ) -> Tensor<B, 4> {
     if !HOOKED || site.is_empty() {
         return x;
     }
-    site.call(x.permute([0, 2, 3, 1]), ctx)
+    site.call(x.permute([0, 2, 3, 1]), &ctx.with_site(path))
         .permute([0, 3, 1, 2])
 }
 
@@ -255,7 +302,12 @@ impl<B: Backend> Mlp<B> {
         hooks: &MlpHooks<B>,
         ctx: &Ctx<'_>,
     ) -> Tensor<B, 3> {
-        let pre = call::<HOOKED, B, 3>(&hooks.pre_act, linear_rows(&self.c_fc, x), ctx);
+        let pre = call::<HOOKED, B, 3>(
+            &hooks.pre_act,
+            linear_rows(&self.c_fc, x),
+            ctx,
+            "mlp.pre_act",
+        );
         let post = gelu_tanh(pre);
         let post = if !HOOKED || hooks.post_act.is_empty() {
             post
@@ -265,7 +317,9 @@ impl<B: Backend> Mlp<B> {
             extra
                 .bind("out_layer", Value::any("Linear", self.c_proj.clone()))
                 .expect("a fresh binding set");
-            hooks.post_act.call(post, &ctx.with_bindings(&extra))
+            hooks
+                .post_act
+                .call(post, &ctx.with_site("mlp.post_act").with_bindings(&extra))
         };
         linear_rows(&self.c_proj, post)
     }
@@ -295,18 +349,22 @@ impl<B: Backend> Block<B> {
         cache: Option<&mut Option<LayerCache<B>>>,
     ) -> Tensor<B, 3> {
         let torso = &hooks.resid.torso;
-        let h = self.ln_1.forward::<HOOKED>(x.clone(), &torso.ln_attn, ctx);
-        let h = call::<HOOKED, B, 3>(&torso.post_ln_attn, h, ctx);
+        let h = self
+            .ln_1
+            .forward::<HOOKED>(x.clone(), &torso.ln_attn, ctx, &LN_ATTN);
+        let h = call::<HOOKED, B, 3>(&torso.post_ln_attn, h, ctx, "resid.torso.post_ln_attn");
         let delta = self
             .attn
             .forward::<HOOKED>(h, mask, &hooks.attn, ctx, cache);
-        let delta = call::<HOOKED, B, 3>(&torso.delta_attn, delta, ctx);
-        let x = call::<HOOKED, B, 3>(&torso.post_attn, x + delta, ctx);
+        let delta = call::<HOOKED, B, 3>(&torso.delta_attn, delta, ctx, "resid.torso.delta_attn");
+        let x = call::<HOOKED, B, 3>(&torso.post_attn, x + delta, ctx, "resid.torso.post_attn");
 
-        let h = self.ln_2.forward::<HOOKED>(x.clone(), &torso.ln_mlp, ctx);
-        let h = call::<HOOKED, B, 3>(&torso.post_ln_mlp, h, ctx);
+        let h = self
+            .ln_2
+            .forward::<HOOKED>(x.clone(), &torso.ln_mlp, ctx, &LN_MLP);
+        let h = call::<HOOKED, B, 3>(&torso.post_ln_mlp, h, ctx, "resid.torso.post_ln_mlp");
         let delta = self.mlp.forward::<HOOKED>(h, &hooks.mlp, ctx);
-        let delta = call::<HOOKED, B, 3>(&torso.delta_mlp, delta, ctx);
-        call::<HOOKED, B, 3>(&torso.post_mlp, x + delta, ctx)
+        let delta = call::<HOOKED, B, 3>(&torso.delta_mlp, delta, ctx, "resid.torso.delta_mlp");
+        call::<HOOKED, B, 3>(&torso.post_mlp, x + delta, ctx, "resid.torso.post_mlp")
     }
 }

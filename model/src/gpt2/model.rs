@@ -9,7 +9,7 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use hooks_core::{Ctx, HookFaults};
 
 use super::TransformerHooks;
-use super::layers::{Attention, Block, LayerCache, Mlp, Norm, matmul_rows};
+use super::layers::{Attention, Block, LN_F, LayerCache, Mlp, Norm, call, matmul_rows};
 use crate::batch::{Layout, TokenBatch};
 use crate::{Gpt2Config, HookedModel, ModelDims, ModelError, NonFiniteSite};
 
@@ -240,31 +240,21 @@ impl<B: Backend> Gpt2<B> {
 
         let root = Ctx::root().with_faults(faults);
         let x = embedding(self.wte.val(), tokens) + embedding(self.wpe.val(), positions);
-        let mut x = if HOOKED {
-            hooks.resid.post_emb.call(x, &root)
-        } else {
-            x
-        };
+        let mut x = call::<HOOKED, B, 3>(&hooks.resid.post_emb, x, &root, "resid.post_emb");
         for (layer, block) in self.blocks.iter().enumerate() {
             let ctx = Ctx::at_layer(layer).with_faults(faults);
             let layer_cache = cache.as_mut().map(|c| &mut c[layer]);
             x = block.forward::<HOOKED>(x, &mask, hooks, &ctx, layer_cache);
         }
-        let x = self.ln_f.forward::<HOOKED>(x, &hooks.resid.ln_f, &root);
-        let x = if HOOKED {
-            hooks.resid.post_ln_f.call(x, &root)
-        } else {
-            x
-        };
+        let x = self
+            .ln_f
+            .forward::<HOOKED>(x, &hooks.resid.ln_f, &root, &LN_F);
+        let x = call::<HOOKED, B, 3>(&hooks.resid.post_ln_f, x, &root, "resid.post_ln_f");
         // As rows: one matrix product, and in the backward one product for
         // the unembedding's gradient (a broadcast [1,D,V] weight would
         // make a [B,D,V] gradient per row of the batch and then sum it).
         let logits = matmul_rows(x, self.unembed.val());
-        if HOOKED {
-            hooks.logits.call(logits, &root)
-        } else {
-            logits
-        }
+        call::<HOOKED, B, 3>(&hooks.logits, logits, &root, "logits")
     }
 }
 
