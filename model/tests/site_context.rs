@@ -15,7 +15,9 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn_flex::Flex;
 use hooks_core::{AnyRankHook, Ctx, HookTree, Record, Recorder, SiteInfo};
-use hooks_model::{Gpt2, Gpt2Config, HookedModel, ModelError, TokenBatch, TransformerHooks};
+use hooks_model::{
+    Gpt2, Gpt2Config, HookedModel, Llama, LlamaConfig, ModelError, TokenBatch, TransformerHooks,
+};
 
 /// One call as the hook saw it: the site it was appended to, what the
 /// context said.
@@ -167,6 +169,17 @@ fn tiny_gpt2() -> Gpt2<Flex> {
 #[test]
 fn every_gpt2_call_names_its_site() -> Result<(), ModelError> {
     every_call_names_its_site(&tiny_gpt2(), &[1, 2, 3, 4])
+}
+
+#[test]
+fn every_llama_call_names_its_site() -> Result<(), ModelError> {
+    // Grouped-query attention (4 query heads over 2), each family's flavour.
+    for family in ["llama", "qwen2", "mistral"] {
+        let config = LlamaConfig::new(family, 2, 16, 4, 2, 24, 13);
+        let model = Llama::<Flex>::init(&config, &Default::default())?;
+        every_call_names_its_site(&model, &[1, 2, 3, 4])?;
+    }
+    Ok(())
 }
 
 #[test]

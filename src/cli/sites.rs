@@ -303,9 +303,10 @@ mod tests {
     }
 
     #[test]
-    fn every_gpt2_site_declares_its_shape() {
+    fn every_site_of_both_families_declares_its_shape() {
         let dims = Gpt2Config::gpt2_small().dims();
-        for spec in gpt2_specs() {
+        let llama = tree_specs(&LlamaHooks::<Cpu>::default());
+        for spec in gpt2_specs().into_iter().chain(llama) {
             let shape = spec
                 .shape
                 .as_ref()
