@@ -26,13 +26,12 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use burn::tensor::ElementConversion;
 use burn::tensor::backend::Backend;
 use burn_hooks::experiments::{Ablate, induction_scores};
 use burn_hooks::model::backend::Cpu;
 use burn_hooks::model::sample::SplitMix64;
 use burn_hooks::model::{Gpt2, HookedModel, Llama, ModelError};
-use burn_hooks::train::{RepeatedBatch, next_token_loss};
+use burn_hooks::train::RepeatedBatch;
 use burn_hooks::{FwdStage, Hook, HookTree, Hooks, Record, Recorder};
 
 /// What [`head_report`] finds for one head.
@@ -43,23 +42,15 @@ struct HeadRow {
     loss_rise: f32,
 }
 
-/// Loss on the repeat (positions after the first copy), the mean over rows.
+/// Loss on the predictable part of the repeat (the second copy after its
+/// first token), the mean over rows.
 fn repeat_loss<B: Backend, M: HookedModel<B>>(
     model: &M,
     rows: &RepeatedBatch,
     hooks: &M::Hooks,
 ) -> Result<f32, ModelError> {
     let logits = model.forward(&rows.batch, hooks)?;
-    let from = rows
-        .starts
-        .iter()
-        .zip(&rows.periods)
-        .map(|(s, p)| s + p)
-        .min();
-    let from = from.unwrap_or(0).saturating_sub(1);
-    Ok(next_token_loss(logits, &rows.batch, from)
-        .into_scalar()
-        .elem::<f32>())
+    Ok(rows.copy_losses(logits).1)
 }
 
 /// The experiment, generic over the model: induction attention and the loss

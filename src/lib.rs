@@ -5,12 +5,18 @@
 //!   autoencoder splices) is re-exported at the root;
 //! - [`macro@HookCollection`] derives hook trees from plain structs;
 //! - [`model`] has the model families in Burn (GPT-2, faithful to the
-//!   reference at every site), their checkpoints, tokenizers and sampling;
-//! - [`experiments`] is what researchers do with a hooked model (cache,
+//!   reference at every site, and the Llama family: Llama 3, Qwen2,
+//!   Mistral), each with its own derived tree behind one trait
+//!   ([`model::HookedModel`]), their checkpoints, tokenizers and sampling;
+//! - [`experiments`] is what researchers do with any hooked model (cache,
 //!   ablate, patch, attribute, splice SAEs), [`train`] trains through hooks,
 //!   and [`cli`] is the `hooks` tool (feature `cli`, on by default).
 //!
 //! Start with the README; `examples/` has what a user runs first.
+
+// Errors name the file, key and shapes involved; they are returned while
+// loading or checking inputs, never per tensor operation.
+#![allow(clippy::result_large_err)]
 
 extern crate self as burn_hooks;
 

@@ -57,6 +57,7 @@ impl ModelDims {
 /// [`ModelDims::n_ctx`] before any tensor work.
 ///
 /// ```
+/// use burn::tensor::ElementConversion;
 /// use burn_flex::Flex;
 /// use hooks_model::{Gpt2, Gpt2Config, HookedModel, ModelError, TokenBatch};
 ///
@@ -66,7 +67,7 @@ impl ModelDims {
 ///     tokens: Vec<u32>,
 /// ) -> Result<f32, ModelError> {
 ///     let logits = model.forward(&TokenBatch::single(tokens)?, &M::Hooks::default())?;
-///     Ok(logits.mean().into_scalar())
+///     Ok(logits.mean().into_scalar().elem())
 /// }
 ///
 /// let model = Gpt2::<Flex>::init(&Gpt2Config::new(2, 16, 2, 8, 11), &Default::default())?;

@@ -88,7 +88,7 @@ impl<I: Backend> GradStore for Recorder<I> {
 /// ```
 /// use burn_flex::Flex;
 /// use hooks_core::path;
-/// use hooks_model::experiments::{ActivationCache, CacheSpec};
+/// use burn_hooks::experiments::{ActivationCache, CacheSpec};
 /// use hooks_model::{Gpt2, Gpt2Config, TokenBatch, TransformerHooks};
 ///
 /// let model = Gpt2::<Flex>::init(&Gpt2Config::new(2, 16, 2, 8, 11), &Default::default()).unwrap();
