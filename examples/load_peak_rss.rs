@@ -3,7 +3,7 @@
 //! ```text
 //! cargo run --release --example load_peak_rss                       # GPT-2 small, BF16, 4 shards
 //! cargo run --release --example load_peak_rss -- --dtype f32 --shards 1
-//! cargo run --release --example load_peak_rss -- DIR [--retain]     # any checkpoint folder
+//! cargo run --release --example load_peak_rss -- DIR [--retain]     # any checkpoint folder, any family
 //! ```
 //!
 //! Without a folder it writes a GPT-2-small-shaped checkpoint (12 layers,
@@ -29,7 +29,7 @@ use burn::module::Module;
 use burn_hooks::model::backend::Cpu;
 use burn_hooks::model::checkpoint::{CONFIG_FILE, INDEX_FILE, expected_weights};
 use burn_hooks::model::weights::{self, TensorSpec};
-use burn_hooks::model::{Gpt2, Gpt2Config, alloc};
+use burn_hooks::model::{AnyConfig, Gpt2, Gpt2Config, Llama, alloc};
 use safetensors::tensor::Dtype;
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -94,11 +94,14 @@ fn measure(dir: &Path, retain: bool) -> Result<(), Box<dyn Error>> {
     }
     let before = status_kb("VmHWM").ok_or("no VmHWM in /proc/self/status (not Linux?)")?;
     let started = Instant::now();
-    let model = Gpt2::<Cpu>::load(dir, &Default::default())?;
+    // Any family: the folder's `model_type` says which.
+    let params = match AnyConfig::load(dir)? {
+        AnyConfig::Gpt2(_) => Gpt2::<Cpu>::load(dir, &Default::default())?.num_params(),
+        AnyConfig::Llama(_) => Llama::<Cpu>::load(dir, &Default::default())?.num_params(),
+    };
     let secs = started.elapsed().as_secs_f64();
     let peak = status_kb("VmHWM").ok_or("no VmHWM")?;
     let rss = status_kb("VmRSS").ok_or("no VmRSS")?;
-    let params = model.num_params();
     let f32_bytes = params as f64 * 4.0;
     let mb = |kb: u64| kb as f64 * 1024.0 / 1e6;
     println!(
@@ -119,7 +122,6 @@ fn measure(dir: &Path, retain: bool) -> Result<(), Box<dyn Error>> {
         mb(peak - before) * 1e6 / f32_bytes,
         mb(rss)
     );
-    drop(model);
     Ok(())
 }
 
