@@ -361,7 +361,11 @@ impl<B: Backend> FamilyJob<B> for OnDevice<Forward<'_>, B> {
         let spinner = Spinner::start("");
         let model = load::<B, M>(plan, &device, &spinner)?;
         // The layers come from the loaded model: its weights bound them.
-        let keys = record_keys(&plan.sites, model.dims().n_layer);
+        let keys = record_keys(
+            &plan.sites,
+            &M::Hooks::default().sites(),
+            model.dims().n_layer,
+        );
         let values = Recorder::<B>::new();
         let mut hooks = M::Hooks::default();
         for site in &plan.sites {
@@ -397,7 +401,11 @@ impl<B: AutodiffBackend> FamilyJob<B> for OnDevice<WithGrad<'_>, B> {
         let target = target as usize;
         let spinner = Spinner::start("");
         let model = load::<B, M>(plan, &device, &spinner)?;
-        let keys = record_keys(&plan.sites, model.dims().n_layer);
+        let keys = record_keys(
+            &plan.sites,
+            &M::Hooks::default().sites(),
+            model.dims().n_layer,
+        );
         let values = Recorder::<B>::new();
         let grads = Recorder::<B::InnerBackend>::new();
         let mut hooks = M::Hooks::default();

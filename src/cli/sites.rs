@@ -15,8 +15,7 @@ use super::args::SitesArgs;
 use super::error::CliError;
 use hooks_model::backend::Cpu;
 use hooks_model::{
-    AnyConfig, FamilyJob, FromCheckpoint, Gpt2Config, HookedModel, LlamaHooks, ModelDims,
-    TransformerHooks,
+    AnyConfig, FamilyJob, FromCheckpoint, Gpt2Config, HookedModel, ModelDims, TransformerHooks,
 };
 
 /// One dimension of a site's shape: a letter of `#[hooks(shape = "...")]`
@@ -115,42 +114,29 @@ fn note(doc: &str) -> String {
 
 /// The sites of `tree` as [`site_specs`] orders them.
 pub fn tree_specs<T: HookTree>(tree: &T) -> Vec<SiteSpec> {
-    site_specs(&tree.sites())
+    let sites = tree.sites();
+    site_specs(&sites, &sites)
 }
 
 /// `sites` in the order a forward pass meets them around the blocks: the
 /// sites outside the blocks that come before them (the embedding), then the
 /// per-layer ones, then the rest (final norm, logits); tree order within
-/// each group.
-pub fn site_specs(sites: &[SiteInfo]) -> Vec<SiteSpec> {
-    order(sites.to_vec()).iter().map(SiteSpec::from).collect()
+/// each group. `full` is every site of the tree they were selected from.
+pub fn site_specs(sites: &[SiteInfo], full: &[SiteInfo]) -> Vec<SiteSpec> {
+    order(sites.to_vec(), full)
+        .iter()
+        .map(SiteSpec::from)
+        .collect()
 }
 
-/// Sorts `sites` as [`site_specs`] does.
-pub fn order(sites: Vec<SiteInfo>) -> Vec<SiteInfo> {
-    let full = full_tree_of(&sites);
+/// Sorts `sites`, selected from the tree whose sites are `full`, as
+/// [`site_specs`] does.
+pub fn order(sites: Vec<SiteInfo>, full: &[SiteInfo]) -> Vec<SiteInfo> {
     let (before, rest): (Vec<_>, Vec<_>) = sites
         .into_iter()
-        .partition(|s| !s.per_layer && before_blocks(&s.path, &full));
+        .partition(|s| !s.per_layer && before_blocks(&s.path, full));
     let (inside, after): (Vec<_>, Vec<_>) = rest.into_iter().partition(|s| s.per_layer);
     before.into_iter().chain(inside).chain(after).collect()
-}
-
-/// The whole tree `sites` were selected from: a family's tree holding every
-/// one of them, else `sites` themselves.
-fn full_tree_of(sites: &[SiteInfo]) -> Vec<SiteInfo> {
-    let families = [
-        TransformerHooks::<Cpu>::default().sites(),
-        LlamaHooks::<Cpu>::default().sites(),
-    ];
-    families
-        .into_iter()
-        .find(|tree| {
-            sites
-                .iter()
-                .all(|s| tree.iter().any(|t| t.path == s.path && t.rank == s.rank))
-        })
-        .unwrap_or_else(|| sites.to_vec())
 }
 
 /// Whether the outside site `path` comes before the blocks: in the nearest
@@ -180,16 +166,16 @@ fn before_blocks(path: &str, tree: &[SiteInfo]) -> bool {
     false
 }
 
-/// The recorder keys of `sites` for a model of `n_layer` layers, in the order
+/// The recorder keys of `sites` (selected from the tree whose sites are
+/// `full`) for a model of `n_layer` layers, in the order
 /// of [`site_specs`]: outside sites before the blocks, per-layer ones layer
 /// by layer, then the other outside ones.
-pub fn record_keys(sites: &[SiteInfo], n_layer: usize) -> Vec<String> {
-    let ordered = order(sites.to_vec());
+pub fn record_keys(sites: &[SiteInfo], full: &[SiteInfo], n_layer: usize) -> Vec<String> {
+    let ordered = order(sites.to_vec(), full);
     let mut keys = Vec::new();
-    let full = full_tree_of(sites);
     let (before, rest): (Vec<_>, Vec<_>) = ordered
         .iter()
-        .partition(|s| !s.per_layer && before_blocks(&s.path, &full));
+        .partition(|s| !s.per_layer && before_blocks(&s.path, full));
     let (inside, after): (Vec<_>, Vec<_>) = rest.into_iter().partition(|s| s.per_layer);
     keys.extend(before.iter().map(|s| record_key(&s.path, None)));
     for layer in 0..n_layer {
@@ -297,6 +283,7 @@ pub fn render<T: HookTree>(tree: &T, dims: &ModelDims, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hooks_model::LlamaHooks;
 
     fn gpt2_specs() -> Vec<SiteSpec> {
         tree_specs(&TransformerHooks::<Cpu>::default())
@@ -381,7 +368,7 @@ mod tests {
             .sites_matching(&["logits", "resid.post_emb", "attn.qk_probs"])
             .unwrap();
         assert_eq!(
-            record_keys(&sites, 2),
+            record_keys(&sites, &tree.sites(), 2),
             [
                 "resid.post_emb",
                 "layers.0.attn.qk_probs",
