@@ -153,6 +153,11 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
+    /// The layout of `batch` on its own (no cached positions).
+    pub fn of(batch: &TokenBatch) -> Self {
+        Layout::new(&crate::kv_cache::pad_rows(batch), batch.len())
+    }
+
     /// `pad_all` is the pad mask over every key position (cached then new);
     /// the queries are the last `queries` positions.
     pub fn new(pad_all: &[Vec<bool>], queries: usize) -> Self {

@@ -28,6 +28,7 @@ pub mod files;
 pub mod finite;
 pub mod gpt2;
 mod hooked;
+pub mod kv_cache;
 pub mod llama;
 pub mod sample;
 pub mod tokenizer;
@@ -39,8 +40,9 @@ pub use error::{ModelError, shown};
 pub use family::{AnyConfig, FamilyJob, FromCheckpoint, SUPPORTED_MODEL_TYPES};
 pub use finite::NonFiniteSite;
 pub use gpt2::{
-    AttentionHooks, Gpt2, Gpt2Config, Gpt2Sizes, KvCache, MlpHooks, NormalizationHooks,
-    ResidualStreamHooks, ResidualStreamTorsoHooks, TransformerHooks,
+    AttentionHooks, Gpt2, Gpt2Config, Gpt2Sizes, MlpHooks, NormalizationHooks, ResidualStreamHooks,
+    ResidualStreamTorsoHooks, TransformerHooks,
 };
 pub use hooked::{HookedModel, ModelDims};
+pub use kv_cache::KvCache;
 pub use llama::{Llama, LlamaConfig, LlamaHooks, LlamaKvCache};

@@ -5,6 +5,8 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::activation::{sigmoid, softmax};
 use burn::tensor::backend::Backend;
+
+use crate::kv_cache::LayerCache;
 use burn::tensor::{Tensor, TensorPrimitive};
 use hooks_core::{Bindings, Ctx, HookTree, Value};
 
@@ -115,16 +117,6 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let cube = x.clone() * x.clone() * x.clone();
     let inner = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;
     x * sigmoid(inner)
-}
-
-/// Cached keys and values of one layer, `[B,K,H,d]`, as they were before the
-/// `k`/`v` hooks (hooks then see, and may change, the whole cached length).
-#[derive(Clone, Debug)]
-pub struct LayerCache<B: Backend> {
-    /// Keys, scaled by d^-1/4.
-    pub k: Tensor<B, 4>,
-    /// Values.
-    pub v: Tensor<B, 4>,
 }
 
 /// Causal self-attention with GPT-2's fused `c_attn` (columns q|k|v).

@@ -13,4 +13,4 @@ pub use hooks::{
     AttentionHooks, MlpHooks, NormalizationHooks, ResidualStreamHooks, ResidualStreamTorsoHooks,
     TransformerHooks,
 };
-pub use model::{Gpt2, KvCache};
+pub use model::Gpt2;

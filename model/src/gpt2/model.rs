@@ -9,9 +9,10 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use hooks_core::{Ctx, HookFaults};
 
 use super::TransformerHooks;
-use super::layers::{Attention, Block, LN_F, LayerCache, Mlp, Norm, call, matmul_rows};
+use super::layers::{Attention, Block, LN_F, Mlp, Norm, call, matmul_rows};
 use crate::batch::{Layout, TokenBatch};
-use crate::{Gpt2Config, HookedModel, ModelDims, ModelError, NonFiniteSite};
+use crate::kv_cache::LayerCache;
+use crate::{Gpt2Config, HookedModel, KvCache, ModelDims, ModelError, NonFiniteSite};
 
 /// GPT-2, as the reference model computes it.
 ///
@@ -34,33 +35,6 @@ pub struct Gpt2<B: Backend> {
     /// Hyper-parameters.
     #[module(skip)]
     pub config: Gpt2Config,
-}
-
-/// Keys and values of earlier positions, per layer, for sampling.
-#[derive(Clone, Debug)]
-pub struct KvCache<B: Backend> {
-    layers: Vec<Option<LayerCache<B>>>,
-    pad: Vec<Vec<bool>>,
-}
-
-impl<B: Backend> KvCache<B> {
-    /// An empty cache for `model`.
-    pub fn new(model: &Gpt2<B>) -> Self {
-        KvCache {
-            layers: vec![None; model.config.n_layer],
-            pad: Vec::new(),
-        }
-    }
-
-    /// How many positions are cached.
-    pub fn len(&self) -> usize {
-        self.pad.first().map_or(0, Vec::len)
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl<B: Backend> Gpt2<B> {
@@ -148,8 +122,7 @@ impl<B: Backend> Gpt2<B> {
         hooks: &TransformerHooks<B>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         batch.check(&self.dims(), 0)?;
-        let pad = pad_rows(batch);
-        let layout = Layout::new(&pad, batch.len());
+        let layout = Layout::of(batch);
         self.run_hooked(batch, &layout, hooks, None)
     }
 
@@ -162,22 +135,7 @@ impl<B: Backend> Gpt2<B> {
         hooks: &TransformerHooks<B>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         batch.check(&self.dims(), cache.len())?;
-        if !cache.pad.is_empty() && cache.pad.len() != batch.batch_size() {
-            return Err(ModelError::BadBatch(format!(
-                "the cache holds {} rows but the new tokens have {}",
-                cache.pad.len(),
-                batch.batch_size()
-            )));
-        }
-        let new_pad = pad_rows(batch);
-        if cache.pad.is_empty() {
-            cache.pad = new_pad;
-        } else {
-            for (row, new) in cache.pad.iter_mut().zip(new_pad) {
-                row.extend(new);
-            }
-        }
-        let layout = Layout::new(&cache.pad, batch.len());
+        let layout = cache.extend(batch)?;
         self.run_hooked(batch, &layout, hooks, Some(&mut cache.layers))
     }
 
@@ -186,7 +144,7 @@ impl<B: Backend> Gpt2<B> {
     #[doc(hidden)]
     pub fn forward_unhooked(&self, batch: &TokenBatch) -> Result<Tensor<B, 3>, ModelError> {
         batch.check(&self.dims(), 0)?;
-        let layout = Layout::new(&pad_rows(batch), batch.len());
+        let layout = Layout::of(batch);
         let hooks = TransformerHooks::default();
         let faults = HookFaults::new();
         Ok(self.run::<false>(
@@ -255,13 +213,6 @@ impl<B: Backend> Gpt2<B> {
         // make a [B,D,V] gradient per row of the batch and then sum it).
         let logits = matmul_rows(x, self.unembed.val());
         call::<HOOKED, B, 3>(&hooks.logits, logits, &root, "logits")
-    }
-}
-
-fn pad_rows(batch: &TokenBatch) -> Vec<Vec<bool>> {
-    match batch.pad_mask() {
-        Some(p) => p.to_vec(),
-        None => vec![vec![false; batch.len()]; batch.batch_size()],
     }
 }
 

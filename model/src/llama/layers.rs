@@ -10,6 +10,8 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
+
+use crate::kv_cache::LayerCache;
 use hooks_core::{Bindings, Ctx, Site, Value};
 
 use super::hooks::{
@@ -82,15 +84,6 @@ impl<B: Backend> RmsNorm<B> {
         let x = call::<HOOKED, B, 3>(&hooks.post_scale, x / scale, ctx, paths.post_scale);
         x * self.weight.val().unsqueeze::<3>()
     }
-}
-
-/// Cached keys (rotated, times d^-1/4) and values of one layer,
-/// `[B,K,Hkv,d]`, as they were before the `k`/`v` hooks (hooks then see,
-/// and may change, the whole cached length).
-#[derive(Clone, Debug)]
-pub(crate) struct LayerCache<B: Backend> {
-    pub k: Tensor<B, 4>,
-    pub v: Tensor<B, 4>,
 }
 
 /// Causal self-attention with grouped-query heads and RoPE.

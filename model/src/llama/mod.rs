@@ -22,4 +22,7 @@ pub use hooks::{
     LlamaAttentionHooks, LlamaHooks, LlamaMlpHooks, LlamaResidualStreamHooks,
     LlamaResidualStreamTorsoHooks, RmsNormHooks,
 };
-pub use model::{Llama, LlamaKvCache};
+pub use model::Llama;
+
+/// The Llama family's KV cache: the one every family shares.
+pub type LlamaKvCache<B> = crate::KvCache<B>;

@@ -10,10 +10,11 @@ use hooks_core::{Ctx, HookFaults};
 
 use super::LlamaConfig;
 use super::hooks::{LN_F, LlamaHooks};
-use super::layers::{LayerCache, LlamaAttention, LlamaBlock, LlamaMlp, RmsNorm, call};
+use super::layers::{LlamaAttention, LlamaBlock, LlamaMlp, RmsNorm, call};
 use super::rope::RopeTables;
 use crate::batch::{Layout, TokenBatch};
 use crate::gpt2::layers::matmul_rows;
+use crate::kv_cache::{KvCache, LayerCache};
 use crate::{HookedModel, ModelDims, ModelError, NonFiniteSite};
 
 /// A Llama-family model (Llama 3, Qwen2, Mistral) as Hugging Face
@@ -37,33 +38,6 @@ pub struct Llama<B: Backend> {
     /// Hyper-parameters.
     #[module(skip)]
     pub config: LlamaConfig,
-}
-
-/// Keys and values of earlier positions, per layer, for sampling.
-#[derive(Clone, Debug)]
-pub struct LlamaKvCache<B: Backend> {
-    pub(crate) layers: Vec<Option<LayerCache<B>>>,
-    pub(crate) pad: Vec<Vec<bool>>,
-}
-
-impl<B: Backend> LlamaKvCache<B> {
-    /// An empty cache for `model`.
-    pub fn new(model: &Llama<B>) -> Self {
-        LlamaKvCache {
-            layers: vec![None; model.config.num_hidden_layers],
-            pad: Vec::new(),
-        }
-    }
-
-    /// How many positions are cached.
-    pub fn len(&self) -> usize {
-        self.pad.first().map_or(0, Vec::len)
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl<B: Backend> Llama<B> {
@@ -168,7 +142,7 @@ impl<B: Backend> Llama<B> {
         hooks: &LlamaHooks<B>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         batch.check(&self.dims(), 0)?;
-        let layout = Layout::new(&pad_rows(batch), batch.len());
+        let layout = Layout::of(batch);
         self.run_hooked(batch, &layout, hooks, None)
     }
 
@@ -178,26 +152,11 @@ impl<B: Backend> Llama<B> {
     pub fn forward_cached(
         &self,
         batch: &TokenBatch,
-        cache: &mut LlamaKvCache<B>,
+        cache: &mut KvCache<B>,
         hooks: &LlamaHooks<B>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         batch.check(&self.dims(), cache.len())?;
-        if !cache.pad.is_empty() && cache.pad.len() != batch.batch_size() {
-            return Err(ModelError::BadBatch(format!(
-                "the cache holds {} rows but the new tokens have {}",
-                cache.pad.len(),
-                batch.batch_size()
-            )));
-        }
-        let new_pad = pad_rows(batch);
-        if cache.pad.is_empty() {
-            cache.pad = new_pad;
-        } else {
-            for (row, new) in cache.pad.iter_mut().zip(new_pad) {
-                row.extend(new);
-            }
-        }
-        let layout = Layout::new(&cache.pad, batch.len());
+        let layout = cache.extend(batch)?;
         self.run_hooked(batch, &layout, hooks, Some(&mut cache.layers))
     }
 
@@ -206,7 +165,7 @@ impl<B: Backend> Llama<B> {
     #[doc(hidden)]
     pub fn forward_unhooked(&self, batch: &TokenBatch) -> Result<Tensor<B, 3>, ModelError> {
         batch.check(&self.dims(), 0)?;
-        let layout = Layout::new(&pad_rows(batch), batch.len());
+        let layout = Layout::of(batch);
         let hooks = LlamaHooks::default();
         let faults = HookFaults::new();
         Ok(self.run::<false>(
@@ -312,17 +271,10 @@ fn window_mask(layout: &Layout, window: usize) -> Vec<f32> {
     mask
 }
 
-fn pad_rows(batch: &TokenBatch) -> Vec<Vec<bool>> {
-    match batch.pad_mask() {
-        Some(p) => p.to_vec(),
-        None => vec![vec![false; batch.len()]; batch.batch_size()],
-    }
-}
-
 impl<B: Backend> HookedModel<B> for Llama<B> {
     type Hooks = LlamaHooks<B>;
     type Config = LlamaConfig;
-    type Cache = LlamaKvCache<B>;
+    type Cache = KvCache<B>;
 
     fn family(&self) -> &'static str {
         self.config.family_name()
@@ -348,18 +300,18 @@ impl<B: Backend> HookedModel<B> for Llama<B> {
         Llama::forward(self, batch, hooks)
     }
 
-    fn new_cache(&self) -> LlamaKvCache<B> {
-        LlamaKvCache::new(self)
+    fn new_cache(&self) -> KvCache<B> {
+        KvCache::new(self)
     }
 
-    fn cache_len(cache: &LlamaKvCache<B>) -> usize {
+    fn cache_len(cache: &KvCache<B>) -> usize {
         cache.len()
     }
 
     fn forward_cached(
         &self,
         batch: &TokenBatch,
-        cache: &mut LlamaKvCache<B>,
+        cache: &mut KvCache<B>,
         hooks: &LlamaHooks<B>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         Llama::forward_cached(self, batch, cache, hooks)
