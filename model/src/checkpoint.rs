@@ -3,7 +3,14 @@
 //! families' own (`gpt2::checkpoint`, `llama::checkpoint`), on top of
 //! [`crate::weights::WeightFiles`].
 
-use crate::weights;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::tensor::TensorData;
+
+use crate::ModelError;
+use crate::files::write_atomic;
+use crate::weights::{self, write_safetensors_to};
 
 /// The file names inside a checkpoint folder.
 pub const CONFIG_FILE: &str = "config.json";
@@ -33,6 +40,39 @@ impl LoadOptions {
         self.allow_non_finite = allow;
         self
     }
+}
+
+/// Writes a checkpoint folder in Hugging Face's layout: `entries` as one
+/// f32 `model.safetensors` and `config_json` as `config.json`, each through
+/// a temporary file renamed into place (a failure keeps the old files).
+///
+/// A folder holding a sharded checkpoint (`model.safetensors.index.json`)
+/// is refused with [`ModelError::BadCheckpoint`]: a `model.safetensors`
+/// beside it would make the folder ambiguous, and it would not load.
+pub fn save_folder(
+    dir: &Path,
+    entries: &[(String, TensorData)],
+    config_json: &str,
+) -> Result<(), ModelError> {
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let index = dir.join(INDEX_FILE);
+    if index.exists() {
+        return Err(ModelError::BadCheckpoint {
+            path: index,
+            reason: format!(
+                "the folder holds a sharded checkpoint; saving `{WEIGHTS_FILE}` beside it \
+                 would make the folder ambiguous (and it would not load): save to another \
+                 folder, or remove the shards and the index first"
+            ),
+        });
+    }
+    write_atomic(&dir.join(WEIGHTS_FILE), |w| {
+        write_safetensors_to(w, entries, &BTreeMap::new())
+    })?;
+    write_atomic(&dir.join(CONFIG_FILE), |w| {
+        w.write_all(config_json.as_bytes())
+    })
+    .map(|_| ())
 }
 
 /// GPT-2's `config.json` reader and weight list, under the paths they had

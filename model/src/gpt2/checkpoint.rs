@@ -17,7 +17,7 @@
 //! `model.safetensors` and an index is refused ([`WeightFiles`] says why).
 //! [`Gpt2::save`] writes one f32 `model.safetensors`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use burn::module::Param;
@@ -25,11 +25,10 @@ use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use crate::checkpoint::{CONFIG_FILE, INDEX_FILE, LoadOptions, WEIGHTS_FILE};
+use crate::checkpoint::{CONFIG_FILE, LoadOptions, save_folder};
 use crate::error::shown;
-use crate::files::write_atomic;
 use crate::gpt2::layers::{Attention, Block, Mlp, Norm};
-use crate::weights::{WeightFiles, transpose_f32, write_safetensors_to};
+use crate::weights::{WeightFiles, transpose_f32};
 use crate::{Gpt2, Gpt2Config, ModelError};
 
 /// Reads `config.json` from a checkpoint folder; errors name the file once.
@@ -259,19 +258,6 @@ impl<B: Backend> Gpt2<B> {
     /// is refused with [`ModelError::BadCheckpoint`]: a `model.safetensors`
     /// beside it would make the folder ambiguous, and it would not load.
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), ModelError> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        let index = dir.join(INDEX_FILE);
-        if index.exists() {
-            return Err(ModelError::BadCheckpoint {
-                path: index,
-                reason: format!(
-                    "the folder holds a sharded checkpoint; saving `{WEIGHTS_FILE}` beside it \
-                     would make the folder ambiguous (and it would not load): save to another \
-                     folder, or remove the shards and the index first"
-                ),
-            });
-        }
         let mut entries: Vec<(String, TensorData)> = Vec::new();
         let mut put = |key: String, data: TensorData| entries.push((key, data));
         put("wte.weight".into(), self.wte.val().into_data());
@@ -301,14 +287,9 @@ impl<B: Backend> Gpt2<B> {
         put("ln_f.weight".into(), self.ln_f.weight.val().into_data());
         put("ln_f.bias".into(), self.ln_f.bias.val().into_data());
 
-        let path = dir.join(WEIGHTS_FILE);
-        let metadata = BTreeMap::new();
-        write_atomic(&path, |w| write_safetensors_to(w, &entries, &metadata))?;
         let mut config = self.config.clone();
         config.tie_word_embeddings = false;
-        let cpath = dir.join(CONFIG_FILE);
-        let json = config.to_json();
-        write_atomic(&cpath, |w| w.write_all(json.as_bytes())).map(|_| ())
+        save_folder(dir.as_ref(), &entries, &config.to_json())
     }
 }
 

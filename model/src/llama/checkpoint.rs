@@ -11,7 +11,7 @@
 //! built. Linear weights are stored `[out, in]` and transposed as they are
 //! read into Burn's `[in, out]`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 
 use burn::module::Param;
@@ -22,10 +22,9 @@ use burn::tensor::{Tensor, TensorData};
 use super::layers::{LlamaAttention, LlamaBlock, LlamaMlp, RmsNorm};
 use super::{Llama, LlamaConfig};
 use crate::ModelError;
-use crate::checkpoint::{CONFIG_FILE, INDEX_FILE, LoadOptions, WEIGHTS_FILE};
+use crate::checkpoint::{CONFIG_FILE, LoadOptions, save_folder};
 use crate::error::shown;
-use crate::files::write_atomic;
-use crate::weights::{WeightFiles, transpose_f32, write_safetensors_to};
+use crate::weights::{WeightFiles, transpose_f32};
 
 /// Reads a Llama-family `config.json` from a checkpoint folder; errors name
 /// the file.
@@ -254,19 +253,6 @@ impl<B: Backend> Llama<B> {
     /// [`ModelError::BadCheckpoint`] (a `model.safetensors` beside it would
     /// make the folder ambiguous).
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<(), ModelError> {
-        let dir = dir.as_ref();
-        std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-        let index = dir.join(INDEX_FILE);
-        if index.exists() {
-            return Err(ModelError::BadCheckpoint {
-                path: index,
-                reason: format!(
-                    "the folder holds a sharded checkpoint; saving `{WEIGHTS_FILE}` beside it \
-                     would make the folder ambiguous (and it would not load): save to another \
-                     folder, or remove the shards and the index first"
-                ),
-            });
-        }
         let mut entries: Vec<(String, TensorData)> = Vec::new();
         let mut put = |key: String, data: TensorData| entries.push((key, data));
         put(
@@ -310,14 +296,9 @@ impl<B: Backend> Llama<B> {
                 put(format!("{p}.{name}.weight"), n.weight.val().into_data());
             }
         }
-        let path = dir.join(WEIGHTS_FILE);
-        write_atomic(&path, |w| {
-            write_safetensors_to(w, &entries, &BTreeMap::new())
-        })?;
         let mut config = self.config.clone();
         config.tie_word_embeddings = false;
-        let json = config.to_json();
-        write_atomic(&dir.join(CONFIG_FILE), |w| w.write_all(json.as_bytes())).map(|_| ())
+        save_folder(dir.as_ref(), &entries, &config.to_json())
     }
 }
 
