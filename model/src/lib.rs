@@ -30,6 +30,7 @@ pub mod gpt2;
 mod hooked;
 pub mod kv_cache;
 pub mod llama;
+pub mod ops;
 pub mod sample;
 pub mod tokenizer;
 pub mod weights;

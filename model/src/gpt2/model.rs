@@ -9,9 +9,10 @@ use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use hooks_core::{Ctx, HookFaults};
 
 use super::TransformerHooks;
-use super::layers::{Attention, Block, LN_F, Mlp, Norm, call, matmul_rows};
+use super::layers::{Attention, Block, LN_F, Mlp, Norm};
 use crate::batch::{Layout, TokenBatch};
 use crate::kv_cache::LayerCache;
+use crate::ops::{call, matmul_rows};
 use crate::{Gpt2Config, HookedModel, KvCache, ModelDims, ModelError, NonFiniteSite};
 
 /// GPT-2, as the reference model computes it.

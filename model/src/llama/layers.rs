@@ -12,47 +12,13 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
 
 use crate::kv_cache::LayerCache;
-use hooks_core::{Bindings, Ctx, Site, Value};
+use hooks_core::{Bindings, Ctx, Value};
 
 use super::hooks::{
     LN_ATTN, LN_MLP, LlamaAttentionHooks, LlamaHooks, LlamaMlpHooks, NormPaths, RmsNormHooks,
 };
 use super::rope::RopeTables;
-use crate::gpt2::layers::linear_rows;
-
-/// Calls `site` with its `path` in the context, or — in the `HOOKED = false`
-/// instantiation that measures what hooks cost — compiles to nothing. An
-/// empty site is skipped before any context is built.
-#[inline(always)]
-pub(crate) fn call<const HOOKED: bool, B: Backend, const D: usize>(
-    site: &Site<B, D>,
-    x: Tensor<B, D>,
-    ctx: &Ctx<'_>,
-    path: &'static str,
-) -> Tensor<B, D> {
-    if HOOKED && !site.is_empty() {
-        site.call(x, &ctx.with_site(path))
-    } else {
-        x
-    }
-}
-
-/// Calls an attention site on a `[B,H,S,K]` tensor, which its hooks see as
-/// `[B,S,K,H]` (a permuted view, permuted back after); an empty site is
-/// skipped without touching the layout.
-#[inline(always)]
-fn call_keys_last<const HOOKED: bool, B: Backend>(
-    site: &Site<B, 4>,
-    x: Tensor<B, 4>,
-    ctx: &Ctx<'_>,
-    path: &'static str,
-) -> Tensor<B, 4> {
-    if !HOOKED || site.is_empty() {
-        return x;
-    }
-    site.call(x.permute([0, 2, 3, 1]), &ctx.with_site(path))
-        .permute([0, 3, 1, 2])
-}
+use crate::ops::{add_mask, call, call_keys_last, linear_rows};
 
 /// RMS norm, `x / sqrt(mean(x²) + ε) · weight`, as transformers'
 /// `LlamaRMSNorm` (Qwen2's and Mistral's are the same): `scale` and
@@ -160,18 +126,6 @@ impl<B: Backend> LlamaAttention<B> {
             .swap_dims(1, 2);
         let out = call::<HOOKED, B, 4>(&hooks.v_out, out, ctx, "attn.v_out");
         linear_rows(&self.o_proj, out.reshape([b, s, h * d]))
-    }
-}
-
-/// Adds the `[B or 1, 1, S, K]` additive mask to `[B,H,S,K]` logits: a mask
-/// shared by every row as one `[B·H, S·K] + [1, S·K]` pass (in place on
-/// the CPU backends), a per-row mask (padded batches) broadcast over heads.
-fn add_mask<B: Backend>(logits: Tensor<B, 4>, mask: &Tensor<B, 4>) -> Tensor<B, 4> {
-    let [b, h, s, k] = logits.dims();
-    if mask.dims()[0] == 1 {
-        (logits.reshape([b * h, s * k]) + mask.clone().reshape([1, s * k])).reshape([b, h, s, k])
-    } else {
-        logits + mask.clone()
     }
 }
 

@@ -10,11 +10,11 @@ use hooks_core::{Ctx, HookFaults};
 
 use super::LlamaConfig;
 use super::hooks::{LN_F, LlamaHooks};
-use super::layers::{LlamaAttention, LlamaBlock, LlamaMlp, RmsNorm, call};
+use super::layers::{LlamaAttention, LlamaBlock, LlamaMlp, RmsNorm};
 use super::rope::RopeTables;
 use crate::batch::{Layout, TokenBatch};
-use crate::gpt2::layers::matmul_rows;
 use crate::kv_cache::{KvCache, LayerCache};
+use crate::ops::{call, matmul_rows};
 use crate::{HookedModel, ModelDims, ModelError, NonFiniteSite};
 
 /// A Llama-family model (Llama 3, Qwen2, Mistral) as Hugging Face
