@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
 /// Hook sites of GPT-2: list them, record activations and gradients, sample.
 #[derive(Debug, Parser)]
@@ -47,6 +47,10 @@ pub enum Command {
     Cache(CacheArgs),
     /// Sample a continuation of a prompt.
     Generate(GenerateArgs),
+    /// Attribution patching: estimate, for every site, layer, head and
+    /// position, how much patching the corrupted run with the clean run's
+    /// value would change a metric (two forward passes, one backward pass).
+    Atp(AtpArgs),
 }
 
 /// `hooks sites`.
@@ -143,6 +147,54 @@ pub struct GenerateArgs {
     /// Accept weights holding NaN or infinity. Logits that go non-finite
     /// still stop the generation (exit 5), naming the first layer and site
     /// that went non-finite: sampling from them would print plausible tokens.
+    #[arg(long)]
+    pub allow_non_finite: bool,
+}
+
+/// `hooks atp`.
+#[derive(Debug, Args)]
+#[command(
+    group(ArgGroup::new("clean").required(true).args(["clean_tokens", "clean_prompt"])),
+    group(ArgGroup::new("corrupt").required(true).args(["corrupt_tokens", "corrupt_prompt"]))
+)]
+pub struct AtpArgs {
+    /// Checkpoint folder (`config.json` + weights, Hugging Face layout).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// One clean row of comma-separated token ids; repeat for a batch.
+    #[arg(long, value_name = "IDS")]
+    pub clean_tokens: Vec<String>,
+    /// The clean text, tokenized with the folder's tokenizer (one row).
+    #[arg(long, value_name = "TEXT")]
+    pub clean_prompt: Option<String>,
+    /// One corrupted row; as many rows as the clean batch, of the same length.
+    #[arg(long, value_name = "IDS")]
+    pub corrupt_tokens: Vec<String>,
+    /// The corrupted text; it must tokenize to as many tokens as the clean one.
+    #[arg(long, value_name = "TEXT")]
+    pub corrupt_prompt: Option<String>,
+    /// What to measure at the last position, averaged over rows:
+    /// `logit-diff:A,B` (logit of token A minus logit of token B) or
+    /// `logprob:T` (log-probability of token T).
+    #[arg(long, value_name = "METRIC")]
+    pub metric: String,
+    /// Site paths or globs to estimate, e.g. `attn.*`, `resid.**` (see
+    /// `hooks sites`); repeat or separate with commas [default: every site].
+    #[arg(long, value_name = "GLOB", num_args = 1.., value_delimiter = ',')]
+    pub sites: Vec<String>,
+    /// Where to write the estimates: `FILE.csv` (columns site, layer, head,
+    /// position, estimate; one row per site, layer, head and position) or
+    /// `FILE.safetensors` (one f32 tensor per site and layer, keyed
+    /// `layers.<i>.<site>` or `<site>`, `[positions, heads]` or
+    /// `[positions]`). Written atomically.
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Plain AtP for `attn.q`, `attn.k` and `attn.qk_logits` too: without
+    /// it their effect on the attention probabilities is computed exactly
+    /// (AtP*'s QK fix).
+    #[arg(long)]
+    pub no_qk_fix: bool,
+    /// Accept weights holding NaN or infinity.
     #[arg(long)]
     pub allow_non_finite: bool,
 }

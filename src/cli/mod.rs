@@ -6,6 +6,10 @@
 //!                [--sites GLOB …] [--grad-target ID] [--allow-non-finite]
 //! hooks generate --model DIR --prompt TEXT [-n N] [--temperature T] [--top-p P] [--seed S]
 //!                [--allow-non-finite]
+//! hooks atp      --model DIR (--clean-tokens IDS … | --clean-prompt TEXT)
+//!                (--corrupt-tokens IDS … | --corrupt-prompt TEXT)
+//!                --metric logit-diff:A,B|logprob:T [--sites GLOB …] [--no-qk-fix]
+//!                --out FILE.csv|FILE.safetensors
 //! global:        --backend flex|ndarray|cuda
 //! ```
 //!
@@ -15,6 +19,7 @@
 //! and exit with the codes of [`exit`].
 
 mod args;
+mod atp;
 mod cache;
 mod error;
 mod generate;
@@ -29,7 +34,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Parser;
 
-pub use args::{BackendKind, CacheArgs, Cli, Command, GenerateArgs, InputArgs, SitesArgs};
+pub use args::{AtpArgs, BackendKind, CacheArgs, Cli, Command, GenerateArgs, InputArgs, SitesArgs};
 use error::escape_lines;
 pub use error::{CliError, exit};
 pub use sites::{Dim, SiteSpec, record_keys, site_specs};
@@ -83,6 +88,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::Sites(args) => sites::run(args),
         Command::Cache(args) => cache::run(cli.backend, args),
         Command::Generate(args) => generate::run(cli.backend, args),
+        Command::Atp(args) => atp::run(cli.backend, args),
     }
 }
 

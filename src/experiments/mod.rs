@@ -4,6 +4,7 @@
 //! strings for configs and CLIs.
 
 mod ablate;
+mod atp;
 mod attribution;
 mod cache;
 mod export;
@@ -12,9 +13,10 @@ mod patching;
 mod sae;
 
 pub use ablate::{Ablate, PatchFrom, ablate, add_at, patch_slice};
+pub use atp::{AtpOptions, AtpRow, AtpTable, attribution_patching};
 pub use attribution::{Attribution, act_times_grad, detach_norm_scales};
 pub use cache::{ActivationCache, CacheSpec};
 pub use export::{read_safetensors, write_safetensors, write_safetensors_with_metadata};
 pub use induction::{duplicate_token_scores, induction_scores};
-pub use patching::{PatchRow, patching_table};
+pub use patching::{HeadPatchRow, PatchRow, patching_table, patching_table_per_head};
 pub use sae::{Activation, SaeSite, SparseAutoencoder, splice_sae};

@@ -1,8 +1,12 @@
-//! Clean → corrupted activation patching over a set of sites and layers.
+//! Clean → corrupted activation patching over a set of sites and layers
+//! (and, with [`patching_table_per_head`], heads).
+
+use std::borrow::Cow;
+use std::ops::Range;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use hooks_core::{FwdStage, HookTree, Record, Recorder};
+use hooks_core::{AnyRankHook, Ctx, FwdStage, HookTree, Record, Recorder, record_key};
 
 use crate::experiments::ablate::PatchFrom;
 use hooks_model::{HookedModel, ModelError, TokenBatch};
@@ -82,6 +86,165 @@ pub fn patching_table<B: Backend, M: HookedModel<B>>(
                     0.0
                 },
             });
+        }
+    }
+    Ok((rows, clean_metric, corrupted_metric))
+}
+
+/// One cell of a per-head patching table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeadPatchRow {
+    /// The site path.
+    pub site: String,
+    /// The layer (`None` for sites outside the blocks).
+    pub layer: Option<usize>,
+    /// The head whose slice was patched (for `attn.k`/`attn.v`, the
+    /// key/value head); `None` for a site without a head axis, patched whole.
+    pub head: Option<usize>,
+    /// The metric on the corrupted run with this slice patched from the clean run.
+    pub metric: f32,
+    /// `(metric - corrupted) / (clean - corrupted)`: 1 = fully restored.
+    pub restored: f32,
+}
+
+/// Replaces one head's slice (`axis` = `head`, every position) of a site's
+/// value at one layer by the clean run's.
+#[derive(Clone)]
+struct PatchHead<B: Backend> {
+    source: Recorder<B>,
+    layer: Option<usize>,
+    axis: usize,
+    head: usize,
+}
+
+impl<B: Backend> AnyRankHook<B> for PatchHead<B> {
+    fn call<const D: usize>(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
+        if ctx.layer() != self.layer {
+            return x;
+        }
+        let Some(site) = ctx.site() else {
+            ctx.fail("PatchHead was called without a site path");
+            return x;
+        };
+        let Some(src) = self.source.get::<D>(site, ctx.layer()) else {
+            ctx.fail(format!(
+                "no recorded activation `{}` to patch from",
+                record_key(site, ctx.layer())
+            ));
+            return x;
+        };
+        if src.dims() != x.dims() || self.axis >= D {
+            ctx.fail(format!(
+                "the recorded activation has shape {:?}, the site's value {:?}",
+                src.dims(),
+                x.dims()
+            ));
+            return x;
+        }
+        let dims = x.dims();
+        let ranges: [Range<usize>; D] = std::array::from_fn(|i| {
+            if i == self.axis {
+                self.head..self.head + 1
+            } else {
+                0..dims[i]
+            }
+        });
+        x.slice_assign(ranges.clone(), src.slice(ranges))
+    }
+
+    fn name(&self) -> Cow<'_, str> {
+        Cow::Owned(format!("PatchHead({} of axis {})", self.head, self.axis))
+    }
+}
+
+/// [`patching_table`] one head at a time: for a site whose shape has a head
+/// axis (`H` or `Hkv`: `attn.q`, `attn.k`, `attn.v`, `attn.v_out`,
+/// `attn.qk_logits`, `attn.qk_probs`, ...), one run per layer and head with
+/// only that head's slice (every position) taken from the clean run; other
+/// sites are patched whole (`head: None`). An empty `sites` selects every
+/// site. Returns the rows and the clean and corrupted metrics.
+pub fn patching_table_per_head<B: Backend, M: HookedModel<B>>(
+    model: &M,
+    clean: &TokenBatch,
+    corrupted: &TokenBatch,
+    sites: &[&str],
+    metric: impl Fn(Tensor<B, 3>) -> f32,
+) -> Result<(Vec<HeadPatchRow>, f32, f32), ModelError> {
+    if clean.batch_size() != corrupted.batch_size() || clean.len() != corrupted.len() {
+        return Err(ModelError::BadBatch(format!(
+            "clean [{}, {}] and corrupted [{}, {}] batches must have the same shape",
+            clean.batch_size(),
+            clean.len(),
+            corrupted.batch_size(),
+            corrupted.len()
+        )));
+    }
+    let tree = M::Hooks::default();
+    let selected = if sites.is_empty() {
+        tree.sites()
+    } else {
+        tree.sites_matching(sites)
+            .map_err(|e| ModelError::BadBatch(e.to_string()))?
+    };
+    let source = Recorder::new();
+    let mut record = M::Hooks::default();
+    record.append_all(FwdStage::Fwd, Record::into(&source));
+    let clean_metric = metric(model.forward(clean, &record)?);
+    let corrupted_metric = metric(model.forward(corrupted, &M::Hooks::default())?);
+    let span = clean_metric - corrupted_metric;
+
+    let mut rows = Vec::new();
+    for site in &selected {
+        let layers: Vec<Option<usize>> = if site.per_layer {
+            (0..model.dims().n_layer).map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let axis = site.dims().position(|l| l == "H" || l == "Hkv");
+        for layer in layers {
+            let Some(recorded) = source.get_key(&record_key(&site.path, layer)) else {
+                continue; // the forward pass does not call this site
+            };
+            let heads: Vec<Option<usize>> = match axis {
+                Some(a) if a < recorded.rank() => (0..recorded.shape()[a]).map(Some).collect(),
+                _ => vec![None],
+            };
+            for head in heads {
+                let mut hooks = M::Hooks::default();
+                let path = format!("{}.fwd", site.path);
+                let added = match (head, axis) {
+                    (Some(head), Some(axis)) => hooks.append_to_path(
+                        &path,
+                        PatchHead {
+                            source: source.clone(),
+                            layer,
+                            axis,
+                            head,
+                        },
+                    ),
+                    _ => hooks.append_to_path(
+                        &path,
+                        PatchFrom {
+                            source: source.clone(),
+                            position: None,
+                            layer,
+                        },
+                    ),
+                };
+                added.map_err(|e| ModelError::BadBatch(e.to_string()))?;
+                let m = metric(model.forward(corrupted, &hooks)?);
+                rows.push(HeadPatchRow {
+                    site: site.path.clone(),
+                    layer,
+                    head,
+                    metric: m,
+                    restored: if span.abs() > f32::EPSILON {
+                        (m - corrupted_metric) / span
+                    } else {
+                        0.0
+                    },
+                });
+            }
         }
     }
     Ok((rows, clean_metric, corrupted_metric))

@@ -7,7 +7,9 @@
 mod common;
 
 mod cli;
+mod cli_atp;
 mod cli_families;
+mod experiments_atp;
 mod experiments_attribution;
 mod experiments_cache;
 mod experiments_patch;
