@@ -18,7 +18,7 @@ use super::hooks::{
     LN_ATTN, LN_MLP, LlamaAttentionHooks, LlamaHooks, LlamaMlpHooks, NormPaths, RmsNormHooks,
 };
 use super::rope::RopeTables;
-use crate::ops::{add_mask, call, call_keys_last, linear_rows};
+use crate::ops::{add_mask, call, call_keys_last, linear_batched, linear_rows};
 
 /// RMS norm, `x / sqrt(mean(x²) + ε) · weight`, as transformers'
 /// `LlamaRMSNorm` (Qwen2's and Mistral's are the same): `scale` and
@@ -108,24 +108,35 @@ impl<B: Backend> LlamaAttention<B> {
 
         // Grouped-query attention without copying keys or values per query
         // head (transformers' `repeat_kv`): the G = H / Hkv query heads that
-        // share kv head j are heads j·G .. j·G + G - 1, so [B,H,S,d] seen as
-        // [B,Hkv,G·S,d] multiplies each kv head once, and the [B,Hkv,G·S,K]
-        // product is [B,H,S,K] as it lies in memory. Hooks see the sites'
-        // [B,S,K,H] layout as a permuted view.
-        let q = q.permute([0, 2, 1, 3]).reshape([b, h_kv, group * s, d]);
-        let logits = q.matmul(k.permute([0, 2, 3, 1])).reshape([b, h, s, keys]);
+        // share kv head j are heads j·G .. j·G + G - 1, so q [B,S,H,d] is
+        // the view [B,Hkv,G,S,d] (no copy) and each kv head [B,Hkv,1,d,K]
+        // is broadcast over its group; the [B,Hkv,G,S,K] product is
+        // [B,H,S,K] as it lies in memory. Hooks see the sites' [B,S,K,H]
+        // layout as a permuted view.
+        let q5: Tensor<B, 5> = q.reshape([b, s, h_kv, group, d]).permute([0, 2, 3, 1, 4]);
+        let k5: Tensor<B, 5> = k.permute([0, 2, 3, 1]).unsqueeze_dim(2);
+        let logits = q5.matmul(k5).reshape([b, h, s, keys]);
         let logits = add_mask(logits, mask);
         let logits = call_keys_last::<HOOKED, B>(&hooks.qk_logits, logits, ctx, "attn.qk_logits");
         let probs = softmax(logits, 3);
         let probs = call_keys_last::<HOOKED, B>(&hooks.qk_probs, probs, ctx, "attn.qk_probs");
 
-        let out = probs
-            .reshape([b, h_kv, group * s, keys])
-            .matmul(v.permute([0, 2, 1, 3]))
-            .reshape([b, h, s, d])
-            .swap_dims(1, 2);
-        let out = call::<HOOKED, B, 4>(&hooks.v_out, out, ctx, "attn.v_out");
-        linear_rows(&self.o_proj, out.reshape([b, s, h * d]))
+        // probs·v computed transposed, as GPT-2's: v [B,Hkv,1,d,K] times
+        // probs seen as [B,Hkv,G,K,S] gives [B,Hkv,G,d,S] = [B,H·d,S], so
+        // merging heads is a reshape and the output projection reads
+        // [B,S,H·d] as a strided view, with no copy. v_out's hooks see the
+        // [B,S,H,d] site layout as a view.
+        let v5: Tensor<B, 5> = v.permute([0, 2, 3, 1]).unsqueeze_dim(2);
+        let probs5 = probs.reshape([b, h_kv, group, s, keys]).swap_dims(3, 4);
+        let out_t = v5.matmul(probs5);
+        let merged_t = if !HOOKED || hooks.v_out.is_empty() {
+            out_t.reshape([b, h * d, s])
+        } else {
+            let out = out_t.reshape([b, h, d, s]).permute([0, 3, 1, 2]);
+            let out = hooks.v_out.call(out, &ctx.with_site("attn.v_out"));
+            out.permute([0, 2, 3, 1]).reshape([b, h * d, s])
+        };
+        linear_batched(&self.o_proj, merged_t.swap_dims(1, 2))
     }
 }
 

@@ -228,6 +228,10 @@ impl<B: Backend> Llama<B> {
             &layout.positions,
             [b, s],
             (d as f64).powf(-0.25),
+            &[
+                self.config.num_attention_heads,
+                self.config.num_key_value_heads,
+            ],
             &device,
         );
 

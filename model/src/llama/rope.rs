@@ -122,45 +122,77 @@ pub fn cos_sin(inv_freq: &[f64], positions: &[i64], factor: f64) -> (Vec<f32>, V
     (cos, sin)
 }
 
-/// The rotation of one forward call: `[B,S,1,d/2]` cosines and sines
-/// (times d^-1/4) at the queries' positions, shared by every layer.
+/// The rotation of one forward call, shared by every layer: for each head
+/// count it is used with (queries' H, keys' Hkv), `[B,S,Hx,d]` tables of
+/// the cosines `[c, c]` and signed sines `[−s, s]` (times d^-1/4) at the
+/// tokens' positions, laid out as the rotated tensor is. Full-size tables
+/// keep every product of the rotation a contiguous same-shape pass (a
+/// `[B,S,1,d/2]` table broadcast over heads, multiplied into a sliced
+/// half, takes Flex's scalar strided path: ~20× slower at Qwen2-0.5B's
+/// shape).
 #[derive(Clone, Debug)]
 pub struct RopeTables<B: Backend> {
-    cos: Tensor<B, 4>,
-    sin: Tensor<B, 4>,
+    /// `(Hx, cos [B,S,Hx,d], signed sin [B,S,Hx,d])`.
+    tables: Vec<(usize, Tensor<B, 4>, Tensor<B, 4>)>,
 }
 
 impl<B: Backend> RopeTables<B> {
     /// The tables for `[B,S]` position ids (row-major), with the scale
-    /// `factor` folded in.
+    /// `factor` folded in, for tensors of each head count in `heads`.
     pub fn new(
         rope: &RopeConfig,
         head_dim: usize,
         positions: &[i64],
         [b, s]: [usize; 2],
         factor: f64,
+        heads: &[usize],
         device: &B::Device,
     ) -> Self {
         let freqs = inv_freq(rope, head_dim);
         let (cos, sin) = cos_sin(&freqs, positions, factor);
-        let shape = [b, s, 1, head_dim / 2];
-        RopeTables {
-            cos: Tensor::from_data(TensorData::new(cos, shape), device),
-            sin: Tensor::from_data(TensorData::new(sin, shape), device),
+        let half = head_dim / 2;
+        let mut tables: Vec<(usize, Tensor<B, 4>, Tensor<B, 4>)> = Vec::new();
+        for &hx in heads {
+            if tables.iter().any(|t| t.0 == hx) {
+                continue;
+            }
+            let n = positions.len() * hx * head_dim;
+            let (mut c_full, mut s_full) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for (c_row, s_row) in cos.chunks(half).zip(sin.chunks(half)) {
+                for _ in 0..hx {
+                    c_full.extend_from_slice(c_row);
+                    c_full.extend_from_slice(c_row);
+                    s_full.extend(s_row.iter().map(|v| -v));
+                    s_full.extend_from_slice(s_row);
+                }
+            }
+            let shape = [b, s, hx, head_dim];
+            tables.push((
+                hx,
+                Tensor::from_data(TensorData::new(c_full, shape), device),
+                Tensor::from_data(TensorData::new(s_full, shape), device),
+            ));
         }
+        RopeTables { tables }
     }
 
     /// Rotates `[B,S,Hx,d]` queries or keys as transformers'
     /// `x·cos + rotate_half(x)·sin` (then times the tables' factor): with
-    /// `x₁`, `x₂` the two halves of a head, `[x₁·c − x₂·s, x₂·c + x₁·s]`,
-    /// the same products and sums term by term.
+    /// `x₁`, `x₂` the two halves of a head, `[x₁·c + x₂·(−s), x₂·c + x₁·s]`,
+    /// the same products and sums term by term (`x₂·(−s)` is `−(x₂·s)`
+    /// exactly). `Hx` must be one of the head counts the tables were made
+    /// for.
     pub fn rotate(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         let [b, s, h, d] = x.dims();
         let half = d / 2;
+        let (_, cos, sin) = self
+            .tables
+            .iter()
+            .find(|t| t.0 == h)
+            .expect("RopeTables made for this head count");
         let x1 = x.clone().slice([0..b, 0..s, 0..h, 0..half]);
-        let x2 = x.slice([0..b, 0..s, 0..h, half..d]);
-        let first = x1.clone() * self.cos.clone() - x2.clone() * self.sin.clone();
-        let second = x2 * self.cos.clone() + x1 * self.sin.clone();
-        Tensor::cat(vec![first, second], 3)
+        let x2 = x.clone().slice([0..b, 0..s, 0..h, half..d]);
+        let swapped = Tensor::cat(vec![x2, x1], 3);
+        x * cos.clone() + swapped * sin.clone()
     }
 }
