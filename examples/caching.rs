@@ -11,13 +11,13 @@
 //! and the gradient sum change if it is retrained):
 //!
 //! ```text
-//! loss 3.103
+//! loss 3.674
 //! wrote cache.safetensors:
-//!   layers.1.attn.qk_probs       [8, 32, 32, 4]  sum 1023.994
-//!   layers.1.attn.qk_probs.grad  [8, 32, 32, 4]  sum -0.276
+//!   layers.1.attn.qk_probs       [8, 64, 64, 1]  sum 511.997
+//!   layers.1.attn.qk_probs.grad  [8, 64, 64, 1]  sum -0.942
 //! ```
-//! (probabilities sum to 1 per query and head: 8 rows x 32 queries x 4 heads
-//! = 1024.)
+//! (probabilities sum to 1 per query and head: 8 rows x 64 queries x 1 head
+//! = 512.)
 
 use std::error::Error;
 

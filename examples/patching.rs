@@ -14,20 +14,23 @@
 //! change if it is retrained):
 //!
 //! ```text
-//! clean -0.184  corrupted -7.136
+//! clean -0.450  corrupted -5.284
 //! site                     layer    metric  restored
-//! resid.post_emb               -    -0.184     1.000
-//! resid.torso.delta_attn       0    -0.189     0.999
-//! resid.torso.delta_attn       1    -0.206     0.997
-//! resid.torso.post_attn        0    -0.184     1.000
-//! resid.torso.post_attn        1    -0.184     1.000
-//! resid.torso.delta_mlp        0    -6.919     0.031
-//! resid.torso.delta_mlp        1    -0.989     0.884
-//! resid.post_ln_f              -    -0.184     1.000
+//! resid.post_emb               -    -0.450     1.000
+//! resid.torso.delta_attn       0    -7.447    -0.447
+//! resid.torso.delta_attn       1    -0.448     1.000
+//! resid.torso.post_attn        0    -0.450     1.000
+//! resid.torso.post_attn        1    -0.450     1.000
+//! resid.torso.delta_mlp        0    -4.942     0.071
+//! resid.torso.delta_mlp        1    -4.694     0.122
+//! resid.post_ln_f              -    -0.450     1.000
 //! ```
 //! Any whole residual stream restores everything (it is all the later
-//! layers see). Either layer's attention output alone restores nearly all
-//! of the gap; the layer-0 MLP output almost none of it.
+//! layers see). Layer 1's attention output (the induction head's) restores
+//! all of the gap on its own; layer 0's (the previous-token head's) makes it
+//! worse: patched alone, it writes the clean run's previous tokens next to
+//! the corrupted run's own tokens, so the induction head finds matches that
+//! point at the wrong tokens. Neither MLP output carries much.
 
 use std::error::Error;
 

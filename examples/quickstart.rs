@@ -1,16 +1,24 @@
-//! The main job: real interpretability on the small trained model bundled in
-//! `checkpoints/induction-2l/` (2 layers, trained by `examples/train_induction.rs`
-//! on random token runs repeated twice).
+//! The main job: the induction circuit of Olsson et al. (2022), found,
+//! ablated and attributed through hooks in the small model bundled in
+//! `checkpoints/induction-2l/` (2 layers, trained by
+//! `examples/train_induction.rs` on runs of random tokens repeated).
 //!
 //! ```text
 //! cargo run --example quickstart
 //! ```
-//! 1. scores every head for induction from `attn.qk_probs` and measures what
-//!    ablating it (a hook zeroing its slice of `attn.v_out`) does to the loss;
-//! 2. ablates the head the repeat depends on most: the loss on the repeated
-//!    run rises while the first copy's barely moves;
-//! 3. attributes one prediction to heads and positions by activation × gradient;
-//! 4. writes the top head's attention pattern to `quickstart-attention.png`.
+//! On rows of random tokens holding a random run repeated once (at a random
+//! place, with a random period), it
+//! 1. records `attn.qk_probs` at every layer and scores each head for
+//!    attention to the previous token and, from a token in the repeat, to the
+//!    token after its earlier occurrence (induction), and measures the loss on
+//!    the repeat with each head ablated (a hook zeroing its slice of
+//!    `attn.v_out`): layer 0 has a previous-token head, layer 1 an induction
+//!    head;
+//! 2. ablates the induction head: the loss on the repeat rises to chance while
+//!    the first copy's (chance already) stays;
+//! 3. attributes one prediction in the repeat to heads and positions by
+//!    activation × gradient;
+//! 4. draws both heads' attention patterns to `quickstart-attention.png`.
 
 use std::error::Error;
 
@@ -27,7 +35,7 @@ use burn_hooks::train::RepeatedBatch;
 use indicatif::ProgressBar;
 use plotters::prelude::*;
 
-const ROWS: usize = 32;
+const ROWS: usize = 64;
 const MIN_PERIOD: usize = 6;
 
 fn checkpoint() -> std::path::PathBuf {
@@ -70,35 +78,52 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
         Ok(task.copy_losses(model.forward(batch, &ablated)?))
     };
-    println!("\nper head, on repeated runs: attention from a token in the repeat to");
-    println!("  dup = its earlier occurrence, ind = the token after it (induction);");
-    println!("  loss = loss on the repeat with the head ablated (model: {repeat:.3})");
-    let mut top = (0, 0, f32::MIN);
+    println!("\nper head: prev = attention from each position to the one before it;");
+    println!("  from a token in the repeat: dup = to its earlier occurrence, ind = to the");
+    println!("  token after it (induction); loss = loss on the repeat with the head ablated");
+    println!("  (model: {repeat:.3})");
+    // (layer, head, score) of the best previous-token head in layer 0 and of
+    // the best induction head in the layers above.
+    let mut prev_head = (0, 0, f32::MIN);
+    let mut ind_head = (0, 0, f32::MIN);
     for layer in 0..c.n_layer {
         let probs = cache
             .at(&probs_path, Some(layer))
             .expect("recorded every layer");
+        let prev = previous_token_scores(&probs);
         let dup = duplicate_token_scores(&probs, &task);
         let ind = induction_scores(&probs, &task);
         for head in 0..c.n_head {
             let (_, repeat_ablated) = ablated_losses(layer, head)?;
             println!(
-                "  layer {layer} head {head}:  dup {:5.3}  ind {:5.3}  loss {repeat_ablated:5.2}",
-                dup[head], ind[head]
+                "  layer {layer} head {head}:  prev {:5.3}  dup {:5.3}  ind {:5.3}  loss {repeat_ablated:5.2}",
+                prev[head], dup[head], ind[head]
             );
-            if repeat_ablated > top.2 {
-                top = (layer, head, repeat_ablated);
+            if layer == 0 && prev[head] > prev_head.2 {
+                prev_head = (layer, head, prev[head]);
+            }
+            if layer > 0 && ind[head] > ind_head.2 {
+                ind_head = (layer, head, ind[head]);
             }
         }
     }
-    let (layer, head, _) = top;
-    println!("the head the repeat depends on most: layer {layer}, head {head}");
+    println!(
+        "previous-token head: {}.{} (prev {:.2}); induction head: {}.{} (ind {:.2})",
+        prev_head.0, prev_head.1, prev_head.2, ind_head.0, ind_head.1, ind_head.2
+    );
 
-    // 2. Ablate it: the repeat's loss rises, the first copy's barely moves.
+    // 2. Ablate the induction head: the repeat's loss rises to chance, the
+    //    first copy's stays.
+    let (layer, head, _) = ind_head;
     let (first_ab, repeat_ab) = ablated_losses(layer, head)?;
     println!("\nmean next-token loss      first copy        repeat");
     println!("  model                   {first:10.3}   {repeat:11.3}");
     println!("  head {layer}.{head} ablated        {first_ab:10.3}   {repeat_ab:11.3}");
+    println!(
+        "  (chance: ln {} = {:.3})",
+        c.vocab_size,
+        (c.vocab_size as f32).ln()
+    );
 
     // 3. Act × grad: which heads and positions make one prediction.
     let spinner = ProgressBar::new_spinner().with_message("attributing one prediction");
@@ -157,17 +182,37 @@ fn main() -> Result<(), Box<dyn Error>> {
         batch.rows()[0][q]
     );
 
-    // 4. Heatmap of the top head on the first sequence.
-    let probs = cache.at(&probs_path, Some(layer)).expect("recorded");
+    // 4. Both heads' patterns on the first row.
     let out = "quickstart-attention.png";
-    heatmap(
-        &probs,
-        head,
-        out,
-        &format!("layer {layer} head {head}: attention (query down, key across)"),
-    )?;
-    println!("\nwrote {out}");
+    let panels: Vec<(Tensor<Cpu, 4>, usize, String)> = [
+        (prev_head, "previous-token head"),
+        (ind_head, "induction head"),
+    ]
+    .into_iter()
+    .map(|((layer, head, _), name)| {
+        let probs = cache.at(&probs_path, Some(layer)).expect("recorded");
+        (probs, head, format!("{name} {layer}.{head}"))
+    })
+    .collect();
+    heatmaps(&panels, out, task.periods[0])?;
+    println!("\nwrote {out} (row 0, period {})", task.periods[0]);
     Ok(())
+}
+
+/// Mean attention from each position p ≥ 1 to p − 1, per head, of `probs`
+/// `[B,S,K,H]`: what a previous-token head does.
+fn previous_token_scores<B: Backend>(probs: &Tensor<B, 4>) -> Vec<f32> {
+    let [b, s, k, h] = probs.dims();
+    let values: Vec<f32> = probs.clone().into_data().to_vec().expect("f32");
+    (0..h)
+        .map(|head| {
+            let sum: f32 = (0..b)
+                .flat_map(|row| (1..s).map(move |p| (row, p)))
+                .map(|(row, p)| values[((row * s + p) * k + p - 1) * h + head])
+                .sum();
+            sum / (b * (s - 1)) as f32
+        })
+        .collect()
 }
 
 /// logits[0, q, target] as a one-element tensor (not the log-probability,
@@ -178,51 +223,61 @@ fn logit<B: Backend>(logits: Tensor<B, 3>, q: usize, target: usize) -> Tensor<B,
         .reshape([1])
 }
 
-/// Draws probs[0, :, :, head] as a grid, labelled when a system font exists.
-fn heatmap<B: Backend>(
-    probs: &Tensor<B, 4>,
-    head: usize,
+/// Draws `probs[0, :, :, head]` of each panel as a grid, side by side,
+/// labelled when a system font exists.
+fn heatmaps<B: Backend>(
+    panels: &[(Tensor<B, 4>, usize, String)],
     out: &str,
-    title: &str,
+    period: usize,
 ) -> Result<(), Box<dyn Error>> {
-    let [_, s, k, h] = probs.dims();
-    let values: Vec<f32> = probs
-        .clone()
-        .into_data()
-        .to_vec()
-        .map_err(|e| format!("{e:?}"))?;
     let labelled = register_font();
-    let root = BitMapBackend::new(out, (640, 680)).into_drawing_area();
+    let root = BitMapBackend::new(out, (640 * panels.len() as u32, 700)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut builder = ChartBuilder::on(&root);
-    builder.margin(20);
-    if labelled {
-        builder
-            .caption(title, ("sans-serif", 18))
-            .x_label_area_size(30)
-            .y_label_area_size(30);
+    let root = if labelled {
+        root.titled(
+            &format!("attention on row 0 (query down, key across; period {period})"),
+            ("sans-serif", 20),
+        )?
+    } else {
+        root
+    };
+    for ((probs, head, title), area) in panels.iter().zip(root.split_evenly((1, panels.len()))) {
+        let [_, s, k, h] = probs.dims();
+        let values: Vec<f32> = probs
+            .clone()
+            .slice([0..1, 0..s, 0..k, 0..h])
+            .into_data()
+            .to_vec()
+            .map_err(|e| format!("{e:?}"))?;
+        let mut builder = ChartBuilder::on(&area);
+        builder.margin(20);
+        if labelled {
+            builder
+                .caption(title, ("sans-serif", 18))
+                .x_label_area_size(30)
+                .y_label_area_size(30);
+        }
+        let mut chart = builder.build_cartesian_2d(0..k as i32, s as i32..0)?;
+        if labelled {
+            chart
+                .configure_mesh()
+                .disable_mesh()
+                .x_desc("key")
+                .y_desc("query")
+                .draw()?;
+        }
+        chart.draw_series(
+            (0..s)
+                .flat_map(|q| (0..k).map(move |kk| (q, kk)))
+                .map(|(q, kk)| {
+                    let p = values[(q * k + kk) * h + head];
+                    Rectangle::new(
+                        [(kk as i32, q as i32), (kk as i32 + 1, q as i32 + 1)],
+                        ViridisRGB::get_color(p).filled(),
+                    )
+                }),
+        )?;
     }
-    let mut chart = builder.build_cartesian_2d(0..k as i32, s as i32..0)?;
-    if labelled {
-        chart
-            .configure_mesh()
-            .disable_mesh()
-            .x_desc("key")
-            .y_desc("query")
-            .draw()?;
-    }
-    chart.draw_series(
-        (0..s)
-            .flat_map(|q| (0..k).map(move |kk| (q, kk)))
-            .map(|(q, kk)| {
-                let p = values[(q * k + kk) * h + head];
-                let color = ViridisRGB::get_color(p);
-                Rectangle::new(
-                    [(kk as i32, q as i32), (kk as i32 + 1, q as i32 + 1)],
-                    color.filled(),
-                )
-            }),
-    )?;
     root.present()?;
     Ok(())
 }

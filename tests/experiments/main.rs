@@ -6,6 +6,7 @@
 #[path = "../../model/tests/common/mod.rs"]
 mod common;
 
+mod bundled_model;
 mod cli;
 mod cli_atp;
 mod cli_families;
