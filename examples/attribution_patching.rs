@@ -15,58 +15,55 @@
 //! numbers change if it is retrained; times on 2 cores):
 //!
 //! ```text
-//! clean -0.897  corrupted -4.940  (90 patched cells: site × layer × head)
-//! correlation with activation patching: pearson 0.432, spearman 0.525
-//! time: activation patching 0.998 s (92 forward passes), AtP 0.067 s; speed ratio 15.0x
-//! AtP's 2880 per-position estimates would take 2880 patched runs: ≈ 31.2 s at the measured 10.8 ms a run, ≈ 468x AtP's time
+//! clean -0.450  corrupted -5.284  (48 patched cells: site × layer × head)
+//! correlation with activation patching: pearson 0.525, spearman 0.320
+//! time: activation patching 1.546 s (50 forward passes), AtP 0.192 s; speed ratio 8.1x
+//! AtP's 3072 per-position estimates would take 3072 patched runs: ≈ 95.0 s at the measured 30.9 ms a run, ≈ 496x AtP's time
 //!
 //! by kind of site:
-//!   attention (attn.*)           56 cells  pearson  0.279  spearman  0.277
-//!   MLP (mlp.*)                   4 cells  pearson  0.489  spearman  0.000
-//!   residual stream and logits   30 cells  pearson  0.340  spearman  0.740
-//!   all but the residual stream  60 cells  pearson  0.371  spearman  0.256
-//!   q, k, qk_logits with the QK fix     24 cells  pearson -0.810  spearman -0.450
-//!   q, k, qk_logits, plain AtP          24 cells  pearson -0.545  spearman  0.430
-//!   every cell, plain AtP        90 cells  pearson  0.432  spearman  0.591
-//!   metric = correct logit − mean logit (linear in the logits): every cell pearson  0.445  spearman  0.822; all but the residual stream  60 cells  pearson  0.696  spearman  0.646
+//!   attention (attn.*)           14 cells  pearson  0.637  spearman  0.064
+//!   MLP (mlp.*)                   4 cells  pearson -0.520  spearman  0.000
+//!   residual stream and logits   30 cells  pearson  0.514  spearman  0.441
+//!   all but the residual stream  18 cells  pearson  0.413  spearman -0.081
+//!   q, k, qk_logits with the QK fix      6 cells  pearson -0.647  spearman -0.429
+//!   q, k, qk_logits, plain AtP           6 cells  pearson -1.000  spearman -0.371
+//!   every cell, plain AtP        48 cells  pearson  0.509  spearman  0.299
+//!   metric = correct logit − mean logit (linear in the logits): every cell pearson  0.555  spearman  0.727; all but the residual stream  18 cells  pearson  0.939  spearman  0.722
 //!
 //! largest disagreements:
 //! cell                                             real      AtP
-//! resid.torso.post_attn L0                        4.043    0.079
-//! resid.torso.ln_attn.post_mean_subtraction L1    4.050    0.087
-//! resid.torso.post_mlp L0                         4.043    0.091
-//! resid.post_emb                                  4.043    0.094
-//! resid.torso.post_ln_attn L0                     4.030    0.082
-//! resid.torso.ln_attn.post_scale L0               4.030    0.082
-//! resid.torso.delta_attn L0                       4.030    0.082
-//! ...
+//! resid.torso.ln_attn.post_mean_subtraction L1    4.836    0.006
+//! resid.torso.post_mlp L0                         4.834    0.006
+//! resid.post_emb                                  4.834    0.041
+//! resid.torso.post_attn L0                        4.834    0.110
+//! resid.torso.post_ln_attn L1                     4.836    1.108
+//! resid.torso.ln_attn.post_scale L1               4.836    1.108
+//! attn.v_out L1 H0                                4.836    1.349
+//! resid.torso.delta_attn L1                       4.836    1.349
+//! resid.torso.post_attn L1                        4.834    1.349
+//! resid.ln_f.post_scale                           4.834    7.790
 //! ```
 //!
 //! The target of issue 13 (Pearson ≥ 0.8, ≥ 20× faster) is not met on this
 //! model and task. What disagrees, from the table:
 //!
 //! - every whole residual stream (and norm output) restores the full gap
-//!   (≈ 4.0) when patched, while its estimate is 0.08–0.9 (6.75 at
-//!   `resid.post_ln_f`/`logits`): the gradient is taken on the corrupted
-//!   run, where the first copy holds random tokens and the layer-1 attention
-//!   finds nothing to copy, so it is nearly blind to what restoring that
-//!   copy would do: the saturation AtP* describes, reached through
+//!   (≈ 4.8) when patched, while its estimate is 0.006–1.35 (7.8 at
+//!   `resid.ln_f.post_scale`): the gradient is taken on the corrupted run,
+//!   where the first copy holds random tokens and the layer-1 induction
+//!   head finds nothing to copy, so it is nearly blind to what restoring
+//!   that copy would do: the saturation AtP* describes, reached through
 //!   downstream keys, which its QK fix (applied to `attn.q`, `attn.k`,
 //!   `attn.qk_logits` themselves) does not cover;
-//! - `attn.v`/`attn.v_out` of layer-0 head 2 patched alone make the metric
-//!   worse by 2.5 nats (the layer-1 heads then attend into the corrupted copy
-//!   and copy a wrong token with confidence); the estimate is ≈ 0;
-//! - layer-1 head 3's `attn.qk_logits` (= `attn.qk_probs`, the fix makes
-//!   them equal) and `attn.k`: real −0.32, estimate +0.02: the new
-//!   probabilities are exact, the step from them to the log-probability is
-//!   not linear (the model becomes confidently wrong); with a metric linear
-//!   in the logits the rank correlation rises to 0.82 (Pearson 0.45, 0.70
-//!   without the residual-stream cells).
+//! - the step from the attention probabilities to the log-probability is
+//!   not linear (a patched model becomes confidently right or wrong); with a
+//!   metric linear in the logits, the cells outside the residual stream
+//!   correlate at Pearson 0.94.
 //!
-//! The speed ratio counts one run per cell of the compared table (90 cells);
-//! AtP's table has a row per position too (2880), whose patching would take
-//! hundreds of times AtP's time. Times move with the machine's load
-//! (10–15× on 2 shared cores).
+//! The speed ratio counts one run per cell of the compared table; AtP's
+//! table has a row per position too, whose patching would take hundreds of
+//! times AtP's time. Times move with the machine's load (8–15× on 2 shared
+//! cores).
 
 use std::error::Error;
 use std::time::Instant;
