@@ -302,15 +302,7 @@ pub fn attribution_patching<B: AutodiffBackend, M: HookedModel<B>>(
     metric: impl Fn(Tensor<B, 3>) -> Tensor<B, 1>,
     options: AtpOptions,
 ) -> Result<AtpTable, ModelError> {
-    if clean.batch_size() != corrupted.batch_size() || clean.len() != corrupted.len() {
-        return Err(bad(format!(
-            "clean [{}, {}] and corrupted [{}, {}] batches must have the same shape",
-            clean.batch_size(),
-            clean.len(),
-            corrupted.batch_size(),
-            corrupted.len()
-        )));
-    }
+    crate::experiments::patching::same_shape(clean, corrupted)?;
     let tree = M::Hooks::default();
     let all = tree.sites();
     let selected = if sites.is_empty() {

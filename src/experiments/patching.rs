@@ -36,15 +36,7 @@ pub fn patching_table<B: Backend, M: HookedModel<B>>(
     sites: &[&str],
     metric: impl Fn(Tensor<B, 3>) -> f32,
 ) -> Result<(Vec<PatchRow>, f32, f32), ModelError> {
-    if clean.batch_size() != corrupted.batch_size() || clean.len() != corrupted.len() {
-        return Err(ModelError::BadBatch(format!(
-            "clean [{}, {}] and corrupted [{}, {}] batches must have the same shape",
-            clean.batch_size(),
-            clean.len(),
-            corrupted.batch_size(),
-            corrupted.len()
-        )));
-    }
+    same_shape(clean, corrupted)?;
     let selected = M::Hooks::default()
         .sites_matching(sites)
         .map_err(|e| ModelError::BadBatch(e.to_string()))?;
@@ -170,15 +162,7 @@ pub fn patching_table_per_head<B: Backend, M: HookedModel<B>>(
     sites: &[&str],
     metric: impl Fn(Tensor<B, 3>) -> f32,
 ) -> Result<(Vec<HeadPatchRow>, f32, f32), ModelError> {
-    if clean.batch_size() != corrupted.batch_size() || clean.len() != corrupted.len() {
-        return Err(ModelError::BadBatch(format!(
-            "clean [{}, {}] and corrupted [{}, {}] batches must have the same shape",
-            clean.batch_size(),
-            clean.len(),
-            corrupted.batch_size(),
-            corrupted.len()
-        )));
-    }
+    same_shape(clean, corrupted)?;
     let tree = M::Hooks::default();
     let selected = if sites.is_empty() {
         tree.sites()
@@ -248,4 +232,19 @@ pub fn patching_table_per_head<B: Backend, M: HookedModel<B>>(
         }
     }
     Ok((rows, clean_metric, corrupted_metric))
+}
+
+/// Clean and corrupted batches must have the same shape: an error naming
+/// both shapes otherwise.
+pub(crate) fn same_shape(clean: &TokenBatch, corrupted: &TokenBatch) -> Result<(), ModelError> {
+    if clean.batch_size() != corrupted.batch_size() || clean.len() != corrupted.len() {
+        return Err(ModelError::BadBatch(format!(
+            "clean [{}, {}] and corrupted [{}, {}] batches must have the same shape",
+            clean.batch_size(),
+            clean.len(),
+            corrupted.batch_size(),
+            corrupted.len()
+        )));
+    }
+    Ok(())
 }

@@ -138,6 +138,7 @@ fn csv_holds_one_row_per_site_layer_head_position() {
     let model = Gpt2::<B>::load(&tiny, &Default::default()).unwrap();
     let table = library(&model, &["attn.v_out", "attn.k", "logits"], logit_diff);
     assert_eq!(table.rows.len(), lines.len());
+    let scale = max_abs(table.rows.iter().map(|r| r.estimate));
     for (line, row) in lines.iter().zip(&table.rows) {
         let cells: Vec<&str> = line.split(',').collect();
         assert_eq!(cells[0], row.site);
@@ -145,7 +146,11 @@ fn csv_holds_one_row_per_site_layer_head_position() {
         assert_eq!(cells[2], row.head.map_or(String::new(), |h| h.to_string()));
         assert_eq!(cells[3], row.position.unwrap().to_string());
         let est: f32 = cells[4].parse().unwrap();
-        assert_eq!(est, row.estimate, "{line}");
+        assert!(
+            same_value(est, row.estimate, scale),
+            "{line}: library {}",
+            row.estimate
+        );
     }
     // The metric reads the last position only: logits elsewhere estimate 0.
     assert!(
@@ -198,17 +203,27 @@ fn safetensors_holds_one_tensor_per_site_and_layer() {
 
     let model = Llama::<B>::load(&dir, &Default::default()).unwrap();
     let table = library(&model, &["attn.q", "attn.k", "mlp.up"], log_prob_9);
+    let scale = max_abs(table.rows.iter().map(|r| r.estimate));
     for p in 0..6 {
         for h in 0..2 {
             let est = table.estimate("attn.k", Some(1), Some(h), Some(p)).unwrap();
-            assert_eq!(values[p * 2 + h], est, "position {p} head {h}");
+            assert!(
+                same_value(values[p * 2 + h], est, scale),
+                "position {p} head {h}: {} vs {est}",
+                values[p * 2 + h]
+            );
         }
     }
     let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = meta.metadata().clone().unwrap();
     assert_eq!(meta["producer"], "hooks atp");
     assert_eq!(meta["qk_fix"], "true");
-    assert_eq!(meta["clean_metric"], table.clean_metric.to_string());
+    let clean: f32 = meta["clean_metric"].parse().unwrap();
+    assert!(same_value(
+        clean,
+        table.clean_metric,
+        table.clean_metric.abs()
+    ));
 }
 
 #[test]
@@ -270,7 +285,8 @@ fn prompts_and_no_qk_fix() {
         .unwrap()
         .parse()
         .unwrap();
-    assert_eq!(first, table.rows[0].estimate);
+    let scale = max_abs(table.rows.iter().map(|r| r.estimate));
+    assert!(same_value(first, table.rows[0].estimate, scale));
     assert!(table.rows.iter().any(|r| r.estimate != 0.0));
 }
 
@@ -349,4 +365,17 @@ fn bad_input_exits_with_its_code() {
         "300",
     );
     assert!(!csv.exists(), "nothing written on errors");
+}
+
+/// Whether the tool's value `ours` is the library's `lib`: the same up to a
+/// few roundings of the table's largest value. The tool runs natively; the
+/// test may run under an emulated CPU (`.ci/avx2-tests`), whose matrix
+/// kernels round differently, so bit equality would test the CPU, not the
+/// plumbing.
+fn same_value(ours: f32, lib: f32, scale: f32) -> bool {
+    (ours - lib).abs() <= 8.0 * f32::EPSILON * scale.max(f32::MIN_POSITIVE)
+}
+
+fn max_abs(values: impl IntoIterator<Item = f32>) -> f32 {
+    values.into_iter().fold(0.0, |m, v| m.max(v.abs()))
 }
