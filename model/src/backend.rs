@@ -12,6 +12,10 @@ pub type CpuAutodiff = burn::backend::Autodiff<Cpu>;
 #[cfg(feature = "cuda")]
 pub type Cuda = burn_cuda::Cuda;
 
+/// The device type of [`Cuda`].
+#[cfg(feature = "cuda")]
+pub type CudaDevice = burn_cuda::CudaDevice;
+
 /// Checks that a CUDA driver can be used, without panicking when none is
 /// installed: burn-cuda would panic deep inside its runtime on first use.
 #[cfg(feature = "cuda")]

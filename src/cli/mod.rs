@@ -131,9 +131,9 @@ mod cuda {
     use burn::backend::Autodiff;
 
     use super::{CliError, OnAutodiff, OnBackend};
-    use hooks_model::backend::{Cuda, cuda_device};
+    use hooks_model::backend::{Cuda, CudaDevice, cuda_device};
 
-    fn device() -> Result<burn_cuda::CudaDevice, CliError> {
+    fn device() -> Result<CudaDevice, CliError> {
         Ok(cuda_device()?)
     }
 
