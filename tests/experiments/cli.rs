@@ -19,7 +19,8 @@ use hooks_model::checkpoint::INDEX_FILE;
 
 const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny");
 
-fn hooks(args: &[&str]) -> Output {
+/// Runs the `hooks` binary built with these tests.
+pub(crate) fn hooks(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_hooks"))
         .args(args)
         .output()

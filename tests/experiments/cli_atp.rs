@@ -2,9 +2,6 @@
 //! `attribution_patching` on the same backend, on GPT-2 and a Qwen2 folder,
 //! prompts, and the exit code of each kind of bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use burn::backend::Autodiff;
 use burn::tensor::Tensor;
 use burn::tensor::activation::log_softmax;
@@ -14,32 +11,11 @@ use hooks_model::{Gpt2, HookedModel, Llama, TokenBatch};
 use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
 
-use crate::common::TempDir;
+use crate::cli::hooks;
+use crate::cli_families::ok;
+use crate::common::{TempDir, fixture};
 
 type B = Autodiff<Cpu>;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(FIXTURES).join(name)
-}
-
-fn hooks(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hooks"))
-        .args(args)
-        .output()
-        .expect("the hooks binary runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = hooks(args);
-    assert!(
-        o.status.success(),
-        "hooks {args:?} failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// Runs `hooks`, requiring exit code `code` and `text` in stderr.
 fn fails(args: &[&str], code: i32, text: &str) {

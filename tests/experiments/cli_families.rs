@@ -2,30 +2,15 @@
 //! `model_type`, uses the folder's `tokenizer.json` for `--prompt`, and its
 //! keys and shapes come from the family's own tree.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
 use hooks_model::backend::Cpu;
 use hooks_model::{Llama, LlamaConfig};
 use safetensors::SafeTensors;
 
-use crate::common::TempDir;
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(FIXTURES).join(name)
-}
-
-fn hooks(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_hooks"))
-        .args(args)
-        .output()
-        .expect("the hooks binary runs")
-}
+use crate::cli::hooks;
+use crate::common::{TempDir, fixture};
 
 /// Runs `hooks`, requiring success; returns stdout.
-fn ok(args: &[&str]) -> String {
+pub(crate) fn ok(args: &[&str]) -> String {
     let o = hooks(args);
     assert!(
         o.status.success(),
