@@ -10,6 +10,7 @@
 //!   ([`model::HookedModel`]), their checkpoints, tokenizers and sampling;
 //! - [`experiments`] is what researchers do with any hooked model (cache,
 //!   ablate, patch, attribute, splice SAEs), [`train`] trains through hooks,
+//!   [`store`] streams a corpus's activations to disk,
 //!   and [`cli`] is the `hooks` tool (feature `cli`, on by default).
 //!
 //! Start with the README; `examples/` has what a user runs first.
@@ -26,6 +27,8 @@ pub use hooks_model as model;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod experiments;
+pub mod site_order;
+pub mod store;
 pub mod train;
 
 /// The hook DSL and the model's main types.

@@ -43,10 +43,14 @@ pub enum Command {
     /// Print every hook site with its shape, in forward order.
     Sites(SitesArgs),
     /// Run a forward pass (and optionally a backward pass) and record the
-    /// values at hook sites into one safetensors file.
+    /// values at hook sites into one safetensors file; with `--dataset`,
+    /// stream a whole corpus into an activation store (a folder of shards).
     Cache(CacheArgs),
     /// Sample a continuation of a prompt.
     Generate(GenerateArgs),
+    /// Join the manifests of `hooks cache --dataset … --shard i/n` slices
+    /// into the store's `manifest.json`.
+    MergeManifests(MergeArgs),
     /// Attribution patching: estimate, for every site, layer, head and
     /// position, how much patching the corrupted run with the clean run's
     /// value would change a metric (two forward passes, one backward pass).
@@ -74,6 +78,97 @@ pub struct InputArgs {
     pub prompt: Option<String>,
 }
 
+/// The input of `hooks cache`: token rows, a prompt, or a whole corpus.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct CacheInputArgs {
+    /// One row of comma-separated token ids, e.g. `464,3290,318`; repeat for a
+    /// batch (rows must have equal lengths).
+    #[arg(long, value_name = "IDS")]
+    pub tokens: Vec<String>,
+    /// Text, tokenized with the folder's tokenizer (one row).
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+    /// A corpus to stream into an activation store (`--out` is then a
+    /// folder): `.txt` (one document per line) or `.jsonl` with a `"text"`
+    /// field, tokenized with the folder's tokenizer; `.jsonl` with
+    /// `"tokens"` arrays; `.npy` of integer ids; any other name is flat
+    /// little-endian ids (`--token-dtype`).
+    #[arg(long, value_name = "FILE")]
+    pub dataset: Option<PathBuf>,
+}
+
+impl CacheInputArgs {
+    /// The token rows or prompt, as the other commands take them.
+    pub fn rows_or_prompt(&self) -> InputArgs {
+        InputArgs {
+            tokens: self.tokens.clone(),
+            prompt: self.prompt.clone(),
+        }
+    }
+}
+
+/// `hooks cache --dataset`: how the corpus is packed and stored.
+#[derive(Debug, Args)]
+pub struct DatasetArgs {
+    /// Tokens per row: documents are concatenated and cut into rows of this
+    /// length (the tokens left at the end are dropped) [default: 64, or the
+    /// model's context window if smaller].
+    #[arg(long, value_name = "N", requires = "dataset")]
+    pub seq_len: Option<usize>,
+    /// Rows per forward pass.
+    #[arg(long, value_name = "B", default_value_t = 8, requires = "dataset")]
+    pub batch: usize,
+    /// About how many MiB each shard file holds.
+    #[arg(long, value_name = "M", default_value_t = 256, requires = "dataset")]
+    pub shard_mb: u64,
+    /// Element type of the stored activations.
+    #[arg(long, value_enum, default_value_t = StoreDtypeArg::F32, requires = "dataset")]
+    pub dtype: StoreDtypeArg,
+    /// Only these layers (comma-separated; sites outside the blocks are then not stored).
+    #[arg(long, value_name = "L", value_delimiter = ',', requires = "dataset")]
+    pub layers: Option<Vec<usize>>,
+    /// Process only slice i of n (0-based), e.g. `--shard 2/8` on the third
+    /// of eight machines; join the slices with `hooks merge-manifests`.
+    #[arg(long, value_name = "I/N", requires = "dataset")]
+    pub shard: Option<String>,
+    /// A token id appended after each document.
+    #[arg(long, value_name = "ID", requires = "dataset")]
+    pub separator: Option<u32>,
+    /// Width of the ids in a flat binary corpus.
+    #[arg(long, value_enum, default_value_t = TokenDtypeArg::U16, requires = "dataset")]
+    pub token_dtype: TokenDtypeArg,
+}
+
+/// `--dtype` of an activation store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StoreDtypeArg {
+    /// 32-bit floats.
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+/// `--token-dtype` of a flat binary corpus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TokenDtypeArg {
+    /// Little-endian u16 (nanoGPT's `.bin`).
+    U16,
+    /// Little-endian u32.
+    U32,
+}
+
+/// `hooks merge-manifests`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The store folder holding every slice's `manifest-<i>-of-<n>.json`
+    /// and shards; `manifest.json` is written there.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
 /// `hooks cache`.
 #[derive(Debug, Args)]
 pub struct CacheArgs {
@@ -82,8 +177,9 @@ pub struct CacheArgs {
     pub model: PathBuf,
     /// What to run the model on.
     #[command(flatten)]
-    pub input: InputArgs,
-    /// The safetensors file to write (f32 tensors), or `-` for standard
+    pub input: CacheInputArgs,
+    /// With `--dataset`: the store's folder (created if missing; a rerun of
+    /// the same command resumes it). Otherwise: the safetensors file to write (f32 tensors), or `-` for standard
     /// output (not a terminal; the summary then goes to stderr). The file is
     /// written to a temporary file beside it and renamed into place, so a
     /// failed run leaves an existing file as it was and no partial file; a
@@ -99,7 +195,7 @@ pub struct CacheArgs {
     /// Also record, at each selected site, the gradient of
     /// Σ_b log_softmax(logits[b, last position])[ID], keyed `<key>.grad`
     /// (runs on the autodiff version of the backend).
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", conflicts_with = "dataset")]
     pub grad_target: Option<u32>,
     /// Accept weights holding NaN or infinity, and write the file even when
     /// recorded values go non-finite (with a warning on stderr naming the
@@ -115,6 +211,9 @@ pub struct CacheArgs {
     /// left out of the file with a warning.
     #[arg(long)]
     pub strict: bool,
+    /// Corpus options (with `--dataset`).
+    #[command(flatten)]
+    pub corpus: DatasetArgs,
 }
 
 /// `hooks generate`.

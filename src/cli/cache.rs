@@ -178,7 +178,7 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
     let started = Instant::now();
     let config = AnyConfig::load(&args.model).map_err(|e| CliError::model_files(&args.model, e))?;
     let sites = select_sites(&config, &args.sites)?;
-    let batch = input::batch(&args.input, &args.model, &config)?;
+    let batch = input::batch(&args.input.rows_or_prompt(), &args.model, &config)?;
     let vocab_size = config.dims().vocab_size;
     if let Some(t) = args.grad_target
         && t as usize >= vocab_size

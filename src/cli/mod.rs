@@ -4,6 +4,9 @@
 //! hooks sites    [--model DIR]
 //! hooks cache    --model DIR (--tokens IDS [--tokens IDS …] | --prompt TEXT) --out FILE|-
 //!                [--sites GLOB …] [--grad-target ID] [--allow-non-finite]
+//! hooks cache    --model DIR --dataset FILE --sites GLOB … --out DIR [--seq-len N] [--batch B]
+//!                [--shard-mb M] [--dtype f32|f16|bf16] [--layers L,…] [--shard I/N]
+//! hooks merge-manifests DIR
 //! hooks generate --model DIR --prompt TEXT [-n N] [--temperature T] [--top-p P] [--seed S]
 //!                [--allow-non-finite]
 //! hooks atp      --model DIR (--clean-tokens IDS … | --clean-prompt TEXT)
@@ -21,6 +24,7 @@
 mod args;
 mod atp;
 mod cache;
+mod dataset;
 mod error;
 mod generate;
 mod input;
@@ -34,7 +38,7 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Parser;
 
-pub use args::{AtpArgs, BackendKind, CacheArgs, Cli, Command, GenerateArgs, InputArgs, SitesArgs};
+pub use args::{AtpArgs, BackendKind, CacheArgs, CacheInputArgs, DatasetArgs, MergeArgs, Cli, Command, GenerateArgs, InputArgs, SitesArgs};
 use error::escape_lines;
 pub use error::{CliError, exit};
 pub use sites::{Dim, SiteSpec, record_keys, site_specs};
@@ -86,7 +90,9 @@ fn ignore_file_size_signal() {
 pub fn run(cli: &Cli) -> Result<(), CliError> {
     match &cli.command {
         Command::Sites(args) => sites::run(args),
+        Command::Cache(args) if args.input.dataset.is_some() => dataset::run(cli.backend, args),
         Command::Cache(args) => cache::run(cli.backend, args),
+        Command::MergeManifests(args) => dataset::merge(args),
         Command::Generate(args) => generate::run(cli.backend, args),
         Command::Atp(args) => atp::run(cli.backend, args),
     }

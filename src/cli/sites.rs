@@ -9,7 +9,9 @@
 
 use std::fmt::Write as _;
 
-use hooks_core::{HookTree, SiteInfo, record_key};
+use hooks_core::{HookTree, SiteInfo};
+
+pub use crate::site_order::{order, record_keys};
 
 use super::args::SitesArgs;
 use super::error::CliError;
@@ -127,62 +129,6 @@ pub fn site_specs(sites: &[SiteInfo], full: &[SiteInfo]) -> Vec<SiteSpec> {
         .iter()
         .map(SiteSpec::from)
         .collect()
-}
-
-/// Sorts `sites`, selected from the tree whose sites are `full`, as
-/// [`site_specs`] does.
-pub fn order(sites: Vec<SiteInfo>, full: &[SiteInfo]) -> Vec<SiteInfo> {
-    let (before, rest): (Vec<_>, Vec<_>) = sites
-        .into_iter()
-        .partition(|s| !s.per_layer && before_blocks(&s.path, full));
-    let (inside, after): (Vec<_>, Vec<_>) = rest.into_iter().partition(|s| s.per_layer);
-    before.into_iter().chain(inside).chain(after).collect()
-}
-
-/// Whether the outside site `path` comes before the blocks: in the nearest
-/// collection above it that holds per-layer sites, it is declared before
-/// them (`resid.post_emb` before `resid.torso`; `logits`, after `mlp` and
-/// `attn` at the top, is not). Trees declare their nodes in forward order
-/// around the blocks, as `TransformerHooks` does.
-fn before_blocks(path: &str, tree: &[SiteInfo]) -> bool {
-    let Some(at) = tree.iter().position(|s| s.path == path) else {
-        return false;
-    };
-    let mut prefix = path;
-    while !prefix.is_empty() {
-        prefix = prefix.rfind('.').map_or("", |i| &prefix[..i]);
-        let under = |s: &&SiteInfo| {
-            prefix.is_empty()
-                || s.path
-                    .strip_prefix(prefix)
-                    .is_some_and(|r| r.starts_with('.'))
-        };
-        let first_inside = tree.iter().filter(under).position(|s| s.per_layer);
-        if let Some(first_inside) = first_inside {
-            let mine = tree[..at].iter().filter(under).count();
-            return mine < first_inside;
-        }
-    }
-    false
-}
-
-/// The recorder keys of `sites` (selected from the tree whose sites are
-/// `full`) for a model of `n_layer` layers, in the order
-/// of [`site_specs`]: outside sites before the blocks, per-layer ones layer
-/// by layer, then the other outside ones.
-pub fn record_keys(sites: &[SiteInfo], full: &[SiteInfo], n_layer: usize) -> Vec<String> {
-    let ordered = order(sites.to_vec(), full);
-    let mut keys = Vec::new();
-    let (before, rest): (Vec<_>, Vec<_>) = ordered
-        .iter()
-        .partition(|s| !s.per_layer && before_blocks(&s.path, full));
-    let (inside, after): (Vec<_>, Vec<_>) = rest.into_iter().partition(|s| s.per_layer);
-    keys.extend(before.iter().map(|s| record_key(&s.path, None)));
-    for layer in 0..n_layer {
-        keys.extend(inside.iter().map(|s| record_key(&s.path, Some(layer))));
-    }
-    keys.extend(after.iter().map(|s| record_key(&s.path, None)));
-    keys
 }
 
 /// Runs `hooks sites`: the family's tree, with the folder's sizes (GPT-2

@@ -1,0 +1,98 @@
+//! What can go wrong building or reading an activation store, each error
+//! naming the file, line, key or field involved.
+
+use std::path::PathBuf;
+
+use hooks_core::HookError;
+use hooks_model::{ModelError, NonFiniteSite, shown};
+
+/// An activation-store error.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", shown(path))]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The corpus file is malformed (the message names the line or offset).
+    #[error("corpus {}: {reason}", shown(path))]
+    Corpus {
+        /// The corpus file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        reason: String,
+    },
+    /// A manifest or shard is malformed, missing or does not match its
+    /// record.
+    #[error("activation store {}: {reason}", shown(path))]
+    Store {
+        /// The manifest, shard or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The folder holds a store made by a different command: resuming
+    /// into it would mix two stores.
+    #[error(
+        "{} holds an activation store made with a different {field} ({found}, this run: \
+         {wanted}); nothing was changed — use another --out folder, or rerun the original command \
+         to resume it",
+        shown(path)
+    )]
+    Mismatch {
+        /// The manifest.
+        path: PathBuf,
+        /// The differing field.
+        field: &'static str,
+        /// The manifest's value.
+        found: String,
+        /// This run's value.
+        wanted: String,
+    },
+    /// An option is out of range or inconsistent with the model.
+    #[error("{0}")]
+    Options(String),
+    /// A key the store does not hold.
+    #[error("the store has no key `{key}`; it holds: {}", available.join(", "))]
+    UnknownKey {
+        /// The key asked for.
+        key: String,
+        /// The keys it holds.
+        available: Vec<String>,
+    },
+    /// Recorded values went non-finite (the shards before it are kept).
+    #[error("{site} (corpus row {row}); the shards written so far are kept")]
+    NonFinite {
+        /// Where.
+        site: Box<NonFiniteSite>,
+        /// The corpus row of the batch.
+        row: u64,
+    },
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// A hook path failed.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+}
+
+impl StoreError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A malformed store file.
+    pub fn store(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        StoreError::Store {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}
