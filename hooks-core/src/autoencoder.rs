@@ -12,7 +12,29 @@ use crate::node::{HookNode, Schema, SchemaChild, Segment, Visitor, VisitorMut};
 use crate::render::Renderer;
 use crate::{Ctx, Site};
 
+/// The decoder [`AutoencoderHooks::with_input_decoder`]'s encoder returns
+/// for one input.
+pub type InputDecoder<B, const D: usize> = Box<dyn Fn(Tensor<B, D>) -> Tensor<B, D>>;
+
 type Coder<B, const D: usize> = Arc<dyn Fn(Tensor<B, D>) -> Tensor<B, D> + Send + Sync>;
+
+type Encoder<B, const D: usize> =
+    Arc<dyn Fn(Tensor<B, D>) -> (Tensor<B, D>, InputDecoder<B, D>) + Send + Sync>;
+
+/// The two halves: a fixed decoder, or one per input.
+enum Coders<B: Backend, const D: usize> {
+    Fixed(Coder<B, D>, Coder<B, D>),
+    PerInput(Encoder<B, D>),
+}
+
+impl<B: Backend, const D: usize> Clone for Coders<B, D> {
+    fn clone(&self) -> Self {
+        match self {
+            Coders::Fixed(e, d) => Coders::Fixed(e.clone(), d.clone()),
+            Coders::PerInput(e) => Coders::PerInput(e.clone()),
+        }
+    }
+}
 
 /// A hook that replaces `x` by an autoencoder's view of it, with three
 /// sites of its own:
@@ -37,8 +59,7 @@ pub struct AutoencoderHooks<B: Backend, const D: usize> {
     pub reconstruction: Site<B, D>,
     /// Hooks on the error `x - reconstruction`.
     pub error: Site<B, D>,
-    encode: Coder<B, D>,
-    decode: Coder<B, D>,
+    coders: Coders<B, D>,
     add_error: bool,
 }
 
@@ -50,8 +71,7 @@ impl<B: Backend, const D: usize> Clone for AutoencoderHooks<B, D> {
             latents: self.latents.clone(),
             reconstruction: self.reconstruction.clone(),
             error: self.error.clone(),
-            encode: self.encode.clone(),
-            decode: self.decode.clone(),
+            coders: self.coders.clone(),
             add_error: self.add_error,
         }
     }
@@ -64,12 +84,28 @@ impl<B: Backend, const D: usize> AutoencoderHooks<B, D> {
         decode: impl Fn(Tensor<B, D>) -> Tensor<B, D> + Send + Sync + 'static,
         add_error: bool,
     ) -> Self {
+        Self::with_coders(Coders::Fixed(Arc::new(encode), Arc::new(decode)), add_error)
+    }
+
+    /// An autoencoder splice whose decoder depends on the input as well as
+    /// the latents: `encode(x)` returns the latents and the decoder for this
+    /// `x`, applied to the hooked latents and (with `add_error`) to the
+    /// unhooked ones. E.g. an autoencoder that layer-normalises its input and
+    /// scales the reconstruction back by the input's mean and deviation
+    /// (OpenAI's TopK autoencoders).
+    pub fn with_input_decoder(
+        encode: impl Fn(Tensor<B, D>) -> (Tensor<B, D>, InputDecoder<B, D>) + Send + Sync + 'static,
+        add_error: bool,
+    ) -> Self {
+        Self::with_coders(Coders::PerInput(Arc::new(encode)), add_error)
+    }
+
+    fn with_coders(coders: Coders<B, D>, add_error: bool) -> Self {
         AutoencoderHooks {
             latents: Site::default(),
             reconstruction: Site::default(),
             error: Site::default(),
-            encode: Arc::new(encode),
-            decode: Arc::new(decode),
+            coders,
             add_error,
         }
     }
@@ -84,7 +120,15 @@ impl<B: Backend, const D: usize> AutoencoderHooks<B, D> {
     /// [`sites`](crate::HookTree::sites) lists), with the caller's layer and
     /// bindings.
     pub fn call(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
-        let latents = (self.encode)(x.clone());
+        let per_input: InputDecoder<B, D>;
+        let (latents, decode): (_, &dyn Fn(Tensor<B, D>) -> Tensor<B, D>) = match &self.coders {
+            Coders::Fixed(encode, decode) => (encode(x.clone()), decode.as_ref()),
+            Coders::PerInput(encode) => {
+                let latents;
+                (latents, per_input) = encode(x.clone());
+                (latents, per_input.as_ref())
+            }
+        };
         // Burn tensors are immutable handles: "cloning" the latents gives two
         // uses of one graph node, which autodiff sums exactly as PyTorch sums
         // the gradients of the reference's two `.clone()`s.
@@ -92,11 +136,11 @@ impl<B: Backend, const D: usize> AutoencoderHooks<B, D> {
         let hooked = self.latents.call(latents, &ctx.with_site("latents"));
         let reconstruction = self
             .reconstruction
-            .call((self.decode)(hooked), &ctx.with_site("reconstruction"));
+            .call(decode(hooked), &ctx.with_site("reconstruction"));
         let error_ctx = ctx.with_site("error");
         match latents_for_error {
             Some(latents) => {
-                let error = self.error.call(x - (self.decode)(latents), &error_ctx);
+                let error = self.error.call(x - decode(latents), &error_ctx);
                 reconstruction + error
             }
             None => {

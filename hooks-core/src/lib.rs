@@ -70,7 +70,7 @@ mod site;
 pub mod tree;
 mod value;
 
-pub use autoencoder::AutoencoderHooks;
+pub use autoencoder::{AutoencoderHooks, InputDecoder};
 pub use calls::{CallReport, HookCalls};
 pub use context::{Ctx, CtxSnapshot};
 pub use error::HookError;

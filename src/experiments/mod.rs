@@ -11,6 +11,7 @@ mod export;
 mod induction;
 mod patching;
 mod sae;
+mod sae_openai;
 
 pub use ablate::{Ablate, PatchFrom, ablate, add_at, patch_slice};
 pub use atp::{AtpOptions, AtpRow, AtpTable, attribution_patching};
@@ -20,3 +21,4 @@ pub use export::{read_safetensors, write_safetensors, write_safetensors_with_met
 pub use induction::{duplicate_token_scores, induction_scores};
 pub use patching::{HeadPatchRow, PatchRow, patching_table, patching_table_per_head};
 pub use sae::{Activation, SaeSite, SparseAutoencoder, splice_sae};
+pub use sae_openai::{InputNorm, OPENAI_LN_EPS, OpenAiLocation, OpenAiSae, OpenAiSaeInfo};

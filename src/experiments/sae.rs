@@ -52,6 +52,12 @@ pub enum SaeSite {
     DeltaMlp,
     /// `resid.torso.delta_attn` (width D).
     DeltaAttn,
+    /// `resid.torso.post_attn`, the residual after attention (width D;
+    /// OpenAI's `resid_post_attn`).
+    PostAttn,
+    /// `resid.torso.post_mlp`, the residual after the MLP (width D;
+    /// OpenAI's `resid_post_mlp`).
+    PostMlp,
 }
 
 impl SaeSite {
@@ -61,6 +67,8 @@ impl SaeSite {
             SaeSite::MlpPostAct => "mlp.post_act",
             SaeSite::DeltaMlp => "resid.torso.delta_mlp",
             SaeSite::DeltaAttn => "resid.torso.delta_attn",
+            SaeSite::PostAttn => "resid.torso.post_attn",
+            SaeSite::PostMlp => "resid.torso.post_mlp",
         }
     }
 }

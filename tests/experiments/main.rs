@@ -15,4 +15,5 @@ mod experiments_attribution;
 mod experiments_cache;
 mod experiments_patch;
 mod experiments_sae;
+mod sae_openai;
 mod training;
