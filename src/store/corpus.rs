@@ -123,7 +123,10 @@ impl Corpus {
             return Err(StoreError::Options("--seq-len must be at least 1".into()));
         }
         if self.format.needs_tokenizer() && tokenizer.is_none() {
-            return Err(corpus_error(&self.path, "holds text but no tokenizer was given"));
+            return Err(corpus_error(
+                &self.path,
+                "holds text but no tokenizer was given",
+            ));
         }
         if let Some(s) = separator
             && s as usize >= vocab_size
@@ -213,7 +216,10 @@ fn jsonl_kind(path: &Path) -> Result<CorpusFormat, StoreError> {
         } else {
             Err(corpus_error(
                 path,
-                format!("line {}: an object with neither \"text\" nor \"tokens\"", i + 1),
+                format!(
+                    "line {}: an object with neither \"text\" nor \"tokens\"",
+                    i + 1
+                ),
             ))
         };
     }
@@ -300,10 +306,9 @@ impl Rows<'_> {
                     .reader
                     .read_line(&mut text)
                     .map_err(|e| match e.kind() {
-                        std::io::ErrorKind::InvalidData => corpus_error(
-                            &self.path,
-                            format!("line {}: not UTF-8 text", *line + 1),
-                        ),
+                        std::io::ErrorKind::InvalidData => {
+                            corpus_error(&self.path, format!("line {}: not UTF-8 text", *line + 1))
+                        }
                         _ => StoreError::io(&self.path, e),
                     })?;
                 if n == 0 {
@@ -341,10 +346,7 @@ impl Rows<'_> {
                 let n = (*remaining).min(FLAT_CHUNK);
                 let mut bytes = vec![0u8; n as usize * *width];
                 self.reader.read_exact(&mut bytes).map_err(|e| {
-                    corpus_error(
-                        &self.path,
-                        format!("ends early, at token {} ({e})", *index),
-                    )
+                    corpus_error(&self.path, format!("ends early, at token {} ({e})", *index))
                 })?;
                 for (i, b) in bytes.chunks_exact(*width).enumerate() {
                     let id = flat_id(b, *signed);
@@ -570,9 +572,7 @@ fn npy_header(reader: &mut impl Read, path: &Path) -> Result<NpyHeader, StoreErr
         .ok_or_else(|| bad("no 'shape' in the header".into()))?;
     let mut count: u64 = 1;
     for dim in shape.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        let dim: u64 = dim
-            .parse()
-            .map_err(|_| bad(format!("shape ({shape})")))?;
+        let dim: u64 = dim.parse().map_err(|_| bad(format!("shape ({shape})")))?;
         count = count
             .checked_mul(dim)
             .ok_or_else(|| bad(format!("shape ({shape}) overflows")))?;

@@ -221,11 +221,9 @@ impl Manifest {
     /// Writes the manifest atomically (temporary file, sync, rename).
     pub fn write(&self, path: &Path) -> Result<(), StoreError> {
         let text = serde_json::to_string_pretty(self).expect("a manifest serialises");
-        write_atomic(path, |w| w.write_all(format!("{text}\n").as_bytes())).map_err(|e| {
-            match e {
-                hooks_model::ModelError::Io { path, source } => StoreError::io(path, source),
-                other => StoreError::store(path, other.to_string()),
-            }
+        write_atomic(path, |w| w.write_all(format!("{text}\n").as_bytes())).map_err(|e| match e {
+            hooks_model::ModelError::Io { path, source } => StoreError::io(path, source),
+            other => StoreError::store(path, other.to_string()),
         })
     }
 
@@ -298,11 +296,7 @@ impl Manifest {
                 format!("{:?}", self.corpus.separator),
                 format!("{:?}", other.corpus.separator),
             ),
-            (
-                "--sites",
-                self.sites.join(","),
-                other.sites.join(","),
-            ),
+            ("--sites", self.sites.join(","), other.sites.join(",")),
             (
                 "--layers",
                 format!("{:?}", self.layers),

@@ -117,7 +117,11 @@ pub fn merge_manifests(dir: &Path) -> Result<Manifest, StoreError> {
             Ok(meta) => {
                 return Err(StoreError::store(
                     &path,
-                    format!("is {} bytes; its slice manifest records {}", meta.len(), s.bytes),
+                    format!(
+                        "is {} bytes; its slice manifest records {}",
+                        meta.len(),
+                        s.bytes
+                    ),
                 ));
             }
             Err(e) => return Err(StoreError::io(&path, e)),

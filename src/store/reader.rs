@@ -120,7 +120,9 @@ impl ActivationStore {
             .tensor(&key.key)
             .map_err(|_| StoreError::store(&path, format!("has no tensor `{}`", key.key)))?;
         let n = self.manifest.shards[i].n_tokens() as usize;
-        let expected: Vec<usize> = std::iter::once(n).chain(key.shape.iter().copied()).collect();
+        let expected: Vec<usize> = std::iter::once(n)
+            .chain(key.shape.iter().copied())
+            .collect();
         if view.shape() != expected.as_slice() || view.dtype() != self.manifest.dtype.safetensors()
         {
             return Err(StoreError::store(

@@ -134,10 +134,9 @@ impl ShardBuffer {
                 inner: w,
                 hasher: Sha256::new(),
             };
-            let bytes =
-                write_safetensors_with(&mut hashing, &specs, &metadata, &mut |i, out| {
-                    out.write_all(buffers[i])
-                })?;
+            let bytes = write_safetensors_with(&mut hashing, &specs, &metadata, &mut |i, out| {
+                out.write_all(buffers[i])
+            })?;
             Ok((bytes, hex(&hashing.hasher.finalize())))
         })
         .map_err(|e| match e {

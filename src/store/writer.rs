@@ -188,7 +188,9 @@ fn per_token_shape(
     seq_len: usize,
 ) -> Result<Vec<usize>, StoreError> {
     let letters: Vec<&str> = site.dims().collect();
-    let (["B", "S"], rest) = letters.split_at(letters.len().min(2)) else {
+    // `K` (the key positions) is `S` without a KV cache: k and v are per
+    // token too.
+    let (["B", "S" | "K"], rest) = letters.split_at(letters.len().min(2)) else {
         return Err(StoreError::Options(format!(
             "site `{}` has shape {:?}, not [B, S, …]: it cannot be stored per token",
             site.path, site.shape
@@ -280,6 +282,11 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
         return Ok(Outcome::AlreadyComplete(Manifest::read(&manifest_path)?));
     };
     let resumed = !manifest.shards.is_empty();
+    if !resumed {
+        // The folder is marked as this store (and its options recorded)
+        // before any work.
+        manifest.write(&manifest_path)?;
+    }
 
     let mut rows = corpus.rows(
         options.seq_len,
@@ -347,7 +354,9 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
     }
     if let Some(mut last) = shard.take() {
         if !batch.is_empty() {
-            run_batch(model, &hooks, &recorder, &keys, &mut batch, &mut last, options)?;
+            run_batch(
+                model, &hooks, &recorder, &keys, &mut batch, &mut last, options,
+            )?;
         }
         finish_shard(&last, out, &keys, &mut manifest, &manifest_path)?;
     }
@@ -474,7 +483,8 @@ fn prepare_folder(
             return Err(StoreError::store(
                 out,
                 format!(
-                    "is not empty and holds {name:?}, which is not part of an activation store;                      give a new or empty folder"
+                    "is not empty and holds {name:?}, which is not part of an activation store; \
+                     give a new or empty folder"
                 ),
             ));
         }
@@ -491,6 +501,11 @@ fn prepare_folder(
         return Ok(Some(fresh));
     }
     let existing = Manifest::read(manifest_path)?;
+    if existing.shards.is_empty() && !existing.complete {
+        // Started, nothing stored yet (e.g. a corpus error, since fixed):
+        // nothing to keep.
+        return Ok(Some(fresh));
+    }
     if let Some((field, found, wanted)) = existing.differences(&fresh) {
         return Err(StoreError::Mismatch {
             path: manifest_path.to_path_buf(),
@@ -515,7 +530,8 @@ fn prepare_folder(
                 return Err(StoreError::store(
                     &path,
                     format!(
-                        "is {} bytes but the manifest records {}: the store was changed after                          it was written",
+                        "is {} bytes but the manifest records {}: the store was changed after \
+                         it was written",
                         m.len(),
                         shard.bytes
                     ),
@@ -537,8 +553,7 @@ fn is_store_file(name: &str) -> bool {
         .strip_prefix('.')
         .and_then(|n| n.split_once(".partial-").map(|(t, _)| t))
         .unwrap_or(name);
-    let manifest = name == MANIFEST
-        || (name.starts_with("manifest-") && name.ends_with(".json"));
+    let manifest = name == MANIFEST || (name.starts_with("manifest-") && name.ends_with(".json"));
     let shard = name.starts_with("shard-") && name.ends_with(".safetensors");
     manifest || shard
 }
