@@ -16,4 +16,5 @@ mod experiments_cache;
 mod experiments_patch;
 mod experiments_sae;
 mod sae_openai;
+mod store;
 mod training;
