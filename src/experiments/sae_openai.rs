@@ -248,7 +248,10 @@ impl<B: Backend> OpenAiSae<B> {
 
         let (enc_shape, encoder) = file.floats("encoder.weight")?;
         let [l, d] = enc_shape[..] else {
-            return Err(file.wrong_shape("encoder.weight", vec![0, 0], enc_shape));
+            return Err(bad(format!(
+                "weight `encoder.weight` has shape {enc_shape:?}; expected two axes, \
+                 [latents, inputs] (a PyTorch `Linear` weight)"
+            )));
         };
         if l == 0 || d == 0 {
             return Err(bad(format!(
