@@ -55,6 +55,10 @@ pub enum Command {
     /// position, how much patching the corrupted run with the clean run's
     /// value would change a metric (two forward passes, one backward pass).
     Atp(AtpArgs),
+    /// Train a sparse autoencoder (TopK or ReLU + L1, OpenAI's recipe) on one
+    /// site of a model run live through hooks, or on one key of an
+    /// activation store, and write it in the project's SAE format.
+    TrainSae(super::train_sae::TrainSaeArgs),
 }
 
 /// `hooks sites`.
@@ -108,36 +112,37 @@ impl CacheInputArgs {
     }
 }
 
-/// `hooks cache --dataset`: how the corpus is packed and stored.
-#[derive(Debug, Args)]
+/// `hooks cache --dataset`: how the corpus is packed and stored (an error
+/// without `--dataset`).
+#[derive(Debug, Args, Default)]
 pub struct DatasetArgs {
     /// Tokens per row: documents are concatenated and cut into rows of this
     /// length (the tokens left at the end are dropped) [default: 64, or the
     /// model's context window if smaller].
-    #[arg(long, value_name = "N", requires = "dataset")]
+    #[arg(long, value_name = "N")]
     pub seq_len: Option<usize>,
-    /// Rows per forward pass.
-    #[arg(long, value_name = "B", default_value_t = 8, requires = "dataset")]
-    pub batch: usize,
-    /// About how many MiB each shard file holds.
-    #[arg(long, value_name = "M", default_value_t = 256, requires = "dataset")]
-    pub shard_mb: u64,
-    /// Element type of the stored activations.
-    #[arg(long, value_enum, default_value_t = StoreDtypeArg::F32, requires = "dataset")]
-    pub dtype: StoreDtypeArg,
+    /// Rows per forward pass [default: 8].
+    #[arg(long, value_name = "B")]
+    pub batch: Option<usize>,
+    /// About how many MiB each shard file holds [default: 256].
+    #[arg(long, value_name = "M")]
+    pub shard_mb: Option<u64>,
+    /// Element type of the stored activations [default: f32].
+    #[arg(long, value_enum)]
+    pub dtype: Option<StoreDtypeArg>,
     /// Only these layers (comma-separated; sites outside the blocks are then not stored).
-    #[arg(long, value_name = "L", value_delimiter = ',', requires = "dataset")]
+    #[arg(long, value_name = "L", value_delimiter = ',')]
     pub layers: Option<Vec<usize>>,
     /// Process only slice i of n (0-based), e.g. `--shard 2/8` on the third
     /// of eight machines; join the slices with `hooks merge-manifests`.
-    #[arg(long, value_name = "I/N", requires = "dataset")]
+    #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
     /// A token id appended after each document.
-    #[arg(long, value_name = "ID", requires = "dataset")]
+    #[arg(long, value_name = "ID")]
     pub separator: Option<u32>,
-    /// Width of the ids in a flat binary corpus.
-    #[arg(long, value_enum, default_value_t = TokenDtypeArg::U16, requires = "dataset")]
-    pub token_dtype: TokenDtypeArg,
+    /// Width of the ids in a flat binary corpus [default: u16].
+    #[arg(long, value_enum)]
+    pub token_dtype: Option<TokenDtypeArg>,
 }
 
 /// `--dtype` of an activation store.

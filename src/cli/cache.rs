@@ -176,6 +176,7 @@ fn select_sites(config: &AnyConfig, patterns: &[String]) -> Result<Vec<SiteInfo>
 /// Runs `hooks cache`.
 pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
     let started = Instant::now();
+    super::dataset::stray_corpus_options(args)?;
     let config = AnyConfig::load(&args.model).map_err(|e| CliError::model_files(&args.model, e))?;
     let sites = select_sites(&config, &args.sites)?;
     let batch = input::batch(&args.input.rows_or_prompt(), &args.model, &config)?;

@@ -18,6 +18,33 @@ use crate::store::{
 use hooks_model::tokenizer::Tokenizer;
 use hooks_model::{AnyConfig, FamilyJob, FromCheckpoint, LoadOptions, shown};
 
+/// The corpus options given without `--dataset` (an input error: they
+/// would be ignored).
+pub fn stray_corpus_options(args: &CacheArgs) -> Result<(), CliError> {
+    let c = &args.corpus;
+    let given: Vec<&str> = [
+        ("--seq-len", c.seq_len.is_some()),
+        ("--batch", c.batch.is_some()),
+        ("--shard-mb", c.shard_mb.is_some()),
+        ("--dtype", c.dtype.is_some()),
+        ("--layers", c.layers.is_some()),
+        ("--shard", c.shard.is_some()),
+        ("--separator", c.separator.is_some()),
+        ("--token-dtype", c.token_dtype.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if given.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Input(format!(
+        "{} appl{} only to a corpus (--dataset FILE)",
+        given.join(", "),
+        if given.len() == 1 { "ies" } else { "y" }
+    )))
+}
+
 /// Runs `hooks cache --dataset FILE`.
 pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
     let started = Instant::now();
@@ -25,8 +52,8 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
     let config = AnyConfig::load(&args.model).map_err(|e| CliError::model_files(&args.model, e))?;
     let dims = config.dims();
     let width = match args.corpus.token_dtype {
-        TokenDtypeArg::U16 => TokenWidth::U16,
-        TokenDtypeArg::U32 => TokenWidth::U32,
+        None | Some(TokenDtypeArg::U16) => TokenWidth::U16,
+        Some(TokenDtypeArg::U32) => TokenWidth::U32,
     };
     let corpus = Corpus::open(file, width)?;
     let tokenizer = if corpus.format().needs_tokenizer() {
@@ -38,12 +65,12 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
         sites: args.sites.clone(),
         layers: args.corpus.layers.clone(),
         seq_len: args.corpus.seq_len.unwrap_or(dims.n_ctx.min(64)),
-        batch: args.corpus.batch,
-        shard_bytes: args.corpus.shard_mb.saturating_mul(1 << 20),
+        batch: args.corpus.batch.unwrap_or(8),
+        shard_bytes: args.corpus.shard_mb.unwrap_or(256).saturating_mul(1 << 20),
         dtype: match args.corpus.dtype {
-            StoreDtypeArg::F32 => StoreDtype::F32,
-            StoreDtypeArg::F16 => StoreDtype::F16,
-            StoreDtypeArg::Bf16 => StoreDtype::Bf16,
+            None | Some(StoreDtypeArg::F32) => StoreDtype::F32,
+            Some(StoreDtypeArg::F16) => StoreDtype::F16,
+            Some(StoreDtypeArg::Bf16) => StoreDtype::Bf16,
         },
         separator: args.corpus.separator,
         slice: match &args.corpus.shard {

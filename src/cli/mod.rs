@@ -13,6 +13,8 @@
 //!                (--corrupt-tokens IDS … | --corrupt-prompt TEXT)
 //!                --metric logit-diff:A,B|logprob:T [--sites GLOB …] [--no-qk-fix]
 //!                --out FILE.csv|FILE.safetensors
+//! hooks train-sae (--model DIR --site SITE [--layer L] [--tokens-file FILE] | --store DIR --key KEY)
+//!                --latents L (--k K | --l1 C) --out FILE [--steps N] [--batch T] [--lr LR] [--seed S]
 //! global:        --backend flex|ndarray|cuda
 //! ```
 //!
@@ -30,6 +32,7 @@ mod generate;
 mod input;
 mod progress;
 mod sites;
+mod train_sae;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -38,7 +41,10 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Parser;
 
-pub use args::{AtpArgs, BackendKind, CacheArgs, CacheInputArgs, DatasetArgs, MergeArgs, Cli, Command, GenerateArgs, InputArgs, SitesArgs};
+pub use args::{
+    AtpArgs, BackendKind, CacheArgs, CacheInputArgs, Cli, Command, DatasetArgs, GenerateArgs,
+    InputArgs, MergeArgs, SitesArgs,
+};
 use error::escape_lines;
 pub use error::{CliError, exit};
 pub use sites::{Dim, SiteSpec, record_keys, site_specs};
@@ -95,6 +101,7 @@ pub fn run(cli: &Cli) -> Result<(), CliError> {
         Command::MergeManifests(args) => dataset::merge(args),
         Command::Generate(args) => generate::run(cli.backend, args),
         Command::Atp(args) => atp::run(cli.backend, args),
+        Command::TrainSae(args) => train_sae::run(cli.backend, args),
     }
 }
 

@@ -41,7 +41,7 @@ fn python_ids(text: &str) -> Vec<u32> {
 
 /// A random Qwen2 with the tokenizer fixture's vocabulary, saved with that
 /// `tokenizer.json` beside it.
-fn qwen2_with_tokenizer() -> TempDir {
+pub(crate) fn qwen2_with_tokenizer() -> TempDir {
     let dir = TempDir::new("qwen2-tok");
     let tok: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixture("tokenizer/expected.json")).unwrap())

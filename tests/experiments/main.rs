@@ -10,6 +10,7 @@ mod bundled_model;
 mod cli;
 mod cli_atp;
 mod cli_families;
+mod cli_store;
 mod experiments_atp;
 mod experiments_attribution;
 mod experiments_cache;

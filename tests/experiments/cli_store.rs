@@ -1,0 +1,333 @@
+//! `hooks cache --dataset` and `hooks merge-manifests` end to end: a text
+//! corpus through a folder's tokenizer, a run killed with SIGKILL and
+//! restarted, slices merged, and the exit code of each kind of bad input.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use safetensors::SafeTensors;
+
+use crate::cli::hooks;
+use crate::cli_families::{ok, qwen2_with_tokenizer};
+use crate::common::{TempDir, XorShift, workspace_root};
+use burn_hooks::store::{ActivationStore, Manifest};
+
+fn bundled() -> String {
+    workspace_root()
+        .join("checkpoints/induction-2l")
+        .display()
+        .to_string()
+}
+
+/// A corpus of `docs` random documents for the bundled model.
+fn token_corpus(path: &Path, seed: u64, docs: usize) {
+    let mut rng = XorShift::new(seed);
+    let text: String = (0..docs)
+        .map(|_| {
+            let doc: Vec<u32> = (0..20 + rng.below(200))
+                .map(|_| rng.below(128) as u32)
+                .collect();
+            format!("{}\n", serde_json::json!({ "tokens": doc }))
+        })
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn f32s(st: &SafeTensors, key: &str) -> Vec<f32> {
+    st.tensor(key)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_text_corpus_through_the_folders_tokenizer_matches_hooks_cache_on_row_0() {
+    let model = qwen2_with_tokenizer();
+    let tmp = TempDir::new("cli-store-text");
+    let corpus = tmp.join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "Hello world\nThe quick brown fox jumps over the lazy dog.\n\nHello again, world.\n",
+    )
+    .unwrap();
+    let out = tmp.join("store");
+    let m = model.path().to_str().unwrap();
+    let o = out.to_str().unwrap();
+    let summary = ok(&[
+        "cache",
+        "--model",
+        m,
+        "--dataset",
+        corpus.to_str().unwrap(),
+        "--sites",
+        "resid.torso.post_mlp,mlp.post_act",
+        "--layers",
+        "1",
+        "--seq-len",
+        "8",
+        "--out",
+        o,
+    ]);
+    assert!(
+        summary.contains("stored") && summary.contains("tokens/s"),
+        "{summary}"
+    );
+    let store = ActivationStore::open(&out).unwrap();
+    store.verify().unwrap();
+    let manifest = store.manifest();
+    assert!(manifest.tokens >= 16, "{manifest:?}");
+    let keys: Vec<&str> = manifest.keys.iter().map(|k| k.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["layers.1.mlp.post_act", "layers.1.resid.torso.post_mlp"]
+    );
+
+    let bytes = std::fs::read(store.shard_path(0)).unwrap();
+    let shard = SafeTensors::deserialize(&bytes).unwrap();
+    let row0: Vec<String> = shard
+        .tensor("tokens")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .take(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()).to_string())
+        .collect();
+    let direct = tmp.join("row0.safetensors");
+    ok(&[
+        "cache",
+        "--model",
+        m,
+        "--tokens",
+        &row0.join(","),
+        "--sites",
+        "resid.torso.post_mlp",
+        "--out",
+        direct.to_str().unwrap(),
+    ]);
+    let direct_bytes = std::fs::read(&direct).unwrap();
+    let direct = SafeTensors::deserialize(&direct_bytes).unwrap();
+    let key = "layers.1.resid.torso.post_mlp";
+    let width = store.width(key).unwrap();
+    assert_eq!(f32s(&shard, key)[..8 * width], f32s(&direct, key)[..]);
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_to_the_bytes_of_an_uninterrupted_run() {
+    let tmp = TempDir::new("cli-store-kill");
+    let corpus = tmp.join("corpus.jsonl");
+    token_corpus(&corpus, 11, 600);
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "cache",
+            "--model",
+            &bundled(),
+            "--dataset",
+            corpus.to_str().unwrap(),
+            "--sites",
+            "mlp.post_act,attn.qk_probs",
+            "--shard-mb",
+            "1",
+            "--batch",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let whole = tmp.join("whole");
+    let whole_args = args(&whole);
+    ok(&whole_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let expected = files(&whole);
+    assert!(expected.len() > 10, "{} files", expected.len());
+
+    let out = tmp.join("killed");
+    let run_args = args(&out);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hooks"))
+        .args(&run_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it once it has written a shard or two, mid-way.
+    let started = Instant::now();
+    let mut killed_with = None;
+    while started.elapsed() < Duration::from_secs(120) {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if let Ok(m) = Manifest::read(&out.join("manifest.json"))
+            && m.shards.len() >= 2
+        {
+            child.kill().unwrap();
+            killed_with = Some(m.shards.len());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.wait().unwrap();
+    if let Some(shards) = killed_with {
+        let partial = Manifest::read(&out.join("manifest.json")).unwrap();
+        assert!(!partial.complete && partial.shards.len() >= shards);
+        ActivationStore::open(&out).unwrap().verify().unwrap();
+        let summary = ok(&run_args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(summary.starts_with("resumed; "), "{summary}");
+    } else {
+        eprintln!("note: the run finished before it could be killed");
+    }
+    assert_eq!(files(&out), expected);
+    // And a third run has nothing to do.
+    let summary = ok(&run_args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(summary.contains("nothing to do"), "{summary}");
+}
+
+#[test]
+fn slices_on_several_machines_merge_with_merge_manifests() {
+    let tmp = TempDir::new("cli-store-slices");
+    let corpus = tmp.join("corpus.jsonl");
+    token_corpus(&corpus, 12, 40);
+    let out = tmp.join("store");
+    let b = bundled();
+    let c = corpus.to_str().unwrap().to_string();
+    let o = out.to_str().unwrap().to_string();
+    let run = |slice: &str| {
+        ok(&[
+            "cache",
+            "--model",
+            &b,
+            "--dataset",
+            &c,
+            "--sites",
+            "resid.torso.post_attn",
+            "--seq-len",
+            "16",
+            "--shard-mb",
+            "1",
+            "--shard",
+            slice,
+            "--out",
+            &o,
+        ])
+    };
+    run("0/2");
+    let early = hooks(&["merge-manifests", &o]);
+    assert_eq!(early.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&early.stderr).contains("1/2 are missing"));
+    run("1/2");
+    let merged = ok(&["merge-manifests", &o]);
+    assert!(merged.contains("merged 2 slices"), "{merged}");
+    let store = ActivationStore::open(&out).unwrap();
+    store.verify().unwrap();
+    assert_eq!(store.manifest().corpus_rows, Some(store.manifest().rows()));
+}
+
+#[test]
+fn bad_input_gets_the_input_exit_code_and_leaves_nothing() {
+    let tmp = TempDir::new("cli-store-bad");
+    let b = bundled();
+    let corpus = tmp.join("bad.jsonl");
+    std::fs::write(&corpus, "{\"tokens\": [1, 2]}\n{\"tokens\": [1, 900]}\n").unwrap();
+    let out = tmp.join("store");
+    let c = corpus.to_str().unwrap();
+    let o = out.to_str().unwrap();
+    let code = |args: &[&str]| {
+        let r = hooks(args);
+        (
+            r.status.code(),
+            String::from_utf8_lossy(&r.stderr).into_owned(),
+        )
+    };
+    let (status, err) = code(&[
+        "cache",
+        "--model",
+        &b,
+        "--dataset",
+        c,
+        "--sites",
+        "logits",
+        "--out",
+        o,
+    ]);
+    assert_eq!(status, Some(3), "{err}");
+    assert!(err.contains("line 2: token 900"), "{err}");
+    let (status, err) = code(&["cache", "--model", &b, "--dataset", c, "--out", o]);
+    assert_eq!(status, Some(3), "{err}");
+    assert!(err.contains("--sites"), "{err}");
+    // Corpus options without --dataset are input errors; gradients with it,
+    // a usage error.
+    let (status, err) = code(&[
+        "cache",
+        "--model",
+        &b,
+        "--tokens",
+        "1,2",
+        "--seq-len",
+        "4",
+        "--out",
+        o,
+    ]);
+    assert_eq!(status, Some(3), "{err}");
+    assert!(err.contains("--seq-len applies only to a corpus"), "{err}");
+    let (status, _) = code(&[
+        "cache",
+        "--model",
+        &b,
+        "--dataset",
+        c,
+        "--grad-target",
+        "1",
+        "--sites",
+        "logits",
+        "--out",
+        o,
+    ]);
+    assert_eq!(status, Some(2));
+    let (status, err) = code(&[
+        "cache",
+        "--model",
+        &b,
+        "--dataset",
+        c,
+        "--sites",
+        "logits",
+        "--shard",
+        "2/2",
+        "--out",
+        o,
+    ]);
+    assert_eq!(status, Some(3), "{err}");
+    assert!(err.contains("0 ≤ i < n"), "{err}");
+    let missing = tmp.join("missing.jsonl");
+    let (status, err) = code(&[
+        "cache",
+        "--model",
+        &b,
+        "--dataset",
+        missing.to_str().unwrap(),
+        "--sites",
+        "logits",
+        "--out",
+        o,
+    ]);
+    assert_eq!(status, Some(1), "{err}");
+    assert!(err.contains("missing.jsonl"), "{err}");
+}
