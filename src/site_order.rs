@@ -61,4 +61,3 @@ pub fn record_keys(sites: &[SiteInfo], full: &[SiteInfo], n_layer: usize) -> Vec
     keys.extend(after.iter().map(|s| record_key(&s.path, None)));
     keys
 }
-
