@@ -27,6 +27,7 @@ pub use hooks_model as model;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod experiments;
+pub mod sae_training;
 pub mod site_order;
 pub mod store;
 pub mod train;

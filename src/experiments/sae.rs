@@ -236,6 +236,16 @@ impl<B: Backend> SparseAutoencoder<B> {
 
     /// Saves in the layout [`load`](Self::load) reads.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), ModelError> {
+        self.save_with_metadata(path, std::collections::HashMap::new())
+    }
+
+    /// [`save`](Self::save) with more string metadata in the header (what
+    /// it was trained on, how); `activation` is always the autoencoder's.
+    pub fn save_with_metadata(
+        &self,
+        path: impl AsRef<Path>,
+        mut metadata: std::collections::HashMap<String, String>,
+    ) -> Result<(), ModelError> {
         let to = |t: TensorData| t.convert::<f32>();
         let entries = vec![
             ("pre_bias".to_string(), to(self.pre_bias.val().into_data())),
@@ -256,15 +266,8 @@ impl<B: Backend> SparseAutoencoder<B> {
             Activation::Relu => "relu".to_string(),
             Activation::TopK(k) => format!("topk:{k}"),
         };
-        crate::experiments::export::write_safetensors_with_metadata(
-            &entries,
-            Some(
-                [("activation".to_string(), activation)]
-                    .into_iter()
-                    .collect(),
-            ),
-            path,
-        )
+        metadata.insert("activation".to_string(), activation);
+        crate::experiments::export::write_safetensors_with_metadata(&entries, Some(metadata), path)
     }
 }
 
