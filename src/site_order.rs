@@ -21,7 +21,7 @@ pub fn order(sites: Vec<SiteInfo>, full: &[SiteInfo]) -> Vec<SiteInfo> {
 /// them (`resid.post_emb` before `resid.torso`; `logits`, after `mlp` and
 /// `attn` at the top, is not). Trees declare their nodes in forward order
 /// around the blocks, as `TransformerHooks` does.
-fn before_blocks(path: &str, tree: &[SiteInfo]) -> bool {
+pub fn before_blocks(path: &str, tree: &[SiteInfo]) -> bool {
     let Some(at) = tree.iter().position(|s| s.path == path) else {
         return false;
     };

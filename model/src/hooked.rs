@@ -99,6 +99,18 @@ pub trait HookedModel<B: Backend>: Sized {
     /// first fault a hook reported, or a bad batch, is an error.
     fn forward(&self, batch: &TokenBatch, hooks: &Self::Hooks) -> Result<Tensor<B, 3>, ModelError>;
 
+    /// The embedding and the first `blocks` blocks (at most all of them),
+    /// calling their sites, and the residual stream after them `[B,S,D]`:
+    /// the final norm, the unembedding and their sites are skipped
+    /// (TransformerLens's `stop_at_layer`), for work that needs only the
+    /// early layers.
+    fn forward_blocks(
+        &self,
+        batch: &TokenBatch,
+        hooks: &Self::Hooks,
+        blocks: usize,
+    ) -> Result<Tensor<B, 3>, ModelError>;
+
     /// An empty KV cache.
     fn new_cache(&self) -> Self::Cache;
 

@@ -145,6 +145,45 @@ pub fn every_call_names_its_site<B: Backend, M: HookedModel<B>>(
     model.forward_cached(&TokenBatch::single(next.to_vec())?, &mut cache, &hooks)?;
     check("cached next token", &sites, &log, n_layer);
 
+    // The first block only: its sites at layer 0 and the embedding's, no
+    // others; the value returned is the residual stream after block 0.
+    let log = Log::default();
+    let mut hooks = all(&log);
+    let recorder = Recorder::<B>::new();
+    hooks
+        .append_to_path("resid.torso.post_mlp.fwd2", Record::into(&recorder))
+        .expect("every family has resid.torso.post_mlp");
+    let resid = model.forward_blocks(&TokenBatch::single(tokens.to_vec())?, &hooks, 1)?;
+    let seen = log.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let embedding: Vec<&str> = seen
+        .iter()
+        .filter(|c| c.layer.is_none())
+        .map(|c| c.appended_to.as_str())
+        .collect();
+    assert_eq!(
+        embedding,
+        ["resid.post_emb"],
+        "forward_blocks(1): calls outside the blocks"
+    );
+    assert!(
+        seen.iter().all(|c| c.layer.is_none_or(|l| l == 0)),
+        "forward_blocks(1): a call past layer 0"
+    );
+    let after_block_0 = recorder
+        .get::<3>("resid.torso.post_mlp", Some(0))
+        .expect("recorded");
+    assert_eq!(resid.into_data(), after_block_0.into_data());
+    let full = model.forward_blocks(
+        &TokenBatch::single(tokens.to_vec())?,
+        &M::Hooks::default(),
+        usize::MAX,
+    )?;
+    assert_eq!(
+        full.dims()[2],
+        model.dims().d_model,
+        "forward_blocks(all) stops before the unembedding"
+    );
+
     // One site at a time, every other site empty.
     for site in &sites {
         let log = Log::default();

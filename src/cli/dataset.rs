@@ -250,8 +250,8 @@ pub fn merge(args: &MergeArgs) -> Result<(), CliError> {
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Model(m) => CliError::from(m),
-            StoreError::Hook(h) => CliError::from(h),
+            StoreError::Model(m) => CliError::from(*m),
+            StoreError::Hook(h) => CliError::from(*h),
             StoreError::NonFinite { site, row } => CliError::NonFinite {
                 site,
                 note: format!(

@@ -155,7 +155,7 @@ impl Corpus {
                     TokenWidth::U16 => 2,
                     TokenWidth::U32 => 4,
                 };
-                if self.bytes % size != 0 {
+                if !self.bytes.is_multiple_of(size) {
                     return Err(corpus_error(
                         &self.path,
                         format!(
@@ -352,9 +352,7 @@ impl Rows<'_> {
                     let id = flat_id(b, *signed);
                     let at = *index + i as u64;
                     match id {
-                        Some(id) if (id as u64) < self.vocab_size as u64 => {
-                            self.pending.push(id as u32)
-                        }
+                        Some(id) if (id as u64) < self.vocab_size as u64 => self.pending.push(id),
                         _ => {
                             return Err(corpus_error(
                                 &self.path,

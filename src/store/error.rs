@@ -73,10 +73,22 @@ pub enum StoreError {
     },
     /// The model failed.
     #[error(transparent)]
-    Model(#[from] ModelError),
+    Model(Box<ModelError>),
     /// A hook path failed.
     #[error(transparent)]
-    Hook(#[from] HookError),
+    Hook(Box<HookError>),
+}
+
+impl From<ModelError> for StoreError {
+    fn from(e: ModelError) -> Self {
+        StoreError::Model(Box::new(e))
+    }
+}
+
+impl From<HookError> for StoreError {
+    fn from(e: HookError) -> Self {
+        StoreError::Hook(Box::new(e))
+    }
 }
 
 impl StoreError {

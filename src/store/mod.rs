@@ -34,5 +34,6 @@ pub use merge::{merge_manifests, slice_manifests};
 pub use reader::{ActivationStore, KeyChunk};
 pub use shard::shard_file;
 pub use writer::{
-    ModelRecord, Outcome, Progress, StoreOptions, build_store, rows_per_shard, stored_keys,
+    ModelRecord, Outcome, Progress, StoreOptions, blocks_needed, build_store, rows_per_shard,
+    stored_keys,
 };

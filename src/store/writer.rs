@@ -19,7 +19,7 @@ use super::manifest::{
     CorpusRecord, FORMAT, MANIFEST, Manifest, Slice, StoreDtype, StoredKey, VERSION,
 };
 use super::shard::{ShardBuffer, shard_file};
-use crate::site_order::order;
+use crate::site_order::{before_blocks, order};
 
 /// How to build a store.
 #[derive(Clone, Debug)]
@@ -180,6 +180,26 @@ pub fn stored_keys<B: Backend, M: HookedModel<B>>(
     Ok(keys)
 }
 
+/// How many blocks a forward pass must run to compute every key: all of
+/// them and the unembedding (`None`) when a key lies after the blocks (the
+/// final norm, the logits); otherwise up to the last layer stored, so a
+/// store of early layers skips the rest of the model.
+pub fn blocks_needed<B: Backend, M: HookedModel<B>>(keys: &[StoredKey]) -> Option<usize> {
+    let full = M::Hooks::default().sites();
+    let after = keys
+        .iter()
+        .any(|k| k.layer.is_none() && !before_blocks(&k.site, &full));
+    if after {
+        return None;
+    }
+    Some(
+        keys.iter()
+            .filter_map(|k| k.layer)
+            .max()
+            .map_or(0, |l| l + 1),
+    )
+}
+
 /// The shape of one token's value at `site`: its declared shape after
 /// `B, S`, the key axis `K` being the row length.
 fn per_token_shape(
@@ -251,6 +271,7 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
     }
     let keys = stored_keys::<B, M>(&dims, options)?;
     let rows_per_shard = rows_per_shard(&keys, options);
+    let blocks = blocks_needed::<B, M>(&keys);
     let fresh = Manifest {
         format: FORMAT.into(),
         version: VERSION,
@@ -305,6 +326,14 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
         )?;
     }
 
+    let pass = Pass {
+        model,
+        hooks: &hooks,
+        recorder: &recorder,
+        keys: &keys,
+        options,
+        blocks,
+    };
     let tokens_at_start = manifest.tokens;
     let seq = options.seq_len as u64;
     let mut shard: Option<ShardBuffer> = None;
@@ -326,7 +355,7 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
         row_index += 1;
         let block = r / rows_per_shard;
         if !options.slice.owns(block) || block < manifest.next_block {
-            if r % 1024 == 0 {
+            if r.is_multiple_of(1024) {
                 progress(&report(&manifest, &shard, rows.bytes_read()));
             }
             continue;
@@ -342,9 +371,9 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
             )
         });
         batch.push(row);
-        let last_of_block = (r + 1) % rows_per_shard == 0;
+        let last_of_block = (r + 1).is_multiple_of(rows_per_shard);
         if batch.len() == options.batch || last_of_block {
-            run_batch(model, &hooks, &recorder, &keys, &mut batch, buffer, options)?;
+            pass.run(&mut batch, buffer)?;
             if last_of_block {
                 let done = shard.take().expect("a shard is being filled");
                 finish_shard(&done, out, &keys, &mut manifest, &manifest_path)?;
@@ -354,9 +383,7 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
     }
     if let Some(mut last) = shard.take() {
         if !batch.is_empty() {
-            run_batch(
-                model, &hooks, &recorder, &keys, &mut batch, &mut last, options,
-            )?;
+            pass.run(&mut batch, &mut last)?;
         }
         finish_shard(&last, out, &keys, &mut manifest, &manifest_path)?;
     }
@@ -372,63 +399,79 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
     })
 }
 
-/// Runs `batch` through the model, appends the recorded values to
-/// `shard` and empties the batch.
-fn run_batch<B: Backend, M: HookedModel<B>>(
-    model: &M,
-    hooks: &M::Hooks,
-    recorder: &Recorder<B>,
-    keys: &[StoredKey],
-    batch: &mut Vec<Vec<u32>>,
-    shard: &mut ShardBuffer,
-    options: &StoreOptions,
-) -> Result<(), StoreError> {
-    let first_row = shard.next_row();
-    let tokens = TokenBatch::new(std::mem::take(batch))?;
-    model.forward(&tokens, hooks)?;
-    let mut recorded: std::collections::HashMap<String, _> =
-        recorder.entries().into_iter().collect();
-    recorder.clear();
-    let rows = tokens.batch_size();
-    let mut values: Vec<TensorData> = Vec::with_capacity(keys.len());
-    for key in keys {
-        let tensor = recorded.remove(&key.key).ok_or_else(|| {
-            StoreError::Options(format!(
-                "the model never computed `{}` (is the site skipped on a plain forward pass?)",
-                key.key
-            ))
-        })?;
-        let data = tensor.to_data();
-        let expected: Vec<usize> = [rows, options.seq_len]
-            .into_iter()
-            .chain(key.shape.iter().copied())
-            .collect();
-        if data.shape.as_slice() != expected.as_slice() {
-            return Err(StoreError::Options(format!(
-                "`{}` has shape {:?}, not the {:?} its declared shape gives",
-                key.key, data.shape, expected
-            )));
+/// One forward pass per batch, recording the stored keys.
+struct Pass<'a, B: Backend, M: HookedModel<B>> {
+    model: &'a M,
+    hooks: &'a M::Hooks,
+    recorder: &'a Recorder<B>,
+    keys: &'a [StoredKey],
+    options: &'a StoreOptions,
+    /// Blocks to run, when the keys need no more ([`blocks_needed`]).
+    blocks: Option<usize>,
+}
+
+impl<B: Backend, M: HookedModel<B>> Pass<'_, B, M> {
+    /// Runs `batch` through the model, appends the recorded values to
+    /// `shard` and empties the batch.
+    fn run(&self, batch: &mut Vec<Vec<u32>>, shard: &mut ShardBuffer) -> Result<(), StoreError> {
+        let (model, hooks, recorder, keys, options) = (
+            self.model,
+            self.hooks,
+            self.recorder,
+            self.keys,
+            self.options,
+        );
+        let blocks = self.blocks;
+        let first_row = shard.next_row();
+        let tokens = TokenBatch::new(std::mem::take(batch))?;
+        match blocks {
+            Some(blocks) => model.forward_blocks(&tokens, hooks, blocks)?,
+            None => model.forward(&tokens, hooks)?,
+        };
+        let mut recorded: std::collections::HashMap<String, _> =
+            recorder.entries().into_iter().collect();
+        recorder.clear();
+        let rows = tokens.batch_size();
+        let mut values: Vec<TensorData> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let tensor = recorded.remove(&key.key).ok_or_else(|| {
+                StoreError::Options(format!(
+                    "the model never computed `{}` (is the site skipped on a plain forward pass?)",
+                    key.key
+                ))
+            })?;
+            let data = tensor.to_data();
+            let expected: Vec<usize> = [rows, options.seq_len]
+                .into_iter()
+                .chain(key.shape.iter().copied())
+                .collect();
+            if data.shape.as_slice() != expected.as_slice() {
+                return Err(StoreError::Options(format!(
+                    "`{}` has shape {:?}, not the {:?} its declared shape gives",
+                    key.key, data.shape, expected
+                )));
+            }
+            if !options.allow_non_finite
+                && let Some((index, value)) = first_fault(&key.site, data.iter::<f32>())
+            {
+                let per_row = expected[1..].iter().product::<usize>();
+                return Err(StoreError::NonFinite {
+                    site: Box::new(NonFiniteSite {
+                        during: "forward pass".into(),
+                        site: key.site.clone(),
+                        layer: key.layer,
+                        index,
+                        value,
+                        shape: expected,
+                    }),
+                    row: first_row + (index / per_row) as u64,
+                });
+            }
+            values.push(data);
         }
-        if !options.allow_non_finite
-            && let Some((index, value)) = first_fault(&key.site, data.iter::<f32>())
-        {
-            let per_row = expected[1..].iter().product::<usize>();
-            return Err(StoreError::NonFinite {
-                site: Box::new(NonFiniteSite {
-                    during: "forward pass".into(),
-                    site: key.site.clone(),
-                    layer: key.layer,
-                    index,
-                    value,
-                    shape: expected,
-                }),
-                row: first_row + (index / per_row) as u64,
-            });
-        }
-        values.push(data);
+        shard.append(tokens.rows(), &values);
+        Ok(())
     }
-    shard.append(tokens.rows(), &values);
-    Ok(())
 }
 
 /// Writes `shard` and records it in the manifest.

@@ -12,12 +12,13 @@ use std::path::{Path, PathBuf};
 use burn::tensor::TensorData;
 use burn_hooks::store::{
     ActivationStore, Corpus, CorpusFormat, Manifest, ModelRecord, Outcome, Progress, Slice,
-    StoreDtype, StoreError, StoreOptions, TokenWidth, build_store, merge_manifests,
+    StoreDtype, StoreError, StoreOptions, StoredKey, TokenWidth, blocks_needed, build_store,
+    merge_manifests, stored_keys,
 };
 use hooks_core::{HookTree, Record, Recorder};
 use hooks_model::backend::Cpu;
 use hooks_model::tokenizer::Tokenizer;
-use hooks_model::{Gpt2, TokenBatch, TransformerHooks};
+use hooks_model::{Gpt2, Llama, LlamaHooks, TokenBatch, TransformerHooks};
 use safetensors::SafeTensors;
 
 fn bundled_dir() -> PathBuf {
@@ -714,5 +715,39 @@ fn the_store_runs_on_any_hooked_model() {
             ("layers.1.attn.k", &[dims.n_kv_head, dims.d_head][..]),
         ]
     );
-    ActivationStore::open(&out).unwrap().verify().unwrap();
+    // Only the first two blocks ran (no unembedding): the values are still
+    // those of a full forward.
+    assert_eq!(blocks_needed::<Cpu, Llama<Cpu>>(&manifest.keys), Some(2));
+    let store = ActivationStore::open(&out).unwrap();
+    store.verify().unwrap();
+    let (stored, n) = store.key_chunks("layers.1.mlp.up").next().unwrap().unwrap();
+    let rows = packed(&documents(7, 8), 32);
+    let recorder = Recorder::<Cpu>::new();
+    let mut hooks = LlamaHooks::<Cpu>::default();
+    hooks
+        .append_to_path("mlp.up.fwd", Record::into(&recorder))
+        .unwrap();
+    model
+        .forward(&TokenBatch::new(rows[..n / 32].to_vec()).unwrap(), &hooks)
+        .unwrap();
+    let direct = recorder.get::<3>("mlp.up", Some(1)).unwrap();
+    assert_eq!(stored, direct.into_data().to_vec::<f32>().unwrap());
+}
+
+#[test]
+fn a_store_runs_only_the_blocks_its_keys_need() {
+    let dims = bundled().dims();
+    let keys = |sites: &[&str], layers: Option<Vec<usize>>| {
+        let opts = StoreOptions {
+            layers,
+            ..options(sites)
+        };
+        stored_keys::<Cpu, Gpt2<Cpu>>(&dims, &opts).unwrap()
+    };
+    let needed = |k: Vec<StoredKey>| blocks_needed::<Cpu, Gpt2<Cpu>>(&k);
+    assert_eq!(needed(keys(&["resid.post_emb"], None)), Some(0));
+    assert_eq!(needed(keys(&["mlp.post_act"], Some(vec![0]))), Some(1));
+    assert_eq!(needed(keys(&["attn.*"], None)), Some(2));
+    assert_eq!(needed(keys(&["resid.ln_f.*"], None)), None);
+    assert_eq!(needed(keys(&["logits"], None)), None);
 }

@@ -124,7 +124,7 @@ impl<B: Backend> Gpt2<B> {
     ) -> Result<Tensor<B, 3>, ModelError> {
         batch.check(&self.dims(), 0)?;
         let layout = Layout::of(batch);
-        self.run_hooked(batch, &layout, hooks, None)
+        self.run_hooked(batch, &layout, hooks, None, None)
     }
 
     /// Logits for new tokens after the ones in `cache`, which is extended.
@@ -137,7 +137,22 @@ impl<B: Backend> Gpt2<B> {
     ) -> Result<Tensor<B, 3>, ModelError> {
         batch.check(&self.dims(), cache.len())?;
         let layout = cache.extend(batch)?;
-        self.run_hooked(batch, &layout, hooks, Some(&mut cache.layers))
+        self.run_hooked(batch, &layout, hooks, Some(&mut cache.layers), None)
+    }
+
+    /// The embedding and the first `blocks` blocks (at most all of them),
+    /// calling their sites; returns the residual stream after them
+    /// `[B,S,D]`. The final norm and the unembedding, and their sites, are
+    /// skipped: what a store or probe of early layers needs.
+    pub fn forward_blocks(
+        &self,
+        batch: &TokenBatch,
+        hooks: &TransformerHooks<B>,
+        blocks: usize,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        batch.check(&self.dims(), 0)?;
+        let layout = Layout::of(batch);
+        self.run_hooked(batch, &layout, hooks, None, Some(blocks))
     }
 
     /// The same forward pass with every site call compiled out: the
@@ -154,6 +169,7 @@ impl<B: Backend> Gpt2<B> {
             &hooks,
             &faults,
             None,
+            None,
         ))
     }
 
@@ -166,10 +182,11 @@ impl<B: Backend> Gpt2<B> {
         layout: &Layout,
         hooks: &TransformerHooks<B>,
         cache: Option<&mut Vec<Option<LayerCache<B>>>>,
+        blocks: Option<usize>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         let mut faults = HookFaults::new();
         let tokens = batch.tokens_tensor(&self.device());
-        let logits = self.run::<true>(tokens, layout, hooks, &faults, cache);
+        let logits = self.run::<true>(tokens, layout, hooks, &faults, cache, blocks);
         match faults.take() {
             Some(fault) => Err(fault.into()),
             None => Ok(logits),
@@ -185,6 +202,7 @@ impl<B: Backend> Gpt2<B> {
         hooks: &TransformerHooks<B>,
         faults: &HookFaults,
         mut cache: Option<&mut Vec<Option<LayerCache<B>>>>,
+        blocks: Option<usize>,
     ) -> Tensor<B, 3> {
         let device = self.device();
         let (b, s, k) = (layout.batch, layout.queries, layout.keys);
@@ -200,10 +218,18 @@ impl<B: Backend> Gpt2<B> {
         let root = Ctx::root().with_faults(faults);
         let x = embedding(self.wte.val(), tokens) + embedding(self.wpe.val(), positions);
         let mut x = call::<HOOKED, B, 3>(&hooks.resid.post_emb, x, &root, "resid.post_emb");
-        for (layer, block) in self.blocks.iter().enumerate() {
+        for (layer, block) in self
+            .blocks
+            .iter()
+            .enumerate()
+            .take(blocks.unwrap_or(usize::MAX))
+        {
             let ctx = Ctx::at_layer(layer).with_faults(faults);
             let layer_cache = cache.as_mut().map(|c| &mut c[layer]);
             x = block.forward::<HOOKED>(x, &mask, hooks, &ctx, layer_cache);
+        }
+        if blocks.is_some() {
+            return x;
         }
         let x = self
             .ln_f
@@ -244,6 +270,15 @@ impl<B: Backend> HookedModel<B> for Gpt2<B> {
         hooks: &TransformerHooks<B>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         Gpt2::forward(self, batch, hooks)
+    }
+
+    fn forward_blocks(
+        &self,
+        batch: &TokenBatch,
+        hooks: &TransformerHooks<B>,
+        blocks: usize,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        Gpt2::forward_blocks(self, batch, hooks, blocks)
     }
 
     fn new_cache(&self) -> KvCache<B> {

@@ -143,7 +143,7 @@ impl<B: Backend> Llama<B> {
     ) -> Result<Tensor<B, 3>, ModelError> {
         batch.check(&self.dims(), 0)?;
         let layout = Layout::of(batch);
-        self.run_hooked(batch, &layout, hooks, None)
+        self.run_hooked(batch, &layout, hooks, None, None)
     }
 
     /// Logits for new tokens after the ones in `cache`, which is extended.
@@ -157,7 +157,22 @@ impl<B: Backend> Llama<B> {
     ) -> Result<Tensor<B, 3>, ModelError> {
         batch.check(&self.dims(), cache.len())?;
         let layout = cache.extend(batch)?;
-        self.run_hooked(batch, &layout, hooks, Some(&mut cache.layers))
+        self.run_hooked(batch, &layout, hooks, Some(&mut cache.layers), None)
+    }
+
+    /// The embedding and the first `blocks` blocks (at most all of them),
+    /// calling their sites; returns the residual stream after them
+    /// `[B,S,D]`. The final norm and the unembedding, and their sites, are
+    /// skipped: what a store or probe of early layers needs.
+    pub fn forward_blocks(
+        &self,
+        batch: &TokenBatch,
+        hooks: &LlamaHooks<B>,
+        blocks: usize,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        batch.check(&self.dims(), 0)?;
+        let layout = Layout::of(batch);
+        self.run_hooked(batch, &layout, hooks, None, Some(blocks))
     }
 
     /// The same forward pass with every site call compiled out: the
@@ -174,6 +189,7 @@ impl<B: Backend> Llama<B> {
             &hooks,
             &faults,
             None,
+            None,
         ))
     }
 
@@ -185,10 +201,11 @@ impl<B: Backend> Llama<B> {
         layout: &Layout,
         hooks: &LlamaHooks<B>,
         cache: Option<&mut Vec<Option<LayerCache<B>>>>,
+        blocks: Option<usize>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         let mut faults = HookFaults::new();
         let tokens = batch.tokens_tensor(&self.device());
-        let logits = self.run::<true>(tokens, layout, hooks, &faults, cache);
+        let logits = self.run::<true>(tokens, layout, hooks, &faults, cache, blocks);
         match faults.take() {
             Some(fault) => Err(fault.into()),
             None => Ok(logits),
@@ -203,6 +220,7 @@ impl<B: Backend> Llama<B> {
         hooks: &LlamaHooks<B>,
         faults: &HookFaults,
         mut cache: Option<&mut Vec<Option<LayerCache<B>>>>,
+        blocks: Option<usize>,
     ) -> Tensor<B, 3> {
         let device = self.device();
         let (b, s, k) = (layout.batch, layout.queries, layout.keys);
@@ -238,7 +256,12 @@ impl<B: Backend> Llama<B> {
         let root = Ctx::root().with_faults(faults);
         let x = embedding(self.embed_tokens.val(), tokens);
         let mut x = call::<HOOKED, B, 3>(&hooks.resid.post_emb, x, &root, "resid.post_emb");
-        for (layer, block) in self.layers.iter().enumerate() {
+        for (layer, block) in self
+            .layers
+            .iter()
+            .enumerate()
+            .take(blocks.unwrap_or(usize::MAX))
+        {
             let ctx = Ctx::at_layer(layer).with_faults(faults);
             let layer_cache = cache.as_mut().map(|c| &mut c[layer]);
             let mask = match (self.config.layer_window(layer), &windowed) {
@@ -246,6 +269,9 @@ impl<B: Backend> Llama<B> {
                 _ => &mask,
             };
             x = block.forward::<HOOKED>(x, &rope, mask, hooks, &ctx, layer_cache);
+        }
+        if blocks.is_some() {
+            return x;
         }
         let x = self
             .norm
@@ -302,6 +328,15 @@ impl<B: Backend> HookedModel<B> for Llama<B> {
         hooks: &LlamaHooks<B>,
     ) -> Result<Tensor<B, 3>, ModelError> {
         Llama::forward(self, batch, hooks)
+    }
+
+    fn forward_blocks(
+        &self,
+        batch: &TokenBatch,
+        hooks: &LlamaHooks<B>,
+        blocks: usize,
+    ) -> Result<Tensor<B, 3>, ModelError> {
+        Llama::forward_blocks(self, batch, hooks, blocks)
     }
 
     fn new_cache(&self) -> KvCache<B> {
