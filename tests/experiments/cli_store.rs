@@ -11,6 +11,7 @@ use safetensors::SafeTensors;
 use crate::cli::hooks;
 use crate::cli_families::{ok, qwen2_with_tokenizer};
 use crate::common::{TempDir, XorShift, workspace_root};
+use crate::store::file_bytes as files;
 use burn_hooks::store::{ActivationStore, Manifest};
 
 fn bundled() -> String {
@@ -32,21 +33,6 @@ fn token_corpus(path: &Path, seed: u64, docs: usize) {
         })
         .collect();
     std::fs::write(path, text).unwrap();
-}
-
-fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 fn f32s(st: &SafeTensors, key: &str) -> Vec<f32> {
@@ -249,85 +235,36 @@ fn bad_input_gets_the_input_exit_code_and_leaves_nothing() {
     let out = tmp.join("store");
     let c = corpus.to_str().unwrap();
     let o = out.to_str().unwrap();
-    let code = |args: &[&str]| {
-        let r = hooks(args);
+    // `hooks cache --model <bundled> --out <o> <args>`: exit code, stderr.
+    let cache = |args: &[&str]| {
+        let all: Vec<&str> = ["cache", "--model", &b, "--out", o]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let r = hooks(&all);
         (
             r.status.code(),
             String::from_utf8_lossy(&r.stderr).into_owned(),
         )
     };
-    let (status, err) = code(&[
-        "cache",
-        "--model",
-        &b,
-        "--dataset",
-        c,
-        "--sites",
-        "logits",
-        "--out",
-        o,
-    ]);
+    let (status, err) = cache(&["--dataset", c, "--sites", "logits"]);
     assert_eq!(status, Some(3), "{err}");
     assert!(err.contains("line 2: token 900"), "{err}");
-    let (status, err) = code(&["cache", "--model", &b, "--dataset", c, "--out", o]);
+    let (status, err) = cache(&["--dataset", c]);
     assert_eq!(status, Some(3), "{err}");
     assert!(err.contains("--sites"), "{err}");
     // Corpus options without --dataset are input errors; gradients with it,
     // a usage error.
-    let (status, err) = code(&[
-        "cache",
-        "--model",
-        &b,
-        "--tokens",
-        "1,2",
-        "--seq-len",
-        "4",
-        "--out",
-        o,
-    ]);
+    let (status, err) = cache(&["--tokens", "1,2", "--seq-len", "4"]);
     assert_eq!(status, Some(3), "{err}");
     assert!(err.contains("--seq-len applies only to a corpus"), "{err}");
-    let (status, _) = code(&[
-        "cache",
-        "--model",
-        &b,
-        "--dataset",
-        c,
-        "--grad-target",
-        "1",
-        "--sites",
-        "logits",
-        "--out",
-        o,
-    ]);
+    let (status, _) = cache(&["--dataset", c, "--grad-target", "1", "--sites", "logits"]);
     assert_eq!(status, Some(2));
-    let (status, err) = code(&[
-        "cache",
-        "--model",
-        &b,
-        "--dataset",
-        c,
-        "--sites",
-        "logits",
-        "--shard",
-        "2/2",
-        "--out",
-        o,
-    ]);
+    let (status, err) = cache(&["--dataset", c, "--sites", "logits", "--shard", "2/2"]);
     assert_eq!(status, Some(3), "{err}");
     assert!(err.contains("0 ≤ i < n"), "{err}");
     let missing = tmp.join("missing.jsonl");
-    let (status, err) = code(&[
-        "cache",
-        "--model",
-        &b,
-        "--dataset",
-        missing.to_str().unwrap(),
-        "--sites",
-        "logits",
-        "--out",
-        o,
-    ]);
+    let (status, err) = cache(&["--dataset", missing.to_str().unwrap(), "--sites", "logits"]);
     assert_eq!(status, Some(1), "{err}");
     assert!(err.contains("missing.jsonl"), "{err}");
 }

@@ -109,7 +109,8 @@ fn packed(docs: &[Vec<u32>], seq_len: usize) -> Vec<Vec<u32>> {
     flat.chunks_exact(seq_len).map(<[u32]>::to_vec).collect()
 }
 
-fn file_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
+/// Every file of `dir` with its bytes, sorted by name.
+pub(crate) fn file_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap())
