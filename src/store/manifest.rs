@@ -148,6 +148,26 @@ pub struct ShardRecord {
 }
 
 impl ShardRecord {
+    /// Checks that the shard's file in `dir` is there with its recorded
+    /// size (a cheap check; [`ActivationStore::verify`](super::ActivationStore::verify)
+    /// hashes it).
+    pub fn check_file(&self, dir: &Path) -> Result<(), StoreError> {
+        let path = dir.join(&self.file);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.len() == self.bytes => Ok(()),
+            Ok(m) => Err(StoreError::store(
+                &path,
+                format!(
+                    "is {} bytes but its manifest records {}: the store was changed after it \
+                     was written",
+                    m.len(),
+                    self.bytes
+                ),
+            )),
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
+
     /// Tokens in the shard.
     pub fn n_tokens(&self) -> u64 {
         self.tokens[1] - self.tokens[0]

@@ -111,21 +111,7 @@ pub fn merge_manifests(dir: &Path) -> Result<Manifest, StoreError> {
                 ),
             ));
         }
-        let path = dir.join(&s.file);
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.len() == s.bytes => {}
-            Ok(meta) => {
-                return Err(StoreError::store(
-                    &path,
-                    format!(
-                        "is {} bytes; its slice manifest records {}",
-                        meta.len(),
-                        s.bytes
-                    ),
-                ));
-            }
-            Err(e) => return Err(StoreError::io(&path, e)),
-        }
+        s.check_file(dir)?;
         next_row = s.rows[1];
     }
     if Some(next_row) != corpus_rows {

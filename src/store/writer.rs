@@ -566,22 +566,7 @@ fn prepare_folder(
         });
     }
     for shard in &existing.shards {
-        let path = out.join(&shard.file);
-        match std::fs::metadata(&path) {
-            Ok(m) if m.len() == shard.bytes => {}
-            Ok(m) => {
-                return Err(StoreError::store(
-                    &path,
-                    format!(
-                        "is {} bytes but the manifest records {}: the store was changed after \
-                         it was written",
-                        m.len(),
-                        shard.bytes
-                    ),
-                ));
-            }
-            Err(e) => return Err(StoreError::io(&path, e)),
-        }
+        shard.check_file(out)?;
     }
     if existing.complete {
         return Ok(None);
