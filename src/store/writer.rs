@@ -518,6 +518,16 @@ fn prepare_folder(
             "holds a whole (or merged) store, manifest.json: a slice cannot be added to it",
         ));
     }
+    if slice.count == 1
+        && !out.join(MANIFEST).exists()
+        && !super::merge::slice_manifests(out)?.is_empty()
+    {
+        return Err(StoreError::store(
+            out,
+            "holds the slices of a store split with --shard i/n: finish each slice with its own \
+             command and join them with `hooks merge-manifests`",
+        ));
+    }
     let entries = std::fs::read_dir(out).map_err(|e| StoreError::io(out, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| StoreError::io(out, e))?;

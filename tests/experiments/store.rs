@@ -311,6 +311,13 @@ fn slices_merge_into_the_whole_store() {
             assert!(err.contains("merge-manifests"), "{err}");
         }
     }
+    let err = build(&model, &corpus, &opts, &sliced)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds the slices"),
+        "a whole run into the slices' folder: {err}"
+    );
     let merged = merge_manifests(&sliced).unwrap();
     assert_eq!(merged, whole_manifest);
     for shard in &whole_manifest.shards {
