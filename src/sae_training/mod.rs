@@ -28,6 +28,8 @@ mod error;
 mod init;
 mod live;
 mod metrics;
+#[cfg(feature = "collective")]
+mod parallel;
 mod run;
 mod select;
 mod source;
@@ -42,8 +44,10 @@ pub use live::{
     LiveSource, TokenBatches, check_site, random_tokens, repeated_runs, site_width, token_rows,
 };
 pub use metrics::{Evaluation, MetricsWindow, SaeMetrics, evaluate};
+#[cfg(feature = "collective")]
+pub use parallel::train_sae_data_parallel;
 pub use run::{TrainEvent, TrainedSae, run_steps, train_sae, train_sae_observed};
 pub use select::{TopKScan, kth_largest, kth_largest_rows, scan_topk};
 pub use source::{ActivationSource, MemorySource, ShuffleBuffer};
 pub use store::StoreSource;
-pub use trainer::{SaeTrainer, StepStats, project_out_parallel, to_autodiff};
+pub use trainer::{NoSync, SaeTrainer, StepStats, StepSync, project_out_parallel, to_autodiff};

@@ -68,16 +68,22 @@ pub fn project_out_parallel<B: Backend>(g: Tensor<B, 2>, dec: Tensor<B, 2>) -> T
     g - dec * along
 }
 
-/// An autoencoder's parameters moved onto an autodiff backend (new
-/// parameter ids: the optimiser starts fresh).
+/// An autoencoder's parameters moved onto an autodiff backend, with the
+/// same parameter ids (replicas made from one autoencoder match up in
+/// Burn's collective gradient all-reduce).
 pub fn to_autodiff<B: AutodiffBackend>(
     sae: &SparseAutoencoder<B::InnerBackend>,
 ) -> SparseAutoencoder<B> {
+    fn param<B: AutodiffBackend, const D: usize>(
+        p: &Param<Tensor<B::InnerBackend, D>>,
+    ) -> Param<Tensor<B, D>> {
+        Param::initialized(p.id, Tensor::from_inner(p.val()).require_grad())
+    }
     SparseAutoencoder {
-        pre_bias: Param::from_tensor(Tensor::from_inner(sae.pre_bias.val())),
-        encoder: Param::from_tensor(Tensor::from_inner(sae.encoder.val())),
-        latent_bias: Param::from_tensor(Tensor::from_inner(sae.latent_bias.val())),
-        decoder: Param::from_tensor(Tensor::from_inner(sae.decoder.val())),
+        pre_bias: param(&sae.pre_bias),
+        encoder: param(&sae.encoder),
+        latent_bias: param(&sae.latent_bias),
+        decoder: param(&sae.decoder),
         activation: sae.activation,
     }
 }
@@ -236,6 +242,21 @@ impl<B: AutodiffBackend> SaeTrainer<B> {
 
     /// [`step`](Self::step) with an explicit learning rate.
     pub fn step_with_lr(&mut self, x: Tensor<B, 2>, lr: f64) -> Result<StepStats, SaeTrainError> {
+        self.step_synced(x, lr, &mut NoSync)
+    }
+
+    /// One step on this replica's share `x` of a batch split over several
+    /// replicas: `sync` combines what the replicas measured (before the
+    /// update, so a loss gone non-finite on any of them stops all) and their
+    /// gradients (before the decoder projection and Adam), so identical
+    /// replicas stay identical. [`step`](Self::step) is this with
+    /// [`NoSync`].
+    pub fn step_synced(
+        &mut self,
+        x: Tensor<B, 2>,
+        lr: f64,
+        sync: &mut dyn StepSync<B>,
+    ) -> Result<StepStats, SaeTrainError> {
         let [n, d] = x.dims();
         if d != self.width || n == 0 {
             return Err(SaeTrainError::Source(format!(
@@ -247,16 +268,35 @@ impl<B: AutodiffBackend> SaeTrainer<B> {
             .sae
             .take()
             .expect("the autoencoder is only taken during a step");
-        let computed = self.loss(&sae, x.detach());
+        let computed = self
+            .loss(&sae, x.detach())
+            .and_then(|(loss, stats, fired)| {
+                let (stats, fired) = combine(sync, stats, &fired)?;
+                Ok((loss, stats, fired))
+            });
         let (loss, stats, fired) = match computed {
-            Ok(c) => c,
+            Ok(c) if c.1.loss.is_finite() => c,
+            Ok(_) => {
+                self.sae = Some(sae);
+                return Err(SaeTrainError::NonFinite {
+                    step: self.step,
+                    what: "the loss",
+                });
+            }
             Err(e) => {
                 self.sae = Some(sae);
                 return Err(e);
             }
         };
         let grads = loss.backward();
-        let mut grads = GradientsParams::from_grads(grads, &sae);
+        let grads = GradientsParams::from_grads(grads, &sae);
+        let mut grads = match sync.gradients(grads) {
+            Ok(g) => g,
+            Err(e) => {
+                self.sae = Some(sae);
+                return Err(e);
+            }
+        };
         if let Some(g) = grads.remove::<B::InnerBackend, 2>(sae.decoder.id) {
             let g = project_out_parallel(g, sae.decoder.val().inner());
             grads.register(sae.decoder.id, g);
@@ -266,8 +306,8 @@ impl<B: AutodiffBackend> SaeTrainer<B> {
             .decoder
             .map(|dec| Tensor::from_inner(unit_rows(dec.inner())).require_grad());
         self.sae = Some(sae);
-        self.dead.observe(&fired, n as u64);
-        self.tokens += n as u64;
+        self.dead.observe(&fired, stats.tokens as u64);
+        self.tokens += stats.tokens as u64;
         let stats = StepStats {
             step: self.step,
             lr,
@@ -371,14 +411,78 @@ impl<B: AutodiffBackend> SaeTrainer<B> {
             aux_latents,
             ..StepStats::default()
         };
-        if !stats.loss.is_finite() {
-            return Err(SaeTrainError::NonFinite {
-                step: self.step,
-                what: "the loss",
-            });
-        }
         Ok((loss, stats, fired))
     }
+}
+
+/// How replicas of one autoencoder trained on shares of each batch
+/// combine what they computed (see [`SaeTrainer::step_synced`]).
+pub trait StepSync<B: AutodiffBackend> {
+    /// Sums `values` over the replicas (every replica passes the same
+    /// layout and gets the same sums back).
+    fn sum(&mut self, values: Vec<f32>) -> Result<Vec<f32>, SaeTrainError>;
+    /// The mean of the replicas' gradients.
+    fn gradients(&mut self, grads: GradientsParams) -> Result<GradientsParams, SaeTrainError>;
+    /// Replicas taking part.
+    fn replicas(&self) -> usize;
+}
+
+/// One replica: nothing to combine.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoSync;
+
+impl<B: AutodiffBackend> StepSync<B> for NoSync {
+    fn sum(&mut self, values: Vec<f32>) -> Result<Vec<f32>, SaeTrainError> {
+        Ok(values)
+    }
+    fn gradients(&mut self, grads: GradientsParams) -> Result<GradientsParams, SaeTrainError> {
+        Ok(grads)
+    }
+    fn replicas(&self) -> usize {
+        1
+    }
+}
+
+/// The batch's statistics and fired latents over all replicas: counts and
+/// sums add up, the per-replica means (losses, MSE, L1) are averaged (the
+/// shares are equal), the FVE pools each share's squared deviations from
+/// its own mean.
+fn combine<B: AutodiffBackend>(
+    sync: &mut dyn StepSync<B>,
+    stats: StepStats,
+    fired: &[bool],
+) -> Result<(StepStats, Vec<bool>), SaeTrainError> {
+    let r = sync.replicas();
+    if r == 1 {
+        return Ok((stats, fired.to_vec()));
+    }
+    let mut v: Vec<f32> = fired.iter().map(|&f| f32::from(u8::from(f))).collect();
+    v.extend([
+        stats.loss as f32,
+        stats.mse as f32,
+        stats.aux_loss as f32,
+        stats.l1 as f32,
+        stats.sq_err as f32,
+        stats.sq_dev as f32,
+        stats.active as f32,
+        stats.tokens as f32,
+    ]);
+    let v = sync.sum(v)?;
+    let l = fired.len();
+    let t = &v[l..];
+    let per = r as f64;
+    let stats = StepStats {
+        loss: f64::from(t[0]) / per,
+        mse: f64::from(t[1]) / per,
+        aux_loss: f64::from(t[2]) / per,
+        l1: f64::from(t[3]) / per,
+        sq_err: f64::from(t[4]),
+        sq_dev: f64::from(t[5]),
+        active: t[6].round() as u64,
+        tokens: t[7].round() as usize,
+        ..stats
+    };
+    Ok((stats, v[..l].iter().map(|&c| c > 0.0).collect()))
 }
 
 /// A tensor's values on the host, as f32.

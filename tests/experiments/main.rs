@@ -16,7 +16,7 @@ mod experiments_attribution;
 mod experiments_cache;
 mod experiments_patch;
 mod experiments_sae;
-mod sae_train;
 mod sae_openai;
+mod sae_train;
 mod store;
 mod training;

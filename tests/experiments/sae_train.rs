@@ -747,3 +747,64 @@ fn hooks_train_sae_refuses_bad_input_with_a_message_and_writes_nothing() {
         .collect();
     assert_eq!(left.len(), 2, "{left:?}");
 }
+
+/// Two replicas on the one Flex CPU device, each batch split between them
+/// and the gradients averaged with burn-collective's all-reduce: the
+/// single-device run's parameters, up to float rounding.
+#[cfg(feature = "collective")]
+#[test]
+fn data_parallel_replicas_on_one_cpu_device_train_what_one_device_trains() {
+    use burn_hooks::sae_training::train_sae_data_parallel;
+
+    let data = activations(&model(), 31, 2);
+    let config = SaeTrainConfig {
+        steps: 20,
+        batch_size: 512,
+        lr: 3e-3,
+        buffer_tokens: 2048,
+        init_sample_tokens: 1024,
+        metrics_every: 10,
+        // No dead latents: AuxK normalises by each share's own residual
+        // variance, the one place a replica's loss is not a share of the
+        // batch's.
+        dead_after_tokens: u64::MAX,
+        ..SaeTrainConfig::topk(256, 8)
+    };
+    let source = || MemorySource::new(data.clone(), WIDTH).unwrap();
+    let single = train_sae::<AD, _>(&config, source(), &Default::default(), |_| {}).unwrap();
+    let devices = vec![Default::default(); 2];
+    let mut reports = Vec::new();
+    let parallel =
+        train_sae_data_parallel::<AD, _>(&config, source(), &devices, |m| reports.push(m.clone()))
+            .unwrap();
+    assert_eq!((parallel.steps, parallel.tokens), (20, 20 * 512));
+    assert_eq!(reports.len(), 2);
+    for (a, b) in [
+        (&parallel.sae.encoder, &single.sae.encoder),
+        (&parallel.sae.decoder, &single.sae.decoder),
+    ] {
+        assert_close("parameters", &host(a.val()), &host(b.val()), 2e-5, 1e-3);
+    }
+    assert_close(
+        "pre-bias",
+        &host(parallel.sae.pre_bias.val()),
+        &host(single.sae.pre_bias.val()),
+        2e-5,
+        1e-3,
+    );
+    // The reports pool both shares: the same metrics as one device's.
+    for (p, s) in reports.iter().zip(&single.metrics) {
+        assert_eq!((p.step, p.tokens), (s.step, s.tokens));
+        assert!((p.mse - s.mse).abs() <= 1e-3 * s.mse, "{p} vs {s}");
+        assert!((p.l0 - s.l0).abs() < 0.01, "{p} vs {s}");
+    }
+    // A batch that does not split evenly is refused.
+    let odd = SaeTrainConfig {
+        batch_size: 511,
+        ..config.clone()
+    };
+    let err = train_sae_data_parallel::<AD, _>(&odd, source(), &devices, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("511") && err.contains("2 devices"), "{err}");
+}
