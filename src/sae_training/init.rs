@@ -188,6 +188,60 @@ mod tests {
     }
 
     #[test]
+    fn the_encoder_starts_as_the_scaled_transpose_of_unit_decoder_rows() {
+        type B = burn_flex::Flex;
+        let (d, n) = (12, 300);
+        let mut rng = SplitMix64(4);
+        // Data around an offset, so the median is far from zero.
+        let sample: Vec<f32> = normal(&mut rng, n * d)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| v + (i % d) as f32)
+            .collect();
+        for (kind, init) in [
+            (SaeTrainConfig::topk(40, 4), PreBiasInit::GeometricMedian),
+            (SaeTrainConfig::relu(40, 0.1), PreBiasInit::Mean),
+        ] {
+            let config = SaeTrainConfig {
+                pre_bias_init: init,
+                ..kind
+            };
+            let sae = init_sae::<B>(&config, d, &sample, &Default::default());
+            let host = |t: Tensor<B, 2>| t.into_data().to_vec::<f32>().unwrap();
+            let dec = host(sae.decoder.val());
+            let enc_t = host(sae.encoder.val().transpose());
+            for row in dec.chunks(d) {
+                let norm: f32 = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                assert!((norm - 1.0).abs() < 1e-5);
+            }
+            let s = enc_t[0] / dec[0];
+            assert!(s > 0.0);
+            for (e, w) in enc_t.iter().zip(&dec) {
+                assert!((e - s * w).abs() < 1e-5 * s.max(1.0), "{e} vs {s} · {w}");
+            }
+            let b = sae.pre_bias.val().into_data().to_vec::<f32>().unwrap();
+            let expected = match init {
+                PreBiasInit::Mean => mean(&sample, d),
+                _ => geometric_median(&sample, d, 100),
+            };
+            assert_eq!(b, expected);
+            assert!((b[d - 1] - (d - 1) as f32).abs() < 0.3, "{b:?}");
+            // The scale: reconstructions of the sample have its norm.
+            let x = Tensor::<B, 2>::from_data(
+                TensorData::new(sample.clone(), [n, d]),
+                &Default::default(),
+            );
+            let bias = sae.pre_bias.val().unsqueeze_dim::<2>(0);
+            let norm = |t: Tensor<B, 2>| -> f32 {
+                t.powf_scalar(2.0).sum_dim(1).sqrt().mean().into_scalar()
+            };
+            let want = norm(x.clone() - bias.clone());
+            let got = norm(sae.decode(sae.encode(x)) - bias);
+            assert!((got - want).abs() < 1e-3 * want, "{got} vs {want}");
+        }
+    }
+
+    #[test]
     fn normal_draws_have_unit_variance() {
         let v = normal(&mut SplitMix64(3), 20_001);
         assert_eq!(v.len(), 20_001);

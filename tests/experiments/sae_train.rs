@@ -568,6 +568,40 @@ fn hooks_train_sae_trains_live_or_from_a_store_and_writes_a_splicable_file() {
         0.0,
     );
 
+    // Live on the ids of a file, in rows of 32.
+    let ids = dir.join("ids.txt");
+    let text: String = (0..3000u32).map(|i| format!("{} ", i * 7 % 128)).collect();
+    std::fs::write(&ids, text).unwrap();
+    let from_file = dir.join("file.safetensors");
+    let o = crate::cli::hooks(&[
+        "train-sae",
+        "--model",
+        bundled().to_str().unwrap(),
+        "--site",
+        "resid.torso.delta_mlp",
+        "--layer",
+        "1",
+        "--tokens-file",
+        ids.to_str().unwrap(),
+        "--seq-len",
+        "32",
+        "--rows",
+        "4",
+        "--latents",
+        "128",
+        "--k",
+        "4",
+        "--steps",
+        "5",
+        "--batch",
+        "256",
+        "--out",
+        from_file.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let sae = SparseAutoencoder::<B>::load(&from_file, &Default::default()).unwrap();
+    assert_eq!(sae.d(), 64, "resid.torso.delta_mlp has the model's width");
+
     // From a store, ReLU + L1, on the NdArray backend.
     let (store, _) = build_store(&dir);
     let relu = dir.join("relu.safetensors");
