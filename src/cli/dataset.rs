@@ -2,11 +2,10 @@
 //! activation store ([`crate::store`]), with a progress bar; and
 //! `hooks merge-manifests`.
 
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use burn::tensor::backend::Backend;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::args::{BackendKind, CacheArgs, MergeArgs, StoreDtypeArg, TokenDtypeArg};
 use super::error::CliError;
@@ -181,18 +180,10 @@ struct Bar {
 
 impl Bar {
     fn new(bytes: u64) -> Self {
-        let target = if std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        };
-        let bar = ProgressBar::with_draw_target(Some(bytes), target);
-        if let Ok(style) = ProgressStyle::with_template(
+        let bar = super::progress::bar(
+            bytes,
             "{bar:30} {percent:>3}% of the corpus · {msg} · {elapsed} elapsed, ETA {eta}",
-        ) {
-            bar.set_style(style);
-        }
-        bar.enable_steady_tick(Duration::from_millis(200));
+        );
         Bar {
             bar,
             first_new: std::cell::Cell::new(None),

@@ -1,5 +1,6 @@
-//! A spinner on stderr for work that may be slow: it appears only once the
-//! work has taken more than a second, and never when stderr is not a terminal.
+//! Progress on stderr: a spinner for work that may be slow (it appears only
+//! once the work has taken more than a second), and bars for long jobs;
+//! neither draws when stderr is not a terminal.
 
 use std::borrow::Cow;
 use std::io::IsTerminal;
@@ -64,4 +65,20 @@ impl Drop for Spinner {
         }
         self.bar.finish_and_clear();
     }
+}
+
+/// A bar of `len` units drawn with `template` (indicatif's syntax), ticking
+/// on its own; hidden when stderr is not a terminal.
+pub fn bar(len: u64, template: &str) -> ProgressBar {
+    let target = if std::io::stderr().is_terminal() {
+        ProgressDrawTarget::stderr()
+    } else {
+        ProgressDrawTarget::hidden()
+    };
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    bar
 }

@@ -5,13 +5,13 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::io::IsTerminal;
+
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use burn::tensor::backend::AutodiffBackend;
 use clap::{ArgGroup, Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 
 use super::args::BackendKind;
 use super::error::{CliError, write_error};
@@ -517,19 +517,11 @@ struct Bar {
 
 impl Bar {
     fn new(steps: u64, what: &str) -> Self {
-        let target = if std::io::stderr().is_terminal() {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        };
-        let bar = ProgressBar::with_draw_target(Some(steps), target);
-        if let Ok(style) = ProgressStyle::with_template(
+        let bar = super::progress::bar(
+            steps,
             "{bar:30} {pos}/{len} steps · {per_sec} · ETA {eta} · {msg}",
-        ) {
-            bar.set_style(style);
-        }
+        );
         bar.set_message(format!("starting on {what}"));
-        bar.enable_steady_tick(Duration::from_millis(200));
         Bar {
             bar,
             mark: Cell::new(None),
