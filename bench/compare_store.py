@@ -19,10 +19,17 @@ value by value, so both sides provably store the same numbers.
 Then our peak RSS on the corpus and on a corpus 4x as long (the store's
 memory must not grow with the corpus).
 
+With `--saelens PYTHON` (an interpreter with SAELens installed), also
+SAELens's own disk cache (`CacheActivationsRunner`, through
+`bench/saelens_store.py`) against ours on one site, `blocks.5.hook_resid_post`
+= `layers.5.resid.torso.post_mlp` (SAELens caches one hook per run; both
+sides stop after block 5), rounds alternating; theirs timed around `run()`.
+
     pip install "transformer-lens<4" torch transformers safetensors numpy
     export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
     cargo build --release --bin hooks
-    python bench/compare_store.py [--rows 64] [--rounds 2] [--work /tmp/store-bench]
+    python bench/compare_store.py [--rows 64] [--rounds 2] [--work /tmp/store-bench] \
+        [--saelens /path/to/venv/bin/python]
 """
 
 from __future__ import annotations
@@ -92,14 +99,16 @@ def make_corpus(work: Path, rows: int, name: str) -> Path:
     return path
 
 
-def run_ours(binary: Path, model: Path, corpus: Path, out: Path) -> tuple[float, int]:
+def run_ours(
+    binary: Path, model: Path, corpus: Path, out: Path, layers: list[str] | None = None
+) -> tuple[float, int]:
     """Wall seconds and peak RSS (KiB) of one `hooks cache --dataset` run."""
     shutil.rmtree(out, ignore_errors=True)
     cmd = [
         "/usr/bin/time", "-f", "%M", str(binary), "cache", "--model", str(model),
         "--dataset", str(corpus), "--sites", "resid.torso.post_mlp", "--seq-len", str(SEQ),
         "--batch", str(BATCH), "--shard-mb", str(SHARD_MB), "--out", str(out),
-    ]
+    ] + (["--layers", ",".join(layers)] if layers else [])
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -157,6 +166,19 @@ def run_theirs(model, corpus: Path, out: Path) -> float:
     return time.perf_counter() - start
 
 
+def run_saelens(python: str, model: Path, corpus: Path, out: Path, layer: int) -> float:
+    """Seconds of SAELens's CacheActivationsRunner.run() on the same corpus."""
+    script = Path(__file__).with_name("saelens_store.py")
+    done = subprocess.run(
+        [python, str(script), str(model), str(corpus), str(out), str(layer), str(BATCH), str(SEQ)],
+        capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        sys.exit(f"saelens_store.py failed: {done.stderr[-2000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return result["seconds"]
+
+
 def same_values(ours: Path, theirs: Path) -> float:
     """Largest difference between the two stores' first shards."""
     from safetensors.numpy import load_file
@@ -189,6 +211,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--work", type=Path, default=Path("/tmp/store-bench"))
     parser.add_argument("--json", type=Path, help="also write every sample here")
+    parser.add_argument("--saelens", help="a Python with SAELens: also compare with its disk cache")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
@@ -226,10 +249,24 @@ def main() -> int:
     print("|---|---|---|---|")
     print(f"| `hooks cache --dataset` | {min(rss) / 1024:.0f} MiB | {peak4 / 1024:.0f} MiB | "
           f"**{peak4 / min(rss):.2f}** |")
+    saelens = {}
+    if args.saelens:
+        one_s, sl_s = [], []
+        for r in range(args.rounds):
+            one_s.append(run_ours(binary, folder, corpus, args.work / "ours-l5", ["5"])[0])
+            sl_s.append(run_saelens(args.saelens, folder, corpus, args.work / "saelens", 5))
+            print(f"one site, round {r + 1}: ours {tokens / one_s[-1]:.0f} tokens/s, "
+                  f"SAELens {tokens / sl_s[-1]:.0f} tokens/s")
+        one, sl = tokens / statistics.median(one_s), tokens / statistics.median(sl_s)
+        print()
+        print("| one site (layer 5 resid post) | ours | SAELens CacheActivationsRunner | ours / theirs |")
+        print("|---|---|---|---|")
+        print(f"| tokens/s (median of {args.rounds}) | {one:.0f} | {sl:.0f} | **{one / sl:.2f}** |")
+        saelens = {"ours_one_site_s": one_s, "saelens_s": sl_s}
     if args.json:
         args.json.write_text(json.dumps({
             "cpu": cpu_name(), "tokens": tokens, "ours_s": ours_s, "theirs_s": theirs_s,
-            "ours_rss_kib": rss, "ours_rss_4x_kib": peak4,
+            "ours_rss_kib": rss, "ours_rss_4x_kib": peak4, **saelens,
         }, indent=1))
     return 0
 
