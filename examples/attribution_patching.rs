@@ -83,9 +83,12 @@ use burn_hooks::model::sample::SplitMix64;
 use burn_hooks::model::{Gpt2, TokenBatch};
 use burn_hooks::train::RepeatedBatch;
 
-/// Mean log-probability of the correct next token over the repeat's
-/// predictable positions, differentiable.
-fn repeat_logprob<B: Backend>(task: &RepeatedBatch, logits: Tensor<B, 3>) -> Tensor<B, 1> {
+/// The correct next token at every position `[B,S,1]` and each position's
+/// weight: 1/n at the repeat's n predictable positions, 0 elsewhere.
+fn repeat_targets<B: Backend>(
+    task: &RepeatedBatch,
+    logits: &Tensor<B, 3>,
+) -> (Tensor<B, 3, Int>, Tensor<B, 3>) {
     let [b, s, _] = logits.dims();
     let device = logits.device();
     let (mut targets, mut weights) = (vec![0i64; b * s], vec![0f32; b * s]);
@@ -96,8 +99,16 @@ fn repeat_logprob<B: Backend>(task: &RepeatedBatch, logits: Tensor<B, 3>) -> Ten
             weights[r * s + p] = 1.0 / n as f32;
         }
     }
-    let targets = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [b, s, 1]), &device);
-    let weights = Tensor::<B, 3>::from_data(TensorData::new(weights, [b, s, 1]), &device);
+    (
+        Tensor::from_data(TensorData::new(targets, [b, s, 1]), &device),
+        Tensor::from_data(TensorData::new(weights, [b, s, 1]), &device),
+    )
+}
+
+/// Mean log-probability of the correct next token over the repeat's
+/// predictable positions, differentiable.
+fn repeat_logprob<B: Backend>(task: &RepeatedBatch, logits: Tensor<B, 3>) -> Tensor<B, 1> {
+    let (targets, weights) = repeat_targets(task, &logits);
     (log_softmax(logits, 2).gather(2, targets) * weights)
         .sum()
         .reshape([1])
@@ -106,18 +117,7 @@ fn repeat_logprob<B: Backend>(task: &RepeatedBatch, logits: Tensor<B, 3>) -> Ten
 /// The same positions, scored by the correct token's logit minus the mean
 /// logit: linear in the logits (no log-softmax saturation).
 fn repeat_logit<B: Backend>(task: &RepeatedBatch, logits: Tensor<B, 3>) -> Tensor<B, 1> {
-    let [b, s, _] = logits.dims();
-    let device = logits.device();
-    let (mut targets, mut weights) = (vec![0i64; b * s], vec![0f32; b * s]);
-    let n: usize = (0..b).map(|r| task.repeat_predictions(r).len()).sum();
-    for (r, row) in task.batch.rows().iter().enumerate() {
-        for p in task.repeat_predictions(r) {
-            targets[r * s + p] = i64::from(row[p + 1]);
-            weights[r * s + p] = 1.0 / n as f32;
-        }
-    }
-    let targets = Tensor::<B, 3, Int>::from_data(TensorData::new(targets, [b, s, 1]), &device);
-    let weights = Tensor::<B, 3>::from_data(TensorData::new(weights, [b, s, 1]), &device);
+    let (targets, weights) = repeat_targets(task, &logits);
     let centred = logits.clone() - logits.mean_dim(2);
     (centred.gather(2, targets) * weights).sum().reshape([1])
 }

@@ -72,15 +72,21 @@ pub fn patching_table<B: Backend, M: HookedModel<B>>(
                 site: site.path.clone(),
                 layer,
                 metric: m,
-                restored: if span.abs() > f32::EPSILON {
-                    (m - corrupted_metric) / span
-                } else {
-                    0.0
-                },
+                restored: restored(m, corrupted_metric, span),
             });
         }
     }
     Ok((rows, clean_metric, corrupted_metric))
+}
+
+/// The fraction of the clean − corrupted gap (`span`) a patched metric `m`
+/// closes; 0 when there is no gap.
+fn restored(m: f32, corrupted_metric: f32, span: f32) -> f32 {
+    if span.abs() > f32::EPSILON {
+        (m - corrupted_metric) / span
+    } else {
+        0.0
+    }
 }
 
 /// One cell of a per-head patching table.
@@ -222,11 +228,7 @@ pub fn patching_table_per_head<B: Backend, M: HookedModel<B>>(
                     layer,
                     head,
                     metric: m,
-                    restored: if span.abs() > f32::EPSILON {
-                        (m - corrupted_metric) / span
-                    } else {
-                        0.0
-                    },
+                    restored: restored(m, corrupted_metric, span),
                 });
             }
         }

@@ -27,8 +27,8 @@ use super::config::SaeTrainConfig;
 use super::error::SaeTrainError;
 use super::init::init_sae;
 use super::metrics::{MetricsWindow, SaeMetrics};
-use super::run::TrainedSae;
-use super::source::{ActivationSource, ShuffleBuffer};
+use super::run::{TrainedSae, start_buffer};
+use super::source::ActivationSource;
 use super::trainer::{SaeTrainer, StepStats, StepSync, host};
 
 fn collective(e: CollectiveError) -> SaeTrainError {
@@ -133,16 +133,7 @@ pub fn train_sae_data_parallel<B: AutodiffBackend, S: ActivationSource>(
         )));
     }
     let share = config.batch_size / r;
-    let capacity = config.buffer_tokens.max(config.init_sample_tokens);
-    let mut buffer = ShuffleBuffer::new(source, capacity, config.seed);
-    let mut sample = Vec::new();
-    let got = buffer.peek_sample(config.init_sample_tokens, &mut sample)?;
-    if buffer.len() < config.batch_size {
-        return Err(SaeTrainError::TooFewTokens {
-            got: buffer.len(),
-            needed: config.batch_size.max(got),
-        });
-    }
+    let (mut buffer, sample) = start_buffer(config, source)?;
     // One initialisation, copied to every replica.
     let init = HostSae::of(&init_sae::<B::InnerBackend>(
         config,

@@ -102,16 +102,7 @@ pub fn train_sae_observed<B: AutodiffBackend, S: ActivationSource>(
 ) -> Result<TrainedSae<B::InnerBackend>, SaeTrainError> {
     let d = source.width();
     config.validate(d)?;
-    let capacity = config.buffer_tokens.max(config.init_sample_tokens);
-    let mut buffer = ShuffleBuffer::new(source, capacity, config.seed);
-    let mut sample = Vec::new();
-    let got = buffer.peek_sample(config.init_sample_tokens, &mut sample)?;
-    if buffer.len() < config.batch_size {
-        return Err(SaeTrainError::TooFewTokens {
-            got: buffer.len(),
-            needed: config.batch_size.max(got),
-        });
-    }
+    let (mut buffer, sample) = start_buffer(config, source)?;
     let mut trainer = SaeTrainer::<B>::new(config, d, &sample, device)?;
     drop(sample);
     let (metrics, exhausted) = run_steps(&mut trainer, &mut buffer, observe)?;
@@ -123,6 +114,25 @@ pub fn train_sae_observed<B: AutodiffBackend, S: ActivationSource>(
         source_exhausted: exhausted,
         tokens_since_fired: trainer.dead_latents().tokens_since_fired().to_vec(),
     })
+}
+
+/// The shuffling buffer over `source`, filled, and the initialisation
+/// sample peeked from it; an error when it holds less than one batch.
+pub(super) fn start_buffer<S: ActivationSource>(
+    config: &SaeTrainConfig,
+    source: S,
+) -> Result<(ShuffleBuffer<S>, Vec<f32>), SaeTrainError> {
+    let capacity = config.buffer_tokens.max(config.init_sample_tokens);
+    let mut buffer = ShuffleBuffer::new(source, capacity, config.seed);
+    let mut sample = Vec::new();
+    let got = buffer.peek_sample(config.init_sample_tokens, &mut sample)?;
+    if buffer.len() < config.batch_size {
+        return Err(SaeTrainError::TooFewTokens {
+            got: buffer.len(),
+            needed: config.batch_size.max(got),
+        });
+    }
+    Ok((buffer, sample))
 }
 
 /// The steps left of `trainer`'s config, on batches from `buffer`.
