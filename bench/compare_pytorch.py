@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""Our hooked GPT-2 (Burn, Flex CPU backend) against TransformerLens's
-HookedTransformer (PyTorch eager, CPU), side by side in one invocation.
+"""Our hooked GPT-2 (Burn, Flex CPU backend) against a PyTorch peer, side by
+side in one invocation: TransformerLens's HookedTransformer (`--peer tl`,
+the default) or the reference model, OpenAI transformer-debugger's
+`Transformer` with its hook tree (`--peer reference`; PyTorch eager, CPU).
 
 For every (shape, batch, tokens, case) the script alternates rounds: our
 `bench_forward` example as a subprocess (K timed iterations after W warm-up
@@ -16,6 +18,18 @@ Setup (this script installs nothing):
     cargo build --release --example bench_forward
     python bench/compare_pytorch.py            # full run, ~3–5 min on 2 cores
     python bench/compare_pytorch.py --quick    # tiny shape only, seconds
+
+Against the reference model (its source is not vendored here; clone it):
+
+    git clone https://github.com/openai/transformer-debugger /tmp/transformer-debugger
+    pip install tiktoken aiohttp           # what its transformer.py imports
+    python bench/compare_pytorch.py --peer reference --reference-repo /tmp/transformer-debugger
+
+The reference sizes its vocabulary from a tiktoken encoding (downloaded on
+first use); the script hands it the shape's vocabulary size instead, so
+nothing is downloaded and the tiny shape keeps 512 tokens. Its hooks are the
+seed's: `record` appends one recording function to the `fwd` stage of every
+site, `grad` one pass-through function to every `bwd` stage.
 
 On a machine with an NVIDIA GPU, both sides on the GPU:
 
@@ -207,6 +221,106 @@ class TheirSide:
         return times, calls
 
 
+class ReferenceSide:
+    """The reference model (transformer-debugger's `Transformer`) per shape,
+    timed in this process with the same cases as `TheirSide`."""
+
+    def __init__(self, shape: str, device: str, repo: Path):
+        import types
+
+        import torch
+
+        sys.path.insert(0, str(repo))
+        import tiktoken
+
+        n_layers, d_model, n_heads, n_ctx, d_vocab = SHAPES[shape]
+        real_encoding = tiktoken.get_encoding
+        # The model reads only `n_vocab` from its encoding.
+        tiktoken.get_encoding = lambda name: types.SimpleNamespace(n_vocab=d_vocab)
+        try:
+            from neuron_explainer.models import hooks as ref_hooks
+            from neuron_explainer.models.transformer import Transformer, TransformerConfig
+
+            cfg = TransformerConfig(ctx_window=n_ctx, d_model=d_model, n_layers=n_layers, n_heads=n_heads)
+            self.model = Transformer(cfg, device=device, dtype=torch.float32)
+        finally:
+            tiktoken.get_encoding = real_encoding
+        self.model.eval()
+        self.hooks = ref_hooks
+        self.torch = torch
+        self.device = device
+        self.vocab = d_vocab
+
+    def _every_site(self, attach) -> "object":
+        """A fresh hook tree with `attach(site)` called on every site."""
+        tree = self.hooks.TransformerHooks()
+
+        def walk(node):
+            if isinstance(node, self.hooks.FwdBwdHooks):
+                attach(node)
+            else:
+                for child in node.all_hooks.values():
+                    walk(child)
+
+        walk(tree)
+        return tree
+
+    def run(self, job: Job) -> tuple[list[float], int]:
+        torch, model = self.torch, self.model
+        toks = tokens_for(job.batch, job.tokens, self.vocab).to(self.device)
+        sync = torch.cuda.synchronize if self.device == "cuda" else (lambda: None)
+        seen: list = []
+
+        # Plain functions (not bound methods): the model deep-copies its hook
+        # tree once per layer, and a deep copy of a method copies its object.
+        def record(x, *args, **kwargs):
+            seen.append(x)
+            return x
+
+        def count(grad, *args, **kwargs):
+            seen.append(None)
+            return grad
+
+        if job.case == "bare":
+            hooks = self.hooks.TransformerHooks()
+        elif job.case == "record":
+            hooks = self._every_site(lambda site: site.append_fwd(record))
+        elif job.case == "grad_nohooks":
+            hooks = self.hooks.TransformerHooks()
+        elif job.case == "grad":
+            hooks = self._every_site(lambda site: site.append_bwd(count))
+        else:
+            raise ValueError(job.case)
+        grad = job.case.startswith("grad")
+
+        def step():
+            if grad:
+                logits, _ = model(toks, hooks=hooks)
+                logits.sum().backward()
+                assert model.tok_embed.weight.grad is not None
+            else:
+                with torch.no_grad():
+                    model(toks, hooks=hooks)
+
+        def once():
+            model.zero_grad(set_to_none=True)
+            seen.clear()
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            return (time.perf_counter() - start) * 1e3
+
+        for _ in range(job.warmup):
+            once()
+        times, calls = [], 0
+        for _ in range(job.iters):
+            times.append(once())
+            calls = len(seen)
+        model.zero_grad(set_to_none=True)
+        return times, calls
+
+
 def run_ours(binary: Path, job: Job, n_threads: int, malloc: str, device: str) -> tuple[list[float], int]:
     cmd = [
         str(binary),
@@ -252,6 +366,19 @@ def main() -> int:
         "process was started with (none by default)",
     )
     p.add_argument(
+        "--peer",
+        choices=("tl", "reference"),
+        default="tl",
+        help="what we compare against: TransformerLens (`tl`) or the reference model "
+        "(`reference`, transformer-debugger's Transformer; needs --reference-repo)",
+    )
+    p.add_argument(
+        "--reference-repo",
+        type=Path,
+        default=os.environ.get("TRANSFORMER_DEBUGGER"),
+        help="a clone of github.com/openai/transformer-debugger (default $TRANSFORMER_DEBUGGER)",
+    )
+    p.add_argument(
         "--device",
         choices=("cpu", "cuda"),
         default="cpu",
@@ -264,9 +391,24 @@ def main() -> int:
         sys.exit(f"{args.bin} not found: run `cargo build --release --example bench_forward` first")
     try:
         import torch
-        import transformer_lens
+
+        if args.peer == "tl":
+            import transformer_lens  # noqa: F401
     except ImportError as e:
         sys.exit(f"{e}: pip install \"transformer-lens<4\" torch")
+    if args.peer == "reference":
+        repo = args.reference_repo
+        if repo is None or not (repo / "neuron_explainer/models/transformer.py").exists():
+            sys.exit(
+                "--peer reference needs --reference-repo DIR, a clone of "
+                "https://github.com/openai/transformer-debugger (DIR/neuron_explainer/models/transformer.py)"
+            )
+        try:
+            import tiktoken  # noqa: F401
+        except ImportError as e:
+            sys.exit(f"{e}: pip install tiktoken aiohttp (the reference model imports them)")
+    peer_name = "TransformerLens" if args.peer == "tl" else "reference"
+    peer_short = "TL" if args.peer == "tl" else "ref"
 
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: PyTorch sees no CUDA GPU here (no NVIDIA driver, or a CPU-only torch)")
@@ -283,7 +425,8 @@ def main() -> int:
     gpu = f", GPU {torch.cuda.get_device_name()}" if args.device == "cuda" else ""
     print(
         f"# {cpu}{gpu}, {n_threads} threads; torch {torch.__version__}, "
-        f"transformer-lens {md.version('transformer-lens')}, python {platform.python_version()}; "
+        f"peer {peer_name}"
+        f"{' ' + md.version('transformer-lens') if args.peer == 'tl' else ' at ' + str(args.reference_repo)}, python {platform.python_version()}; "
         f"ours --malloc {args.malloc}; MALLOC_* in the environment: "
         f"{' '.join(f'{k}={v}' for k, v in sorted(os.environ.items()) if k.startswith('MALLOC_')) or 'none'}",
         flush=True,
@@ -295,7 +438,11 @@ def main() -> int:
     for job in jobs:
         if job.shape not in theirs:
             theirs.clear()  # one model in memory at a time
-            theirs[job.shape] = TheirSide(job.shape, args.device)
+            theirs[job.shape] = (
+                TheirSide(job.shape, args.device)
+                if args.peer == "tl"
+                else ReferenceSide(job.shape, args.device, args.reference_repo)
+            )
         for _ in range(job.rounds):
             samples, job.ours_calls = run_ours(args.bin, job, n_threads, args.malloc, args.device)
             job.ours += samples
@@ -311,8 +458,8 @@ def main() -> int:
     med = {(j.shape, j.batch, j.tokens, j.case): (statistics.median(j.ours), statistics.median(j.theirs)) for j in jobs}
     print()
     print(
-        "| case | shape | batch × tokens | samples | ours median (ms) | TL median (ms) | ours / TL (medians) "
-        "| ours / TL (minima) |"
+        f"| case | shape | batch × tokens | samples | ours median (ms) | {peer_short} median (ms) "
+        f"| ours / {peer_short} (medians) | ours / {peer_short} (minima) |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for j in jobs:
@@ -323,7 +470,7 @@ def main() -> int:
         )
 
     print()
-    print("| overhead | shape | batch × tokens | ours | TransformerLens |")
+    print(f"| overhead | shape | batch × tokens | ours | {peer_name} |")
     print("|---|---|---|---|---|")
     for shape, batch, tokens in dict.fromkeys((j.shape, j.batch, j.tokens) for j in jobs):
         for label, num, den in (("record / bare", "record", "bare"), ("grad / grad_nohooks", "grad", "grad_nohooks")):

@@ -26,6 +26,7 @@ mod error;
 pub mod family;
 pub mod files;
 pub mod finite;
+mod fused;
 pub mod gpt2;
 mod hooked;
 pub mod kv_cache;

@@ -94,8 +94,13 @@ impl<B: Backend> Norm<B> {
 /// GPT-2's GELU, the tanh approximation
 /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, computed as the equal
 /// `x · sigmoid(2 √(2/π) (x + 0.044715 x³))` with `x·x·x`: on Flex this is
-/// about six times faster than `tanh` and `powi` (see BENCHMARKS.md).
+/// about six times faster than `tanh` and `powi` (see BENCHMARKS.md), and
+/// on Flex in one fused pass (`crate::fused`).
 pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    let x = match crate::fused::gelu_tanh(x) {
+        Ok(y) => return y,
+        Err(x) => x,
+    };
     const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
     let cube = x.clone() * x.clone() * x.clone();
     let inner = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;

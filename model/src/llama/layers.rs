@@ -162,7 +162,11 @@ impl<B: Backend> LlamaMlp<B> {
         let gate = linear_rows(&self.gate_proj, x.clone());
         let gate = call::<HOOKED, B, 3>(&hooks.pre_act, gate, ctx, "mlp.pre_act");
         let up = call::<HOOKED, B, 3>(&hooks.up, linear_rows(&self.up_proj, x), ctx, "mlp.up");
-        let post = silu(gate) * up;
+        // One fused pass on Flex (`crate::fused`), else the two operations.
+        let post = match crate::fused::silu_mul(gate, up) {
+            Ok(post) => post,
+            Err((gate, up)) => silu(gate) * up,
+        };
         let post = if !HOOKED || hooks.post_act.is_empty() {
             post
         } else {

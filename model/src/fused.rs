@@ -1,0 +1,349 @@
+//! Fused element-wise activations for the default CPU backend.
+//!
+//! Written as tensor operations, GPT-2's GELU is six passes over the MLP's
+//! `[B,S,4D]` activations (cube, scale, add, scale, sigmoid, product) and
+//! Llama's `silu(gate)·up` three, each single-threaded, and Flex computes
+//! every sigmoid with a scalar `expf` call: on an AVX2 machine that was 16 %
+//! of a tiny forward. Here each is one pass, on every core, with an `exp`
+//! the compiler vectorises (compiled for AVX-512, AVX2 + FMA and baseline
+//! x86-64, picked at run time by what the CPU has).
+//!
+//! Only a non-autodiff [`Flex`](burn_flex::Flex) tensor of `f32` takes this path (checked by
+//! type, so generic model code keeps one signature); every other backend,
+//! dtype and the autodiff backends use the composed operations, whose
+//! gradients Burn already knows. The fused results agree with the composed
+//! ones to a few ulp (tested in this module against float64).
+
+use std::any::Any;
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn_flex::FlexTensor;
+use rayon::prelude::*;
+
+/// Elements per parallel task: large enough that splitting costs nothing,
+/// small enough that both halves of a `[1, 16, 256]` activation still split.
+const CHUNK: usize = 1 << 14;
+
+/// `x` as a Flex `f32` tensor, or `x` back unchanged when it is not one.
+fn as_flex_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor, Tensor<B, D>> {
+    let TensorPrimitive::Float(primitive) = x.into_primitive() else {
+        unreachable!("a float tensor holds a float primitive unless quantized");
+    };
+    let boxed: Box<dyn Any> = Box::new(primitive);
+    match boxed.downcast::<FlexTensor>() {
+        Ok(flex) if flex.dtype() == DType::F32 => Ok(*flex),
+        Ok(flex) => Err(from_flex(*flex)),
+        Err(other) => {
+            let primitive = *other
+                .downcast::<B::FloatTensorPrimitive>()
+                .expect("the primitive just boxed");
+            Err(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
+        }
+    }
+}
+
+/// The inverse of [`as_flex_f32`], for a `B` known to be Flex.
+fn from_flex<B: Backend, const D: usize>(flex: FlexTensor) -> Tensor<B, D> {
+    let boxed: Box<dyn Any> = Box::new(flex);
+    let primitive = *boxed
+        .downcast::<B::FloatTensorPrimitive>()
+        .expect("called only when B is Flex");
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// `x` as a uniquely owned contiguous buffer to overwrite: `x` itself when
+/// nothing else holds it (a hook that recorded it does), else a copy.
+fn owned_contiguous(x: FlexTensor) -> FlexTensor {
+    let layout = x.layout();
+    if x.is_unique() && layout.is_contiguous() && layout.start_offset() == 0 {
+        x
+    } else {
+        let shape = layout.shape().clone();
+        let data: Vec<f32> = x.to_contiguous().storage::<f32>().to_vec();
+        FlexTensor::from_data(TensorData::new(data, shape))
+    }
+}
+
+/// GPT-2's tanh GELU `x · sigmoid(2√(2/π)(x + 0.044715x³))` on a Flex
+/// tensor, or `None` (with `x` back) for any other tensor.
+pub(crate) fn gelu_tanh<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    let mut out = owned_contiguous(as_flex_f32(x)?);
+    let n = out.layout().num_elements();
+    out.storage_mut::<f32>()[..n]
+        .par_chunks_mut(CHUNK)
+        .for_each(kernels::gelu_tanh);
+    Ok(from_flex(out))
+}
+
+/// Llama's `silu(gate) · up` (`gate · sigmoid(gate) · up`) on Flex tensors
+/// of one shape, or both back for any others.
+#[allow(clippy::type_complexity)]
+pub(crate) fn silu_mul<B: Backend, const D: usize>(
+    gate: Tensor<B, D>,
+    up: Tensor<B, D>,
+) -> Result<Tensor<B, D>, (Tensor<B, D>, Tensor<B, D>)> {
+    if gate.dims() != up.dims() {
+        return Err((gate, up));
+    }
+    let gate = match as_flex_f32(gate) {
+        Ok(gate) => gate,
+        Err(gate) => return Err((gate, up)),
+    };
+    let up = match as_flex_f32::<B, D>(up) {
+        Ok(up) => up.to_contiguous(),
+        Err(up) => return Err((from_flex(gate), up)),
+    };
+    let mut out = owned_contiguous(gate);
+    let n = out.layout().num_elements();
+    let up_values = &up.storage::<f32>()[up.layout().start_offset()..][..n];
+    out.storage_mut::<f32>()[..n]
+        .par_chunks_mut(CHUNK)
+        .zip(up_values.par_chunks(CHUNK))
+        .for_each(|(g, u)| kernels::silu_mul(g, u));
+    Ok(from_flex(out))
+}
+
+/// The loops, compiled once per instruction set.
+mod kernels {
+    /// `e^x` to about 2 ulp (Cephes' `expf`: `x = n·ln 2 + r`, a degree-7
+    /// polynomial in `r`), without branches so that loops over it
+    /// vectorise. `2^n` is applied as two factors so that results overflow
+    /// to infinity above 88.7 and underflow to zero below -103, as `expf`'s
+    /// do; NaN stays NaN.
+    #[inline(always)]
+    pub(super) fn exp(x: f32) -> f32 {
+        const LOG2E: f32 = std::f32::consts::LOG2_E;
+        const LN2_HI: f32 = 0.693_359_4;
+        const LN2_LO: f32 = -2.121_944_4e-4;
+        let x = x.clamp(-104.0, 89.0);
+        let n = (x * LOG2E + 0.5).floor();
+        let r = x - n * LN2_HI - n * LN2_LO;
+        let p = 1.987_569_2e-4_f32;
+        let p = p * r + 1.398_199_9e-3;
+        let p = p * r + 8.333_452e-3;
+        let p = p * r + 4.166_579_6e-2;
+        let p = p * r + 1.666_666_5e-1;
+        let p = p * r + 0.5;
+        let p = p * (r * r) + r + 1.0;
+        // 2^n = 2^(n/2) · 2^(n - n/2), each a normal float for n in
+        // [-150, 128]; a NaN `n` converts to 0.
+        let n = n as i32;
+        let half = n >> 1;
+        let pow2 = |e: i32| f32::from_bits(((e + 127) << 23) as u32);
+        p * pow2(half) * pow2(n - half)
+    }
+
+    #[inline(always)]
+    pub(super) fn gelu_tanh_scalar(x: f32) -> f32 {
+        const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
+        let z = TWO_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+        x / (1.0 + exp(-z))
+    }
+
+    #[inline(always)]
+    fn gelu_tanh_loop(xs: &mut [f32]) {
+        for x in xs {
+            *x = gelu_tanh_scalar(*x);
+        }
+    }
+
+    #[inline(always)]
+    fn silu_mul_loop(gate: &mut [f32], up: &[f32]) {
+        for (g, &u) in gate.iter_mut().zip(up) {
+            *g = *g / (1.0 + exp(-*g)) * u;
+        }
+    }
+
+    /// Defines `$name`, which runs `$body` compiled for the best of
+    /// AVX-512, AVX2 + FMA and baseline x86-64 that the CPU has.
+    macro_rules! dispatch {
+        ($name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
+            pub(super) fn $name($($arg: $ty),*) {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                    unsafe fn v4($($arg: $ty),*) { $body($($arg),*) }
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn v3($($arg: $ty),*) { $body($($arg),*) }
+                    if std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("avx512vl")
+                    {
+                        // SAFETY: the CPU has the features v4 is compiled for.
+                        return unsafe { v4($($arg),*) };
+                    }
+                    if std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                    {
+                        // SAFETY: the CPU has the features v3 is compiled for.
+                        return unsafe { v3($($arg),*) };
+                    }
+                }
+                $body($($arg),*)
+            }
+        };
+    }
+
+    dispatch!(gelu_tanh(xs: &mut [f32]) => gelu_tanh_loop);
+    dispatch!(silu_mul(gate: &mut [f32], up: &[f32]) => silu_mul_loop);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Tolerance, ops::FloatElem};
+    use burn_flex::Flex;
+
+    type Nd = burn_ndarray::NdArray;
+
+    /// `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))` as `x·sigmoid(2·…)`, which
+    /// keeps its precision in the negative tail (`tanh` rounds to -1 there).
+    fn gelu_f64(x: f64) -> f64 {
+        x / (1.0 + (-2.0 * (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x.powi(3))).exp())
+    }
+
+    /// Every value from -100 to 100 in steps of 1/64, plus the extremes.
+    fn inputs() -> Vec<f32> {
+        let mut xs: Vec<f32> = (-6400..=6400).map(|i| i as f32 / 64.0).collect();
+        xs.extend([
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            1e-30,
+            -1e-30,
+            3e38,
+            -3e38,
+            0.0,
+            -0.0,
+        ]);
+        xs
+    }
+
+    #[test]
+    fn exp_is_within_three_ulp_of_float64() {
+        for i in -8700..=8870 {
+            let x = i as f32 / 100.0;
+            let ours = kernels::exp(x) as f64;
+            let exact = (x as f64).exp();
+            let ulp = (exact as f32).to_bits().abs_diff((ours as f32).to_bits());
+            assert!(
+                ulp <= 3,
+                "exp({x}) = {ours}, float64 says {exact} ({ulp} ulp)"
+            );
+        }
+        assert!(kernels::exp(f32::NAN).is_nan());
+        assert_eq!(kernels::exp(-1e4), 0.0);
+        assert_eq!(kernels::exp(89.0), f32::INFINITY);
+        assert_eq!(kernels::exp(f32::INFINITY), f32::INFINITY);
+    }
+
+    #[test]
+    fn fused_gelu_matches_float64_as_closely_as_the_composed_one() {
+        let xs = inputs();
+        let fused = gelu_tanh(Tensor::<Flex, 1>::from_floats(
+            xs.as_slice(),
+            &Default::default(),
+        ))
+        .expect("a Flex f32 tensor")
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+        let composed = crate::gpt2::layers::gelu_tanh(Tensor::<Nd, 1>::from_floats(
+            xs.as_slice(),
+            &Default::default(),
+        ))
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+        for ((&x, &f), &c) in xs.iter().zip(&fused).zip(&composed) {
+            let exact = gelu_f64(x as f64);
+            // Both within a few float32 rounding steps of the exact value.
+            // In the negative tail the result is `x · e^z` with `|z|` up to
+            // ~|x|³/10, so its relative error grows with `|z|` (one
+            // rounding of `z` is already `ε·|z|`); near zero, absolutely.
+            let z = 2.0
+                * (2.0 / std::f64::consts::PI).sqrt()
+                * (x as f64 + 0.044715 * (x as f64).powi(3));
+            let bound = (4.0 * f32::EPSILON as f64 * (2.0 + z.abs()) * exact.abs()).max(1e-30);
+            assert!(
+                (f as f64 - exact).abs() <= bound,
+                "fused gelu({x}) = {f}, exact {exact}"
+            );
+            assert!(
+                (c as f64 - exact).abs() <= 4.0 * bound,
+                "composed gelu({x}) = {c}, exact {exact}"
+            );
+        }
+        assert_eq!(kernels::gelu_tanh_scalar(-3e38), 0.0);
+    }
+
+    #[test]
+    fn fused_gelu_keeps_nan_and_infinities_as_the_composed_one() {
+        let xs = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY];
+        let fused = gelu_tanh(Tensor::<Flex, 1>::from_floats(xs, &Default::default()))
+            .unwrap()
+            .into_data();
+        let v = fused.to_vec::<f32>().unwrap();
+        assert!(v[0].is_nan());
+        assert_eq!(v[1], f32::INFINITY);
+        // -inf · sigmoid(-inf): 0 · -inf is NaN, as in the composed form.
+        assert!(v[2].is_nan() || v[2] == 0.0);
+    }
+
+    #[test]
+    fn fused_silu_mul_matches_float64() {
+        let xs = inputs();
+        let ups: Vec<f32> = xs.iter().map(|x| (x * 0.37).sin() * 3.0).collect();
+        let gate = Tensor::<Flex, 1>::from_floats(xs.as_slice(), &Default::default());
+        let up = Tensor::<Flex, 1>::from_floats(ups.as_slice(), &Default::default());
+        let fused = silu_mul(gate, up).expect("Flex f32 tensors").into_data();
+        for ((&g, &u), &f) in xs.iter().zip(&ups).zip(&fused.to_vec::<f32>().unwrap()) {
+            let (g, u) = (g as f64, u as f64);
+            let exact = g / (1.0 + (-g).exp()) * u;
+            if exact.abs() > f32::MAX as f64 {
+                assert!(f.is_infinite(), "silu({g})·{u} overflows float32, got {f}");
+                continue;
+            }
+            let bound = (5.0 * f32::EPSILON as f64 * (2.0 + g.abs()) * exact.abs()).max(1e-30);
+            assert!(
+                (f as f64 - exact).abs() <= bound,
+                "silu({g})·{u} = {f}, exact {exact}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_held_or_strided_input_is_left_untouched() {
+        let x = Tensor::<Flex, 2>::from_floats(
+            [[1.0, -2.0, 3.0], [0.5, 0.25, -4.0]],
+            &Default::default(),
+        );
+        let held = x.clone();
+        let y = gelu_tanh(x.clone()).unwrap();
+        held.clone()
+            .into_data()
+            .assert_eq(&x.clone().into_data(), true);
+        let t = gelu_tanh(x.clone().transpose()).unwrap();
+        t.into_data().assert_approx_eq::<FloatElem<Flex>>(
+            &y.transpose().into_data(),
+            Tolerance::absolute(1e-6),
+        );
+    }
+
+    #[test]
+    fn other_backends_and_dtypes_are_handed_back() {
+        assert!(
+            gelu_tanh(Tensor::<Nd, 1>::from_floats(
+                [1.0, 2.0],
+                &Default::default()
+            ))
+            .is_err()
+        );
+        let half = Tensor::<Flex, 1>::from_floats([1.0, 2.0], &Default::default()).cast(DType::F16);
+        let back = gelu_tanh(half).expect_err("f16 is not fused");
+        assert_eq!(back.dtype(), DType::F16);
+        type Ad = burn::backend::Autodiff<Flex>;
+        assert!(gelu_tanh(Tensor::<Ad, 1>::from_floats([1.0], &Default::default())).is_err());
+    }
+}
