@@ -65,17 +65,34 @@ fn owned_contiguous(x: FlexTensor) -> FlexTensor {
     }
 }
 
-/// GPT-2's tanh GELU `x · sigmoid(2√(2/π)(x + 0.044715x³))` on a Flex
-/// tensor, or `None` (with `x` back) for any other tensor.
-pub(crate) fn gelu_tanh<B: Backend, const D: usize>(
+/// `kernel` applied to every element of a Flex `f32` tensor, in place when
+/// nothing else holds it, in parallel chunks; any other tensor back.
+fn map_f32<B: Backend, const D: usize>(
     x: Tensor<B, D>,
+    kernel: fn(&mut [f32]),
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
     let mut out = owned_contiguous(as_flex_f32(x)?);
     let n = out.layout().num_elements();
     out.storage_mut::<f32>()[..n]
         .par_chunks_mut(CHUNK)
-        .for_each(kernels::gelu_tanh);
+        .for_each(kernel);
     Ok(from_flex(out))
+}
+
+/// GPT-2's tanh GELU `x · sigmoid(2√(2/π)(x + 0.044715x³))` on a Flex
+/// tensor, or `x` back for any other tensor.
+pub(crate) fn gelu_tanh<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    map_f32(x, kernels::gelu_tanh)
+}
+
+/// `e^x` on a Flex tensor (the written-out softmax, when its denominator
+/// is hooked), or `x` back for any other tensor.
+pub(crate) fn exp<B: Backend, const D: usize>(
+    x: Tensor<B, D>,
+) -> Result<Tensor<B, D>, Tensor<B, D>> {
+    map_f32(x, kernels::exp_all)
 }
 
 /// Llama's `silu(gate) · up` (`gate · sigmoid(gate) · up`) on Flex tensors
@@ -128,9 +145,12 @@ mod kernels {
         let p = p * r + 1.666_666_5e-1;
         let p = p * r + 0.5;
         let p = p * (r * r) + r + 1.0;
+        // `n` as an integer without `as i32` (whose saturation does not
+        // vectorise): adding 1.5·2^23 puts it in the low mantissa bits.
+        // A NaN gives some integer, and the NaN `p` keeps the result NaN.
+        let n = (n + 12_582_912.0).to_bits() as i32 - 0x4B40_0000;
         // 2^n = 2^(n/2) · 2^(n - n/2), each a normal float for n in
-        // [-150, 128]; a NaN `n` converts to 0.
-        let n = n as i32;
+        // [-150, 128].
         let half = n >> 1;
         let pow2 = |e: i32| f32::from_bits(((e + 127) << 23) as u32);
         p * pow2(half) * pow2(n - half)
@@ -147,6 +167,13 @@ mod kernels {
     fn gelu_tanh_loop(xs: &mut [f32]) {
         for x in xs {
             *x = gelu_tanh_scalar(*x);
+        }
+    }
+
+    #[inline(always)]
+    fn exp_loop(xs: &mut [f32]) {
+        for x in xs {
+            *x = exp(*x);
         }
     }
 
@@ -187,6 +214,7 @@ mod kernels {
     }
 
     dispatch!(gelu_tanh(xs: &mut [f32]) => gelu_tanh_loop);
+    dispatch!(exp_all(xs: &mut [f32]) => exp_loop);
     dispatch!(silu_mul(gate: &mut [f32], up: &[f32]) => silu_mul_loop);
 }
 
@@ -289,6 +317,31 @@ mod tests {
         assert_eq!(v[1], f32::INFINITY);
         // -inf · sigmoid(-inf): 0 · -inf is NaN, as in the composed form.
         assert!(v[2].is_nan() || v[2] == 0.0);
+    }
+
+    #[test]
+    fn fused_exp_on_a_tensor_matches_float64() {
+        let xs: Vec<f32> = (-1000..=1000).map(|i| i as f32 / 10.0).collect();
+        let ys = exp(Tensor::<Flex, 1>::from_floats(
+            xs.as_slice(),
+            &Default::default(),
+        ))
+        .unwrap()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+        for (&x, &y) in xs.iter().zip(&ys) {
+            let exact = (x as f64).exp();
+            if exact > f32::MAX as f64 {
+                assert_eq!(y, f32::INFINITY);
+            } else {
+                let bound = (3.0 * f32::EPSILON as f64 * exact).max(f32::from_bits(1) as f64);
+                assert!(
+                    (y as f64 - exact).abs() <= bound,
+                    "exp({x}) = {y}, exact {exact}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl<B: Backend> Attention<B> {
             softmax(logits, 3)
         } else {
             let max = logits.clone().max_dim(3).detach();
-            let numerator = (logits - max).exp();
+            let numerator = crate::fused::exp(logits - max).unwrap_or_else(Tensor::exp);
             let denominator = call_keys_last::<HOOKED, B>(
                 &hooks.qk_softmax_denominator,
                 numerator.clone().sum_dim(3),

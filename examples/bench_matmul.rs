@@ -1,0 +1,80 @@
+//! The matrix products of a GPT-2-small forward pass on the default CPU
+//! backend, each timed alone: the Rust side of `bench/matmul_peak.py`,
+//! which sets them beside the best BLAS on the machine to say how close the
+//! forward comes to the machine's matrix-multiply peak (BENCHMARKS.md).
+//!
+//! ```text
+//! cargo build --release --example bench_matmul
+//! target/release/examples/bench_matmul --rows M [--seconds S]
+//! ```
+//!
+//! For `M` rows (batch × tokens) it multiplies `[M, K] × [K, N]` for the
+//! forward's four linear layers and its unembedding, and prints one JSON
+//! line per product: `{"m":…,"k":…,"n":…,"best_ms":…,"gflops":…}`, the best
+//! of as many repetitions as fit in `S` seconds (default 1; at least 3).
+//! glibc is told to keep freed memory first, as `bench_forward` does.
+
+use std::error::Error;
+use std::time::Instant;
+
+use burn::tensor::{Distribution, Tensor};
+use burn_hooks::model::alloc;
+use burn_hooks::model::backend::Cpu;
+
+/// `(K, N)` of GPT-2 small's products: `c_attn`, attention `c_proj`,
+/// `c_fc`, MLP `c_proj`, the unembedding.
+const PRODUCTS: [(usize, usize); 5] = [
+    (768, 2304),
+    (768, 768),
+    (768, 3072),
+    (3072, 768),
+    (768, 50257),
+];
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let mut rows = 128usize;
+    let mut seconds = 1.0f64;
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--rows" => rows = value()?.parse()?,
+            "--seconds" => seconds = value()?.parse()?,
+            "-h" | "--help" => {
+                println!("bench_matmul --rows M [--seconds S]");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument `{other}`").into()),
+        }
+    }
+    if rows == 0 || !(seconds > 0.0) {
+        return Err("--rows and --seconds must be positive".into());
+    }
+    // As the forward benchmarks and the `hooks` tool do: without it every
+    // product's output is a fresh mapping, faulted in page by page (a
+    // third of a [1024, 768] × [768, 3072] product on a 2-core VM).
+    alloc::retain_freed_memory();
+    let device = Default::default();
+    for (k, n) in PRODUCTS {
+        let a = Tensor::<Cpu, 2>::random([rows, k], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<Cpu, 2>::random([k, n], Distribution::Normal(0.0, 0.05), &device);
+        let mut best = f64::INFINITY;
+        let started = Instant::now();
+        let mut reps = 0;
+        while reps < 3 || started.elapsed().as_secs_f64() < seconds {
+            let t = Instant::now();
+            let c = a.clone().matmul(b.clone());
+            // Reading one value waits for the product.
+            let _ = c.slice([0..1, 0..1]).into_scalar();
+            best = best.min(t.elapsed().as_secs_f64());
+            reps += 1;
+        }
+        let flops = 2.0 * (rows * k * n) as f64;
+        println!(
+            "{{\"m\":{rows},\"k\":{k},\"n\":{n},\"reps\":{reps},\"best_ms\":{:.3},\"gflops\":{:.1}}}",
+            best * 1e3,
+            flops / best / 1e9
+        );
+    }
+    Ok(())
+}
