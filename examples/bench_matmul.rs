@@ -47,7 +47,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             other => return Err(format!("unknown argument `{other}`").into()),
         }
     }
-    if rows == 0 || !(seconds > 0.0) {
+    if rows == 0 || seconds.is_nan() || seconds <= 0.0 {
         return Err("--rows and --seconds must be positive".into());
     }
     // As the forward benchmarks and the `hooks` tool do: without it every
