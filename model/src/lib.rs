@@ -18,6 +18,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod alloc;
+mod autodiff_matmul;
 pub mod backend;
 mod batch;
 pub mod checkpoint;

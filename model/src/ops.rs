@@ -40,11 +40,13 @@ pub fn linear_rows<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 
 }
 
 /// `x·w` for `x` `[B,S,I]` and `w` `[I,O]`, as one `[B·S, I] × [I, O]`
-/// product (see [`linear_rows`] for why not a `[1,I,O]` broadcast).
+/// product (see [`linear_rows`] for why not a `[1,I,O]` broadcast). On
+/// `Autodiff<Flex>` its backward multiplies in the orientation the CPU
+/// kernels are fast at (`crate::autodiff_matmul`).
 pub fn matmul_rows<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
     let [b, s, i] = x.dims();
     let o = w.dims()[1];
-    x.reshape([b * s, i]).matmul(w).reshape([b, s, o])
+    crate::autodiff_matmul::matmul_2d(x.reshape([b * s, i]), w).reshape([b, s, o])
 }
 
 /// `x·W + b` with the weight broadcast over the batch, for an `x` that is a
