@@ -39,7 +39,7 @@ On a machine with an NVIDIA GPU, both sides on the GPU:
 Our side asks glibc to keep freed memory (`--malloc retain`, as the `hooks`
 tool does); to give PyTorch the same settings, start the script with them:
 
-    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=17179869184 \
+    MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184 \
         MALLOC_TOP_PAD_=67108864 MALLOC_ARENA_MAX=1 python bench/compare_pytorch.py
 
 Cases (the same on both sides):

@@ -22,6 +22,13 @@ pub const MMAP_THRESHOLD: i32 = 32 << 20;
 /// hands the memory back after every pass and faults it in again on the
 /// next. The price: the heap stays at its peak size until the process ends.
 pub const TRIM_THRESHOLD: i32 = -1;
+/// Blocks glibc may serve with `mmap`: none. Blocks above
+/// [`MMAP_THRESHOLD`] (the logits of GPT-2 small at 8 × 128 are 206 MB,
+/// the embedding's gradient 154 MB) would otherwise still be mapped fresh,
+/// and faulted in page by page, on every pass: a quarter of a
+/// forward + backward at 1 × 128 (BENCHMARKS.md, "Fast on every CPU").
+/// From the heap they are reused like smaller blocks.
+pub const MMAP_MAX: i32 = 0;
 /// Extra memory requested each time the heap grows: 64 MiB.
 pub const TOP_PAD: i32 = 64 << 20;
 /// Allocator arenas: one. glibc otherwise gives each thread that allocates
@@ -31,21 +38,22 @@ pub const TOP_PAD: i32 = 64 << 20;
 /// 1.13–1.15× with one arena (BENCHMARKS.md).
 pub const ARENA_MAX: i32 = 1;
 
-/// Asks glibc to keep freed memory for reuse: blocks up to
-/// [`MMAP_THRESHOLD`] come from the heap, freed memory stays mapped
+/// Asks glibc to keep freed memory for reuse: blocks of every size come
+/// from the heap ([`MMAP_THRESHOLD`], [`MMAP_MAX`]), freed memory stays mapped
 /// ([`TRIM_THRESHOLD`]), the heap grows by [`TOP_PAD`] at a time, and all
 /// threads share [`ARENA_MAX`] arena.
 ///
 /// Returns whether every setting was accepted; `false` on targets without
 /// glibc, where nothing is changed. The same settings can be given without
 /// code through the environment: `MALLOC_MMAP_THRESHOLD_=33554432
-/// MALLOC_TRIM_THRESHOLD_=17179869184 MALLOC_TOP_PAD_=67108864
-/// MALLOC_ARENA_MAX=1`.
+/// MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=17179869184
+/// MALLOC_TOP_PAD_=67108864 MALLOC_ARENA_MAX=1`.
 pub fn retain_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         let settings = [
             (libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD),
+            (libc::M_MMAP_MAX, MMAP_MAX),
             (libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD),
             (libc::M_TOP_PAD, TOP_PAD),
             (libc::M_ARENA_MAX, ARENA_MAX),
@@ -68,8 +76,11 @@ mod tests {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     fn glibc_accepts_every_setting() {
         assert!(super::retain_freed_memory());
-        // Allocating and freeing a block above the old mmap threshold works.
-        let block = vec![1u8; 8 << 20];
-        assert_eq!(block.iter().map(|&b| b as usize).sum::<usize>(), 8 << 20);
+        // Allocating and freeing blocks above the old and the largest mmap
+        // threshold works (from the heap now).
+        for size in [8usize << 20, 96 << 20] {
+            let block = vec![1u8; size];
+            assert_eq!(block.iter().map(|&b| b as usize).sum::<usize>(), size);
+        }
     }
 }
