@@ -138,6 +138,18 @@ def tokens_for(batch: int, length: int, vocab: int):
     return torch.tensor(rows, dtype=torch.long)
 
 
+def timed_ms(model, step, sync, before=lambda: None) -> float:
+    """`step` timed in ms, after an untimed `zero_grad` (frees the last
+    gradients) and `before()`; `sync` waits for a GPU's queued kernels."""
+    model.zero_grad(set_to_none=True)
+    before()
+    sync()
+    start = time.perf_counter()
+    step()
+    sync()
+    return (time.perf_counter() - start) * 1e3
+
+
 class TheirSide:
     """One TransformerLens model per shape, timed in this process."""
 
@@ -204,12 +216,7 @@ class TheirSide:
             raise ValueError(job.case)
 
         def once():
-            model.zero_grad(set_to_none=True)  # untimed: frees the last gradients
-            sync()
-            start = time.perf_counter()
-            step()
-            sync()
-            return (time.perf_counter() - start) * 1e3
+            return timed_ms(model, step, sync)
 
         for _ in range(job.warmup):
             once()
@@ -303,13 +310,7 @@ class ReferenceSide:
                     model(toks, hooks=hooks)
 
         def once():
-            model.zero_grad(set_to_none=True)
-            seen.clear()
-            sync()
-            start = time.perf_counter()
-            step()
-            sync()
-            return (time.perf_counter() - start) * 1e3
+            return timed_ms(model, step, sync, before=seen.clear)
 
         for _ in range(job.warmup):
             once()
