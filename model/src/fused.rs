@@ -367,6 +367,32 @@ mod tests {
     }
 
     #[test]
+    fn a_tensor_split_across_cores_equals_its_pieces_done_alone() {
+        let xs: Vec<f32> = (0..5 * CHUNK + 77)
+            .map(|i| (i as f32 * 0.37).sin() * 8.0)
+            .collect();
+        let whole = gelu_tanh(Tensor::<Flex, 1>::from_floats(
+            xs.as_slice(),
+            &Default::default(),
+        ))
+        .unwrap()
+        .into_data()
+        .to_vec::<f32>()
+        .unwrap();
+        let pieces: Vec<f32> = xs
+            .chunks(1000)
+            .flat_map(|piece| {
+                gelu_tanh(Tensor::<Flex, 1>::from_floats(piece, &Default::default()))
+                    .unwrap()
+                    .into_data()
+                    .to_vec::<f32>()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(whole, pieces);
+    }
+
+    #[test]
     fn a_held_or_strided_input_is_left_untouched() {
         let x = Tensor::<Flex, 2>::from_floats(
             [[1.0, -2.0, 3.0], [0.5, 0.25, -4.0]],
