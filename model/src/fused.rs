@@ -226,6 +226,17 @@ mod tests {
 
     type Nd = burn_ndarray::NdArray;
 
+    type Fused = fn(Tensor<Flex, 1>) -> Result<Tensor<Flex, 1>, Tensor<Flex, 1>>;
+
+    /// `op` on a Flex tensor holding `xs`, read back.
+    fn on_flex(op: Fused, xs: &[f32]) -> Vec<f32> {
+        op(Tensor::from_floats(xs, &Default::default()))
+            .expect("a Flex f32 tensor")
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap()
+    }
+
     /// `0.5x(1 + tanh(√(2/π)(x + 0.044715x³)))` as `x·sigmoid(2·…)`, which
     /// keeps its precision in the negative tail (`tanh` rounds to -1 there).
     fn gelu_f64(x: f64) -> f64 {
@@ -269,14 +280,7 @@ mod tests {
     #[test]
     fn fused_gelu_matches_float64_as_closely_as_the_composed_one() {
         let xs = inputs();
-        let fused = gelu_tanh(Tensor::<Flex, 1>::from_floats(
-            xs.as_slice(),
-            &Default::default(),
-        ))
-        .expect("a Flex f32 tensor")
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
+        let fused = on_flex(gelu_tanh, &xs);
         let composed = crate::gpt2::layers::gelu_tanh(Tensor::<Nd, 1>::from_floats(
             xs.as_slice(),
             &Default::default(),
@@ -322,14 +326,7 @@ mod tests {
     #[test]
     fn fused_exp_on_a_tensor_matches_float64() {
         let xs: Vec<f32> = (-1000..=1000).map(|i| i as f32 / 10.0).collect();
-        let ys = exp(Tensor::<Flex, 1>::from_floats(
-            xs.as_slice(),
-            &Default::default(),
-        ))
-        .unwrap()
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
+        let ys = on_flex(exp, &xs);
         for (&x, &y) in xs.iter().zip(&ys) {
             let exact = (x as f64).exp();
             if exact > f32::MAX as f64 {
@@ -371,23 +368,10 @@ mod tests {
         let xs: Vec<f32> = (0..5 * CHUNK + 77)
             .map(|i| (i as f32 * 0.37).sin() * 8.0)
             .collect();
-        let whole = gelu_tanh(Tensor::<Flex, 1>::from_floats(
-            xs.as_slice(),
-            &Default::default(),
-        ))
-        .unwrap()
-        .into_data()
-        .to_vec::<f32>()
-        .unwrap();
+        let whole = on_flex(gelu_tanh, &xs);
         let pieces: Vec<f32> = xs
             .chunks(1000)
-            .flat_map(|piece| {
-                gelu_tanh(Tensor::<Flex, 1>::from_floats(piece, &Default::default()))
-                    .unwrap()
-                    .into_data()
-                    .to_vec::<f32>()
-                    .unwrap()
-            })
+            .flat_map(|piece| on_flex(gelu_tanh, piece))
             .collect();
         assert_eq!(whole, pieces);
     }
