@@ -288,12 +288,10 @@ class ReferenceSide:
             seen.append(None)
             return grad
 
-        if job.case == "bare":
+        if job.case in ("bare", "grad_nohooks"):
             hooks = self.hooks.TransformerHooks()
         elif job.case == "record":
             hooks = self._every_site(lambda site: site.append_fwd(record))
-        elif job.case == "grad_nohooks":
-            hooks = self.hooks.TransformerHooks()
         elif job.case == "grad":
             hooks = self._every_site(lambda site: site.append_bwd(count))
         else:

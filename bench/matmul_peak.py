@@ -106,11 +106,12 @@ def main() -> int:
         if not (args.bin_dir / name).exists():
             sys.exit(f"{args.bin_dir / name} not found: cargo build --release --example bench_matmul --example bench_forward")
 
+    # numpy's OpenBLAS reads its thread count when it loads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
     import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
     libs = {"torch": None, "numpy": None}
     for name, path in (("openblas (Debian)", "libopenblas.so.0"), ("blis (Debian)", "libblis.so.4")):
         run = cblas(path, args.threads)

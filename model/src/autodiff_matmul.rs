@@ -13,7 +13,7 @@
 //!
 //! Every other backend (and a non-f32 dtype) takes `Tensor::matmul`.
 
-use std::any::{Any, TypeId};
+use std::any::TypeId;
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::NodeId;
@@ -25,6 +25,8 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, FloatTensorOps};
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 use burn_flex::{Flex, FlexTensor};
+
+use crate::backend::cast;
 
 type Tracked = FloatTensor<Autodiff<Flex>>;
 
@@ -44,14 +46,6 @@ pub fn matmul_2d<B: Backend>(lhs: Tensor<B, 2>, rhs: Tensor<B, 2>) -> Tensor<B, 
     let lhs: Tracked = cast(lhs.into_primitive().tensor());
     let rhs: Tracked = cast(rhs.into_primitive().tensor());
     Tensor::from_primitive(TensorPrimitive::Float(cast(tracked_matmul(lhs, rhs))))
-}
-
-/// Moves a value between two names of one type (checked by the caller).
-fn cast<From: 'static, To: 'static>(value: From) -> To {
-    let boxed: Box<dyn Any> = Box::new(value);
-    *boxed
-        .downcast::<To>()
-        .unwrap_or_else(|_| unreachable!("B is Autodiff<Flex>"))
 }
 
 #[derive(Debug)]

@@ -8,6 +8,22 @@ pub type NdArray = burn_ndarray::NdArray;
 /// Autodiff over the default CPU backend.
 pub type CpuAutodiff = burn::backend::Autodiff<Cpu>;
 
+/// `value` as `To` when `From` is `To` (a backend's primitive seen through
+/// a generic `B`), else `value` back. How model code gives the default CPU
+/// backend a faster path without a bound in its signature.
+pub(crate) fn try_cast<From: 'static, To: 'static>(value: From) -> Result<To, From> {
+    let boxed: Box<dyn std::any::Any> = Box::new(value);
+    match boxed.downcast::<To>() {
+        Ok(to) => Ok(*to),
+        Err(back) => Err(*back.downcast::<From>().expect("the value just boxed")),
+    }
+}
+
+/// [`try_cast`] where the caller has checked that `From` is `To`.
+pub(crate) fn cast<From: 'static, To: 'static>(value: From) -> To {
+    try_cast(value).unwrap_or_else(|_| unreachable!("checked by the caller: the types are one"))
+}
+
 /// CUDA (burn-cuda), loaded at run time: building needs no CUDA toolkit.
 #[cfg(feature = "cuda")]
 pub type Cuda = burn_cuda::Cuda;

@@ -14,12 +14,12 @@
 //! gradients Burn already knows. The fused results agree with the composed
 //! ones to a few ulp (tested in this module against float64).
 
-use std::any::Any;
-
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
+
+use crate::backend::{cast, try_cast};
 
 /// Elements per parallel task: large enough that splitting costs nothing,
 /// small enough that both halves of a `[1, 16, 256]` activation still split.
@@ -30,39 +30,38 @@ fn as_flex_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor
     let TensorPrimitive::Float(primitive) = x.into_primitive() else {
         unreachable!("a float tensor holds a float primitive unless quantized");
     };
-    let boxed: Box<dyn Any> = Box::new(primitive);
-    match boxed.downcast::<FlexTensor>() {
-        Ok(flex) if flex.dtype() == DType::F32 => Ok(*flex),
-        Ok(flex) => Err(from_flex(*flex)),
-        Err(other) => {
-            let primitive = *other
-                .downcast::<B::FloatTensorPrimitive>()
-                .expect("the primitive just boxed");
-            Err(Tensor::from_primitive(TensorPrimitive::Float(primitive)))
-        }
+    match try_cast::<_, FlexTensor>(primitive) {
+        Ok(flex) if flex.dtype() == DType::F32 => Ok(flex),
+        Ok(flex) => Err(from_flex(flex)),
+        Err(primitive) => Err(Tensor::from_primitive(TensorPrimitive::Float(primitive))),
     }
 }
 
 /// The inverse of [`as_flex_f32`], for a `B` known to be Flex.
 fn from_flex<B: Backend, const D: usize>(flex: FlexTensor) -> Tensor<B, D> {
-    let boxed: Box<dyn Any> = Box::new(flex);
-    let primitive = *boxed
-        .downcast::<B::FloatTensorPrimitive>()
-        .expect("called only when B is Flex");
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+    Tensor::from_primitive(TensorPrimitive::Float(cast(flex)))
 }
 
 /// `x` as a uniquely owned contiguous buffer to overwrite: `x` itself when
 /// nothing else holds it (a hook that recorded it does), else a copy.
 fn owned_contiguous(x: FlexTensor) -> FlexTensor {
-    let layout = x.layout();
-    if x.is_unique() && layout.is_contiguous() && layout.start_offset() == 0 {
-        x
-    } else {
-        let shape = layout.shape().clone();
-        let data: Vec<f32> = x.to_contiguous().storage::<f32>().to_vec();
-        FlexTensor::from_data(TensorData::new(data, shape))
+    let writable = |t: &FlexTensor| {
+        t.is_unique() && t.layout().is_contiguous() && t.layout().start_offset() == 0
+    };
+    if writable(&x) {
+        return x;
     }
+    // A strided view becomes a fresh buffer of its own here; only a shared
+    // contiguous one needs the copy below.
+    let contiguous = x.to_contiguous();
+    drop(x);
+    if writable(&contiguous) {
+        return contiguous;
+    }
+    let shape = contiguous.layout().shape().clone();
+    let start = contiguous.layout().start_offset();
+    let data = contiguous.storage::<f32>()[start..][..shape.num_elements()].to_vec();
+    FlexTensor::from_data(TensorData::new(data, shape))
 }
 
 /// `kernel` applied to every element of a Flex `f32` tensor, in place when
@@ -158,8 +157,8 @@ mod kernels {
 
     #[inline(always)]
     pub(super) fn gelu_tanh_scalar(x: f32) -> f32 {
-        const TWO_SQRT_2_OVER_PI: f32 = 2.0 * 0.797_884_6;
-        let z = TWO_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x);
+        use crate::gpt2::layers::{GELU_CUBIC, GELU_SCALE};
+        let z = GELU_SCALE as f32 * (x + GELU_CUBIC as f32 * x * x * x);
         x / (1.0 + exp(-z))
     }
 

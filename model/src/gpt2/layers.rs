@@ -91,6 +91,11 @@ impl<B: Backend> Norm<B> {
     }
 }
 
+/// `2√(2/π)`, the factor inside the sigmoid of GPT-2's GELU.
+pub(crate) const GELU_SCALE: f64 = 2.0 * 0.797_884_560_802_865_4;
+/// The cubic coefficient of GPT-2's GELU.
+pub(crate) const GELU_CUBIC: f64 = 0.044715;
+
 /// GPT-2's GELU, the tanh approximation
 /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`, computed as the equal
 /// `x · sigmoid(2 √(2/π) (x + 0.044715 x³))` with `x·x·x`: on Flex this is
@@ -101,9 +106,8 @@ pub fn gelu_tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         Ok(y) => return y,
         Err(x) => x,
     };
-    const TWO_SQRT_2_OVER_PI: f64 = 2.0 * 0.797_884_560_802_865_4;
     let cube = x.clone() * x.clone() * x.clone();
-    let inner = (x.clone() + cube * 0.044715) * TWO_SQRT_2_OVER_PI;
+    let inner = (x.clone() + cube * GELU_CUBIC) * GELU_SCALE;
     x * sigmoid(inner)
 }
 
