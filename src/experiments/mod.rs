@@ -19,6 +19,8 @@ pub use attribution::{Attribution, act_times_grad, detach_norm_scales};
 pub use cache::{ActivationCache, CacheSpec};
 pub use export::{read_safetensors, write_safetensors, write_safetensors_with_metadata};
 pub use induction::{duplicate_token_scores, induction_scores};
-pub use patching::{HeadPatchRow, PatchRow, patching_table, patching_table_per_head};
+pub use patching::{
+    HeadPatchRow, PatchRow, patching_table, patching_table_per_head, patching_table_per_position,
+};
 pub use sae::{Activation, SaeSite, SparseAutoencoder, splice_sae};
 pub use sae_openai::{InputNorm, OPENAI_LN_EPS, OpenAiLocation, OpenAiSae, OpenAiSaeInfo};

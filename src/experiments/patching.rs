@@ -1,5 +1,6 @@
 //! Clean → corrupted activation patching over a set of sites and layers
-//! (and, with [`patching_table_per_head`], heads).
+//! (and, with [`patching_table_per_head`], heads; with
+//! [`patching_table_per_position`], heads and positions).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -89,7 +90,7 @@ fn restored(m: f32, corrupted_metric: f32, span: f32) -> f32 {
     }
 }
 
-/// One cell of a per-head patching table.
+/// One cell of a per-head (or per-head and position) patching table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HeadPatchRow {
     /// The site path.
@@ -99,29 +100,34 @@ pub struct HeadPatchRow {
     /// The head whose slice was patched (for `attn.k`/`attn.v`, the
     /// key/value head); `None` for a site without a head axis, patched whole.
     pub head: Option<usize>,
+    /// The position (dimension 1: the query position, the key position for
+    /// `attn.k`/`attn.v`) patched in every row; `None` for every position
+    /// ([`patching_table_per_head`]).
+    pub position: Option<usize>,
     /// The metric on the corrupted run with this slice patched from the clean run.
     pub metric: f32,
     /// `(metric - corrupted) / (clean - corrupted)`: 1 = fully restored.
     pub restored: f32,
 }
 
-/// Replaces one head's slice (`axis` = `head`, every position) of a site's
-/// value at one layer by the clean run's.
+/// Replaces one cell of a site's value at one layer by the clean run's: one
+/// head's slice (`head` = (axis, index)) or every head, at one position
+/// (dimension 1) or at every position.
 #[derive(Clone)]
-struct PatchHead<B: Backend> {
+struct PatchCell<B: Backend> {
     source: Recorder<B>,
     layer: Option<usize>,
-    axis: usize,
-    head: usize,
+    head: Option<(usize, usize)>,
+    position: Option<usize>,
 }
 
-impl<B: Backend> AnyRankHook<B> for PatchHead<B> {
+impl<B: Backend> AnyRankHook<B> for PatchCell<B> {
     fn call<const D: usize>(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
         if ctx.layer() != self.layer {
             return x;
         }
         let Some(site) = ctx.site() else {
-            ctx.fail("PatchHead was called without a site path");
+            ctx.fail("PatchCell was called without a site path");
             return x;
         };
         let Some(src) = self.source.get::<D>(site, ctx.layer()) else {
@@ -131,7 +137,9 @@ impl<B: Backend> AnyRankHook<B> for PatchHead<B> {
             ));
             return x;
         };
-        if src.dims() != x.dims() || self.axis >= D {
+        let axis_fits =
+            self.head.is_none_or(|(axis, _)| axis < D) && (self.position.is_none() || D > 1);
+        if src.dims() != x.dims() || !axis_fits {
             ctx.fail(format!(
                 "the recorded activation has shape {:?}, the site's value {:?}",
                 src.dims(),
@@ -140,18 +148,26 @@ impl<B: Backend> AnyRankHook<B> for PatchHead<B> {
             return x;
         }
         let dims = x.dims();
-        let ranges: [Range<usize>; D] = std::array::from_fn(|i| {
-            if i == self.axis {
-                self.head..self.head + 1
-            } else {
-                0..dims[i]
-            }
+        let ranges: [Range<usize>; D] = std::array::from_fn(|i| match (self.head, self.position) {
+            (Some((axis, h)), _) if i == axis => h..h + 1,
+            (_, Some(p)) if i == 1 => p..p + 1,
+            _ => 0..dims[i],
         });
         x.slice_assign(ranges.clone(), src.slice(ranges))
     }
 
     fn name(&self) -> Cow<'_, str> {
-        Cow::Owned(format!("PatchHead({} of axis {})", self.head, self.axis))
+        let mut parts = Vec::new();
+        if let Some(l) = self.layer {
+            parts.push(format!("layer {l}"));
+        }
+        if let Some((a, h)) = self.head {
+            parts.push(format!("head {h} of axis {a}"));
+        }
+        if let Some(p) = self.position {
+            parts.push(format!("position {p}"));
+        }
+        Cow::Owned(format!("PatchCell({})", parts.join(", ")))
     }
 }
 
@@ -167,6 +183,33 @@ pub fn patching_table_per_head<B: Backend, M: HookedModel<B>>(
     corrupted: &TokenBatch,
     sites: &[&str],
     metric: impl Fn(Tensor<B, 3>) -> f32,
+) -> Result<(Vec<HeadPatchRow>, f32, f32), ModelError> {
+    patch_cells(model, clean, corrupted, sites, metric, false)
+}
+
+/// [`patching_table_per_head`] one position at a time as well: one run per
+/// site, layer, head (where the site has a head axis) and position
+/// (dimension 1, patched in every row), i.e. the real counterpart of every
+/// row of [`attribution_patching`](crate::experiments::attribution_patching)'s
+/// table, in its order. `S`-times the runs of the per-head table.
+pub fn patching_table_per_position<B: Backend, M: HookedModel<B>>(
+    model: &M,
+    clean: &TokenBatch,
+    corrupted: &TokenBatch,
+    sites: &[&str],
+    metric: impl Fn(Tensor<B, 3>) -> f32,
+) -> Result<(Vec<HeadPatchRow>, f32, f32), ModelError> {
+    patch_cells(model, clean, corrupted, sites, metric, true)
+}
+
+/// The per-head table, split by position when `per_position`.
+fn patch_cells<B: Backend, M: HookedModel<B>>(
+    model: &M,
+    clean: &TokenBatch,
+    corrupted: &TokenBatch,
+    sites: &[&str],
+    metric: impl Fn(Tensor<B, 3>) -> f32,
+    per_position: bool,
 ) -> Result<(Vec<HeadPatchRow>, f32, f32), ModelError> {
     same_shape(clean, corrupted)?;
     let tree = M::Hooks::default();
@@ -195,41 +238,40 @@ pub fn patching_table_per_head<B: Backend, M: HookedModel<B>>(
             let Some(recorded) = source.get_key(&record_key(&site.path, layer)) else {
                 continue; // the forward pass does not call this site
             };
-            let heads: Vec<Option<usize>> = match axis {
-                Some(a) if a < recorded.rank() => (0..recorded.shape()[a]).map(Some).collect(),
+            let shape = recorded.shape();
+            let heads: Vec<Option<(usize, usize)>> = match axis {
+                Some(a) if a < shape.len() => (0..shape[a]).map(|h| Some((a, h))).collect(),
                 _ => vec![None],
             };
-            for head in heads {
-                let mut hooks = M::Hooks::default();
-                let path = format!("{}.fwd", site.path);
-                let added = match (head, axis) {
-                    (Some(head), Some(axis)) => hooks.append_to_path(
-                        &path,
-                        PatchHead {
-                            source: source.clone(),
-                            layer,
-                            axis,
-                            head,
-                        },
-                    ),
-                    _ => hooks.append_to_path(
-                        &path,
-                        PatchFrom {
-                            source: source.clone(),
-                            position: None,
-                            layer,
-                        },
-                    ),
-                };
-                added.map_err(|e| ModelError::BadBatch(e.to_string()))?;
-                let m = metric(model.forward(corrupted, &hooks)?);
-                rows.push(HeadPatchRow {
-                    site: site.path.clone(),
-                    layer,
-                    head,
-                    metric: m,
-                    restored: restored(m, corrupted_metric, span),
-                });
+            let positions: Vec<Option<usize>> = if per_position && shape.len() > 1 {
+                (0..shape[1]).map(Some).collect()
+            } else {
+                vec![None]
+            };
+            for &head in &heads {
+                for &position in &positions {
+                    let mut hooks = M::Hooks::default();
+                    hooks
+                        .append_to_path(
+                            &format!("{}.fwd", site.path),
+                            PatchCell {
+                                source: source.clone(),
+                                layer,
+                                head,
+                                position,
+                            },
+                        )
+                        .map_err(|e| ModelError::BadBatch(e.to_string()))?;
+                    let m = metric(model.forward(corrupted, &hooks)?);
+                    rows.push(HeadPatchRow {
+                        site: site.path.clone(),
+                        layer,
+                        head: head.map(|(_, h)| h),
+                        position,
+                        metric: m,
+                        restored: restored(m, corrupted_metric, span),
+                    });
+                }
             }
         }
     }

@@ -14,7 +14,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{ElementConversion, Tensor};
 use burn_hooks::experiments::{
     ActivationCache, AtpOptions, AtpTable, CacheSpec, attribution_patching, patching_table,
-    patching_table_per_head,
+    patching_table_per_head, patching_table_per_position,
 };
 use hooks_core::{AnyRankHook, Ctx, HookTree, Record, Recorder};
 use hooks_model::backend::NdArray;
@@ -642,4 +642,83 @@ fn per_head_patching_patches_one_head() {
     let err =
         patching_table_per_head(&model, &clean(), &clean(), &["attn.qq"], metric).unwrap_err();
     assert!(err.to_string().contains("qq"), "{err}");
+}
+
+#[test]
+fn per_position_patching_patches_one_cell_and_matches_atp_rows() {
+    let model = load::<B>("tiny");
+    let metric = |l: Tensor<B, 3>| value(log_prob(l));
+    let sites = ["attn.v_out", "resid.post_emb", "logits"];
+    let (rows, clean_m, corrupted_m) =
+        patching_table_per_position(&model, &clean(), &corrupted(), &sites, metric).unwrap();
+    // 2 layers × 4 heads × 6 positions of v_out, then 6 positions each of
+    // post_emb and logits: AtP's rows, in AtP's order.
+    assert_eq!(rows.len(), 2 * 4 * 6 + 6 + 6);
+    let atp = attribution_patching(
+        &model,
+        &clean(),
+        &corrupted(),
+        &sites,
+        log_prob::<B>,
+        AtpOptions::default(),
+    )
+    .unwrap();
+    let real: Vec<_> = rows
+        .iter()
+        .map(|r| (&r.site, r.layer, r.head, r.position))
+        .collect();
+    let est: Vec<_> = atp
+        .rows
+        .iter()
+        .map(|r| (&r.site, r.layer, r.head, r.position))
+        .collect();
+    assert_eq!(real, est);
+
+    let rec = record_all(&model, &clean());
+    for r in &rows {
+        let m = metric(moved(
+            &model,
+            &rec,
+            &r.site,
+            r.layer,
+            1.0,
+            r.head.map(|h| (2, h)),
+            r.position,
+            |_| (),
+        ));
+        assert_eq!(
+            r.metric, m,
+            "{} {:?} {:?} {:?}",
+            r.site, r.layer, r.head, r.position
+        );
+    }
+    // The embedding is equal in both runs outside positions 1 and 2, so
+    // patching it there changes nothing; at position 1 it does.
+    let emb: Vec<_> = rows.iter().filter(|r| r.site == "resid.post_emb").collect();
+    for r in &emb {
+        if r.position != Some(1) && r.position != Some(2) {
+            assert_eq!(r.metric, corrupted_m, "post_emb at {:?}", r.position);
+            assert_eq!(r.restored, 0.0);
+        }
+    }
+    assert!(emb[1].metric != corrupted_m);
+    // Each scored position's log-probability depends on its own logits
+    // only, so the logits' per-position effects add up to the whole
+    // effect, and unscored positions have none.
+    let logit_rows: Vec<_> = rows.iter().filter(|r| r.site == "logits").collect();
+    let total: f32 = logit_rows.iter().map(|r| r.metric - corrupted_m).sum();
+    assert_near(
+        "logits per position add up",
+        total,
+        clean_m - corrupted_m,
+        1e-4,
+        1e-4,
+    );
+    for r in &logit_rows[..4] {
+        assert_eq!(
+            r.metric, corrupted_m,
+            "logits at {:?} are not scored",
+            r.position
+        );
+    }
 }
