@@ -110,24 +110,25 @@ pub struct HeadPatchRow {
     pub restored: f32,
 }
 
-/// Replaces one cell of a site's value at one layer by the clean run's: one
-/// head's slice (`head` = (axis, index)) or every head, at one position
-/// (dimension 1) or at every position.
+/// Replaces one head's slice (`axis` = `head`) of a site's value at one
+/// layer by the clean run's, at one position (dimension 1) or at every
+/// position. Sites without a head axis are patched by [`PatchFrom`].
 #[derive(Clone)]
-struct PatchCell<B: Backend> {
+struct PatchHead<B: Backend> {
     source: Recorder<B>,
     layer: Option<usize>,
-    head: Option<(usize, usize)>,
+    axis: usize,
+    head: usize,
     position: Option<usize>,
 }
 
-impl<B: Backend> AnyRankHook<B> for PatchCell<B> {
+impl<B: Backend> AnyRankHook<B> for PatchHead<B> {
     fn call<const D: usize>(&self, x: Tensor<B, D>, ctx: &Ctx<'_>) -> Tensor<B, D> {
         if ctx.layer() != self.layer {
             return x;
         }
         let Some(site) = ctx.site() else {
-            ctx.fail("PatchCell was called without a site path");
+            ctx.fail("PatchHead was called without a site path");
             return x;
         };
         let Some(src) = self.source.get::<D>(site, ctx.layer()) else {
@@ -137,9 +138,8 @@ impl<B: Backend> AnyRankHook<B> for PatchCell<B> {
             ));
             return x;
         };
-        let axis_fits =
-            self.head.is_none_or(|(axis, _)| axis < D) && (self.position.is_none() || D > 1);
-        if src.dims() != x.dims() || !axis_fits {
+        let axes_fit = self.axis < D && (self.position.is_none() || D > 1);
+        if src.dims() != x.dims() || !axes_fit {
             ctx.fail(format!(
                 "the recorded activation has shape {:?}, the site's value {:?}",
                 src.dims(),
@@ -148,26 +148,22 @@ impl<B: Backend> AnyRankHook<B> for PatchCell<B> {
             return x;
         }
         let dims = x.dims();
-        let ranges: [Range<usize>; D] = std::array::from_fn(|i| match (self.head, self.position) {
-            (Some((axis, h)), _) if i == axis => h..h + 1,
-            (_, Some(p)) if i == 1 => p..p + 1,
+        let ranges: [Range<usize>; D] = std::array::from_fn(|i| match self.position {
+            _ if i == self.axis => self.head..self.head + 1,
+            Some(p) if i == 1 => p..p + 1,
             _ => 0..dims[i],
         });
         x.slice_assign(ranges.clone(), src.slice(ranges))
     }
 
     fn name(&self) -> Cow<'_, str> {
-        let mut parts = Vec::new();
-        if let Some(l) = self.layer {
-            parts.push(format!("layer {l}"));
-        }
-        if let Some((a, h)) = self.head {
-            parts.push(format!("head {h} of axis {a}"));
-        }
-        if let Some(p) = self.position {
-            parts.push(format!("position {p}"));
-        }
-        Cow::Owned(format!("PatchCell({})", parts.join(", ")))
+        let at = self
+            .position
+            .map_or(String::new(), |p| format!(", position {p}"));
+        Cow::Owned(format!(
+            "PatchHead({} of axis {}{at})",
+            self.head, self.axis
+        ))
     }
 }
 
@@ -239,8 +235,8 @@ fn patch_cells<B: Backend, M: HookedModel<B>>(
                 continue; // the forward pass does not call this site
             };
             let shape = recorded.shape();
-            let heads: Vec<Option<(usize, usize)>> = match axis {
-                Some(a) if a < shape.len() => (0..shape[a]).map(|h| Some((a, h))).collect(),
+            let heads: Vec<Option<usize>> = match axis {
+                Some(a) if a < shape.len() => (0..shape[a]).map(Some).collect(),
                 _ => vec![None],
             };
             let positions: Vec<Option<usize>> = if per_position && shape.len() > 1 {
@@ -251,22 +247,34 @@ fn patch_cells<B: Backend, M: HookedModel<B>>(
             for &head in &heads {
                 for &position in &positions {
                     let mut hooks = M::Hooks::default();
-                    hooks
-                        .append_to_path(
-                            &format!("{}.fwd", site.path),
-                            PatchCell {
-                                source: source.clone(),
+                    let path = format!("{}.fwd", site.path);
+                    let source = source.clone();
+                    let added = match (head, axis) {
+                        (Some(head), Some(axis)) => hooks.append_to_path(
+                            &path,
+                            PatchHead {
+                                source,
                                 layer,
+                                axis,
                                 head,
                                 position,
                             },
-                        )
-                        .map_err(|e| ModelError::BadBatch(e.to_string()))?;
+                        ),
+                        _ => hooks.append_to_path(
+                            &path,
+                            PatchFrom {
+                                source,
+                                position,
+                                layer,
+                            },
+                        ),
+                    };
+                    added.map_err(|e| ModelError::BadBatch(e.to_string()))?;
                     let m = metric(model.forward(corrupted, &hooks)?);
                     rows.push(HeadPatchRow {
                         site: site.path.clone(),
                         layer,
-                        head: head.map(|(_, h)| h),
+                        head,
                         position,
                         metric: m,
                         restored: restored(m, corrupted_metric, span),
