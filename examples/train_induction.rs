@@ -1,5 +1,5 @@
 //! Trains the small model bundled in `checkpoints/induction-2l/`: a 2-layer
-//! GPT-2 (width 64, 4 heads, 64 positions, 128 tokens) in which a
+//! GPT-2 (width 64, one head per layer, 64 positions, 128 tokens) in which a
 //! previous-token head (layer 0) and an induction head (layer 1) form.
 //!
 //! ```text
@@ -49,6 +49,8 @@ const MIN_PERIOD: usize = 6;
 /// The shortest run phase 1 repeats to the end of the row.
 const MIN_PERIOD_FILL: usize = 4;
 const BATCH: usize = 32;
+/// Width of the residual stream.
+const WIDTH: usize = 64;
 /// Heads per layer.
 const HEADS: usize = 1;
 /// Phase 2's rows of phase 1's kind, one in `FILL_EVERY`.
@@ -68,7 +70,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         .next()
         .unwrap_or_else(|| "checkpoints/induction-2l".to_string());
 
-    let mut config = Gpt2Config::new(2, 64, HEADS, LEN, 128);
+    let mut config = Gpt2Config::new(2, WIDTH, HEADS, LEN, 128);
     config.tie_word_embeddings = false;
     let device = Default::default();
     CpuAutodiff::seed(&device, 2024);
