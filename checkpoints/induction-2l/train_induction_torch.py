@@ -14,6 +14,7 @@ induction head 0.893, ablated repeat 5.23); the same recipe in Rust (a hook
 zeroing the head's attn.v_out slice) formed no previous-token head (repeat
 2.26), nor did width 128 (repeat 3.19, where PyTorch reached 0.233)."""
 import argparse, math, subprocess, sys, time
+from pathlib import Path
 import numpy as np
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -31,7 +32,7 @@ p.add_argument("--batch", type=int, default=32)
 p.add_argument("--seed", type=int, default=2024)
 p.add_argument("--warmup", type=int, default=200)
 p.add_argument("--minfill", type=int, default=4)
-p.add_argument("--prune", type=str, default="", help="layer:head,... heads to remove after init")
+p.add_argument("--prune", type=str, default="", help="layer:head,... heads switched off (output-projection rows zero and frozen)")
 p.add_argument("--out", required=True)
 a = p.parse_args()
 torch.set_num_threads(1)
@@ -100,4 +101,4 @@ for step in range(a.steps):
     if (step + 1) % 500 == 0:
         print(f"step {step+1} loss {run:.3f} ({time.time()-t0:.0f} s)", flush=True)
 model.save_pretrained(a.out)
-subprocess.run([sys.executable, str(__import__("pathlib").Path(__file__).with_name("check_induction.py")), a.out])
+subprocess.run([sys.executable, str(Path(__file__).with_name("check_induction.py")), a.out])
