@@ -20,3 +20,4 @@ mod sae_openai;
 mod sae_train;
 mod store;
 mod training;
+mod training_parity;

@@ -39,21 +39,28 @@ pub struct Gpt2<B: Backend> {
 }
 
 impl<B: Backend> Gpt2<B> {
-    /// A randomly initialised model (GPT-2's init: normal(0, 0.02) weights,
-    /// zero biases, unit norm weights).
+    /// A randomly initialised model with GPT-2's (and Hugging Face's) init:
+    /// normal(0, 0.02) weights, the two output projections of each block
+    /// (`attn.c_proj`, `mlp.c_proj`) at 0.02 / sqrt(2 · n_layer) so the
+    /// residual stream's variance does not grow with depth, zero biases, unit
+    /// norm weights, and an unembedding drawn on its own unless the config
+    /// ties it to `wte` (a copy of `wte` makes an untied model start out
+    /// predicting the current token, which on copying tasks slows the
+    /// circuits down that training is meant to find).
     pub fn init(config: &Gpt2Config, device: &B::Device) -> Result<Self, ModelError> {
         config.validate()?;
         let d = config.n_embd;
-        let normal = |shape: [usize; 2]| {
+        let normal = |shape: [usize; 2], std: f64| {
             Param::from_tensor(Tensor::random(
                 shape,
-                Distribution::Normal(0.0, 0.02),
+                Distribution::Normal(0.0, std),
                 device,
             ))
         };
-        let linear = |d_in: usize, d_out: usize| {
+        let projection_std = 0.02 / (2.0 * config.n_layer as f64).sqrt();
+        let linear = |d_in: usize, d_out: usize, std: f64| {
             let mut l: Linear<B> = LinearConfig::new(d_in, d_out).init(device);
-            l.weight = normal([d_in, d_out]);
+            l.weight = normal([d_in, d_out], std);
             l.bias = Some(Param::from_tensor(Tensor::zeros([d_out], device)));
             l
         };
@@ -66,25 +73,28 @@ impl<B: Backend> Gpt2<B> {
             .map(|_| Block {
                 ln_1: norm(),
                 attn: Attention {
-                    c_attn: linear(d, 3 * d),
-                    c_proj: linear(d, d),
+                    c_attn: linear(d, 3 * d, 0.02),
+                    c_proj: linear(d, d, projection_std),
                     n_head: config.n_head,
                 },
                 ln_2: norm(),
                 mlp: Mlp {
-                    c_fc: linear(d, config.d_mlp()),
-                    c_proj: linear(config.d_mlp(), d),
+                    c_fc: linear(d, config.d_mlp(), 0.02),
+                    c_proj: linear(config.d_mlp(), d, projection_std),
                 },
             })
             .collect();
-        let wte = normal([config.vocab_size, d]);
-        // A leaf of its own (a transposed view of `wte` is not a leaf, and on an
-        // autodiff backend `Param::from_tensor` panics on a non-leaf tensor).
-        let unembed =
-            Param::from_tensor(Tensor::from_data(wte.val().transpose().into_data(), device));
+        let wte = normal([config.vocab_size, d], 0.02);
+        let unembed = if config.tie_word_embeddings {
+            // A leaf of its own (a transposed view of `wte` is not a leaf, and
+            // on an autodiff backend `Param::from_tensor` panics on a non-leaf).
+            Param::from_tensor(Tensor::from_data(wte.val().transpose().into_data(), device))
+        } else {
+            normal([d, config.vocab_size], 0.02)
+        };
         Ok(Gpt2 {
             wte,
-            wpe: normal([config.n_positions, d]),
+            wpe: normal([config.n_positions, d], 0.02),
             blocks,
             ln_f: norm(),
             unembed,
