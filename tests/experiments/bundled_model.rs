@@ -55,11 +55,11 @@ fn bundled_model_has_a_previous_token_head_and_an_induction_head_the_repeat_need
     let (first, repeat) = task.copy_losses(model.forward(&task.batch, &hooks).unwrap());
     let ln_v = (c.vocab_size as f32).ln();
     // The values of the checkpoint (`check_induction.py` prints the same
-    // with transformers). Issue 13 asks for a repeat loss of at most 0.3;
-    // this recipe reaches 0.445.
-    assert!((repeat - 0.445).abs() < 0.01, "loss on the repeat {repeat}");
+    // with transformers): the repeat is copied, the first copy is chance.
+    assert!(repeat <= 0.3, "loss on the repeat {repeat}");
+    assert!((repeat - 0.206).abs() < 0.01, "loss on the repeat {repeat}");
     assert!(
-        (first - 5.048).abs() < 0.01,
+        (first - 4.887).abs() < 0.01,
         "loss on the first copy {first}"
     );
     assert!(
@@ -70,7 +70,7 @@ fn bundled_model_has_a_previous_token_head_and_an_induction_head_the_repeat_need
     let probs = |layer| cache.at(&probs_path, Some(layer)).expect("recorded");
     let (prev_head, prev) = argmax(&previous_token_scores(&probs(0)));
     assert!(prev >= 0.6, "best previous-token score in layer 0: {prev}");
-    assert!((prev - 0.841).abs() < 0.005, "previous-token score {prev}");
+    assert!((prev - 0.712).abs() < 0.005, "previous-token score {prev}");
     let (ind_layer, ind_head, ind) = (1..c.n_layer)
         .flat_map(|layer| {
             let (head, score) = argmax(&induction_scores(&probs(layer), &task));
@@ -79,7 +79,7 @@ fn bundled_model_has_a_previous_token_head_and_an_induction_head_the_repeat_need
         .max_by(|a, b| a.2.total_cmp(&b.2))
         .unwrap();
     assert!(ind >= 0.6, "best induction score in layers ≥ 1: {ind}");
-    assert!((ind - 0.794).abs() < 0.005, "induction score {ind}");
+    assert!((ind - 0.883).abs() < 0.005, "induction score {ind}");
 
     // Zeroing the induction head's slice of attn.v_out [B,S,H,d] breaks the
     // repeat and leaves the first copy where it was.
@@ -98,7 +98,7 @@ fn bundled_model_has_a_previous_token_head_and_an_induction_head_the_repeat_need
         "head {ind_layer}.{ind_head} ablated: repeat {repeat} -> {repeat_ab}"
     );
     assert!(
-        (repeat_ab - 5.097).abs() < 0.01,
+        (repeat_ab - 5.229).abs() < 0.01,
         "ablated repeat {repeat_ab}"
     );
     assert!(
