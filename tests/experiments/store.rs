@@ -209,7 +209,9 @@ fn shards_hold_every_token_of_the_corpus_as_a_direct_forward_gives_it() {
         seen += n;
     }
     assert_eq!(seen as u64, store.tokens());
-    assert_eq!(store.width("layers.0.attn.qk_probs").unwrap(), 32);
+    // A token's attention probabilities are [K, H]: 32 keys by the heads.
+    let heads = model.config.n_head;
+    assert_eq!(store.width("layers.0.attn.qk_probs").unwrap(), 32 * heads);
     let err = store.key_chunks("layers.2.mlp.post_act").next().unwrap();
     assert!(matches!(err, Err(StoreError::UnknownKey { .. })), "{err:?}");
 }
