@@ -50,11 +50,13 @@ pub enum PreBiasInit {
 /// or [`SaeTrainConfig::relu`] and change fields with struct update syntax.
 ///
 /// Reconstruction error is `mse = mean over tokens and dimensions of
-/// (x − x̂)²`; the total loss is `mse + aux_coef · aux` for TopK and
-/// `mse + l1 · mean_t Σ_i z_ti + aux_coef · aux` for ReLU, where `aux` is
-/// the AuxK loss: the `aux_k` largest pre-activations among the dead
-/// latents reconstruct the residual `x − x̂`, normalised by the residual's
-/// variance.
+/// (x − x̂)²`; the total loss is `mse + aux_coef · var(x) · aux` for TopK
+/// and `mse + l1 · mean_t Σ_i z_ti + aux_coef · var(x) · aux` for ReLU,
+/// where `aux` is the AuxK loss: the `aux_k` largest pre-activations among
+/// the dead latents reconstruct the residual `x − x̂`, normalised by the
+/// residual's variance, and `var(x)` (the batch's variance per dimension, a
+/// constant) puts it on the MSE's scale: OpenAI's loss, the normalised MSE
+/// plus `aux_coef` times AuxK, multiplied by `var(x)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SaeTrainConfig {
     /// Number of latents L.
