@@ -11,13 +11,13 @@
 //! and the gradient sum change if it is retrained):
 //!
 //! ```text
-//! loss 3.674
+//! loss 3.534
 //! wrote cache.safetensors:
-//!   layers.1.attn.qk_probs       [8, 64, 64, 1]  sum 511.997
-//!   layers.1.attn.qk_probs.grad  [8, 64, 64, 1]  sum -0.942
+//!   layers.1.attn.qk_probs       [8, 64, 64, 2]  sum 1023.980
+//!   layers.1.attn.qk_probs.grad  [8, 64, 64, 2]  sum -0.344
 //! ```
-//! (probabilities sum to 1 per query and head: 8 rows x 64 queries x 1 head
-//! = 512.)
+//! (probabilities sum to 1 per query and head: 8 rows x 64 queries x 2 heads
+//! = 1024.)
 
 use std::error::Error;
 
