@@ -1,7 +1,8 @@
 //! The main job: the induction circuit of Olsson et al. (2022), found,
 //! ablated and attributed through hooks in the small model bundled in
-//! `checkpoints/induction-2l/` (2 layers, trained by
-//! `examples/train_induction.rs` on runs of random tokens repeated).
+//! `checkpoints/induction-2l/` (2 layers of two heads, of which head 1.1 is
+//! switched off, trained on runs of random tokens repeated: README,
+//! "Reproducing the bundled model").
 //!
 //! ```text
 //! cargo run --example quickstart
