@@ -298,6 +298,12 @@ pub struct AtpArgs {
     /// (AtP*'s QK fix).
     #[arg(long)]
     pub no_qk_fix: bool,
+    /// Average the gradient over N points of the path from the corrupted
+    /// to the clean embedding (integrated gradients; 1: plain AtP, two
+    /// forward passes and one backward pass; N: N + 1 forwards, N backwards).
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub ig_steps: u32,
     /// Accept weights holding NaN or infinity.
     #[arg(long)]
     pub allow_non_finite: bool,

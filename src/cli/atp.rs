@@ -198,6 +198,7 @@ pub fn run(backend: BackendKind, args: &AtpArgs) -> Result<(), CliError> {
         sites: args.sites.clone(),
         options: AtpOptions {
             qk_fix: !args.no_qk_fix,
+            ig_steps: args.ig_steps as usize,
         },
         load: LoadOptions::new().allow_non_finite(args.allow_non_finite),
     };

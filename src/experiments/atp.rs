@@ -55,6 +55,20 @@
 //! positions (each query row is its own softmax), a sum of one-key effects
 //! for `attn.k`. AtP*'s other fix, GradDrop, is not implemented.
 //!
+//! **Integrated gradients** ([`AtpOptions::ig_steps`], EAP-IG: Hanna et al.
+//! 2024). Where the model is far from linear between the two runs (a
+//! saturated MLP or softmax on the way to the metric), the gradient at the
+//! corrupted run misjudges a large change. With `n` points the estimate
+//! uses the mean gradient of `n` runs of the corrupted batch whose
+//! `resid.post_emb` is moved `k/n` of the way to the clean run's (k = 0 is
+//! the corrupted run itself; a left Riemann sum of the path integral), so
+//! for the embedding the estimates add up to `m(clean) − m(corrupted)` as
+//! `n` grows (IG's completeness), and every other site's gradient is
+//! averaged along the same path. Cost: `n + 1` forwards and `n` backwards.
+//! On the bundled model's one-token induction task 8 points raise the
+//! Pearson correlation with real patching from 0.63 to 0.99
+//! (`examples/attribution_patching.rs`).
+//!
 //! ```
 //! use burn::backend::Autodiff;
 //! use burn::tensor::Tensor;
@@ -81,7 +95,9 @@ use std::collections::HashMap;
 
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
-use hooks_core::{ErasedTensor, HookTree, Record, Recorder, SiteInfo, record_key};
+use hooks_core::{
+    AnyRankHook, Ctx, ErasedTensor, HookTree, Record, Recorder, SiteInfo, record_key,
+};
 use hooks_model::{HookedModel, ModelError, TokenBatch};
 
 /// One estimate: the change in the metric if this node of the corrupted run
@@ -235,18 +251,65 @@ pub struct AtpOptions {
     /// effect on the attention probabilities computed exactly, linear from
     /// the probabilities on (see the module docs). Default on.
     pub qk_fix: bool,
+    /// Gradient points along the path from the corrupted to the clean input
+    /// (integrated gradients, as EAP-IG, Hanna et al. 2024): 1 (default) is
+    /// AtP, the gradient at the corrupted run only; n > 1 averages it over
+    /// runs whose `resid.post_emb` is moved `k/n` of the way to the clean
+    /// run's, k = 0..n, one forward and backward pass each (module docs).
+    pub ig_steps: usize,
 }
 
 impl Default for AtpOptions {
     fn default() -> Self {
-        AtpOptions { qk_fix: true }
+        AtpOptions {
+            qk_fix: true,
+            ig_steps: 1,
+        }
     }
 }
 
 impl AtpOptions {
     /// Plain AtP everywhere (the linear estimate through the softmax too).
     pub fn linear() -> Self {
-        AtpOptions { qk_fix: false }
+        AtpOptions {
+            qk_fix: false,
+            ig_steps: 1,
+        }
+    }
+
+    /// These options with the gradient averaged over `steps` points of the
+    /// path from the corrupted to the clean embedding ([`Self::ig_steps`]).
+    pub fn integrated(self, steps: usize) -> Self {
+        AtpOptions {
+            ig_steps: steps,
+            ..self
+        }
+    }
+}
+
+/// The site the integrated-gradients path moves (both families have it).
+const EMBEDDING: &str = "resid.post_emb";
+
+/// Moves a value `alpha` of the way to `target` (a forward hook).
+struct Interpolate<B: Backend> {
+    target: ErasedTensor<B>,
+    alpha: f32,
+}
+
+impl<B: Backend> AnyRankHook<B> for Interpolate<B> {
+    fn call<const D: usize>(&self, x: Tensor<B, D>, _: &Ctx<'_>) -> Tensor<B, D> {
+        match self.target.tensor::<D>() {
+            Some(target) if target.dims() == x.dims() => {
+                x.clone() + (target.detach() - x) * self.alpha
+            }
+            // Shapes checked before the runs (same batch shapes); a value
+            // of another shape is left alone rather than broadcast.
+            _ => x,
+        }
+    }
+
+    fn name(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Owned(format!("Interpolate({})", self.alpha))
     }
 }
 
@@ -316,8 +379,22 @@ pub fn attribution_patching<B: AutodiffBackend, M: HookedModel<B>>(
             .iter()
             .any(|s| [Q, K, LOGITS].contains(&s.path.as_str()));
 
-    // What to record: the selection, plus what the QK fix reads.
+    let steps = options.ig_steps;
+    if steps == 0 {
+        return Err(bad("ig_steps must be at least 1 (1: plain AtP)"));
+    }
+    if steps > 1 && !all.iter().any(|s| s.path == EMBEDDING && !s.per_layer) {
+        return Err(bad(format!(
+            "integrated gradients move `{EMBEDDING}`, which this model's tree does not have"
+        )));
+    }
+
+    // What to record: the selection, plus what the QK fix reads and the
+    // embedding the integrated-gradients path moves.
     let mut record: Vec<&str> = selected.iter().map(|s| s.path.as_str()).collect();
+    if steps > 1 && !record.contains(&EMBEDDING) {
+        record.push(EMBEDDING);
+    }
     if fix {
         for extra in [Q, K, LOGITS, PROBS] {
             if !record.contains(&extra) {
@@ -335,26 +412,87 @@ pub fn attribution_patching<B: AutodiffBackend, M: HookedModel<B>>(
     }
     let clean_metric = scalar(metric(model.forward(clean, &hooks)?))?;
 
+    // The corrupted run (k = 0) records the activations; it and every
+    // point of the integrated-gradients path record the gradients.
     let acts = Recorder::<B>::new();
-    let grads = Recorder::<B::InnerBackend>::new();
-    let mut hooks = M::Hooks::default();
-    for site in &record {
-        hooks
-            .append_to_path(&format!("{site}.fwd"), Record::into(&acts))
-            .map_err(|e| bad(e.to_string()))?;
-        hooks
-            .append_grad_to_path(&format!("{site}.bwd"), Record::into(&grads))
-            .map_err(|e| bad(e.to_string()))?;
+    let mut grad_runs = Vec::with_capacity(steps);
+    let mut corrupted_metric = 0.0;
+    for k in 0..steps {
+        let grads = Recorder::<B::InnerBackend>::new();
+        let mut hooks = M::Hooks::default();
+        if k > 0 {
+            let target = clean_acts
+                .get_key(EMBEDDING)
+                .ok_or_else(|| bad(format!("`{EMBEDDING}` was not recorded on the clean run")))?;
+            let alpha = k as f32 / steps as f32;
+            hooks
+                .append_to_path(&format!("{EMBEDDING}.fwd"), Interpolate { target, alpha })
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        for site in &record {
+            if k == 0 {
+                hooks
+                    .append_to_path(&format!("{site}.fwd"), Record::into(&acts))
+                    .map_err(|e| bad(e.to_string()))?;
+            }
+            hooks
+                .append_grad_to_path(&format!("{site}.bwd"), Record::into(&grads))
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        let m = metric(model.forward(corrupted, &hooks)?);
+        if k == 0 {
+            corrupted_metric = scalar(m.clone())?;
+        }
+        let _gradients = m.backward();
+        grad_runs.push(grads);
     }
-    let m = metric(model.forward(corrupted, &hooks)?);
-    let corrupted_metric = scalar(m.clone())?;
-    let _gradients = m.backward();
 
-    let n_layer = model.dims().n_layer;
+    let mut table: Option<(Vec<AtpRow>, Vec<String>)> = None;
+    for grads in &grad_runs {
+        let (rows, qk_fixed) = estimates(
+            &selected,
+            model.dims().n_layer,
+            fix,
+            &clean_acts,
+            &acts,
+            grads,
+        )?;
+        table = Some(match table {
+            None => (rows, qk_fixed),
+            Some((mut sum, qk_fixed)) => {
+                for (total, row) in sum.iter_mut().zip(rows) {
+                    total.estimate += row.estimate;
+                }
+                (sum, qk_fixed)
+            }
+        });
+    }
+    let (mut rows, qk_fixed) = table.expect("at least one run");
+    for row in &mut rows {
+        row.estimate /= steps as f32;
+    }
+    Ok(AtpTable {
+        rows,
+        clean_metric,
+        corrupted_metric,
+        qk_fixed,
+    })
+}
+
+/// One run's estimates: `(a_clean − a) · grad` per node, with the QK fix
+/// where `fix`, and the sites it fixed.
+fn estimates<B: AutodiffBackend>(
+    selected: &[SiteInfo],
+    n_layer: usize,
+    fix: bool,
+    clean_acts: &Recorder<B>,
+    acts: &Recorder<B>,
+    grads: &Recorder<B::InnerBackend>,
+) -> Result<(Vec<AtpRow>, Vec<String>), ModelError> {
     let mut rows = Vec::new();
     let mut qk_fixed = Vec::new();
     let mut qk_layers: HashMap<Option<usize>, QkCells> = HashMap::new();
-    for info in &selected {
+    for info in selected {
         let layers: Vec<Option<usize>> = if info.per_layer {
             (0..n_layer).map(Some).collect()
         } else {
@@ -379,12 +517,12 @@ pub fn attribution_patching<B: AutodiffBackend, M: HookedModel<B>>(
                             })
                         };
                         let qk = QkFix {
-                            q_clean: get(&clean_acts, Q)?,
-                            q: get(&acts, Q)?,
-                            k_clean: get(&clean_acts, K)?,
-                            k: get(&acts, K)?,
-                            logits_clean: get(&clean_acts, LOGITS)?,
-                            logits: get(&acts, LOGITS)?,
+                            q_clean: get(clean_acts, Q)?,
+                            q: get(acts, Q)?,
+                            k_clean: get(clean_acts, K)?,
+                            k: get(acts, K)?,
+                            logits_clean: get(clean_acts, LOGITS)?,
+                            logits: get(acts, LOGITS)?,
                             probs_grad,
                         };
                         slot.insert(qk.estimate(&key)?);
@@ -398,12 +536,7 @@ pub fn attribution_patching<B: AutodiffBackend, M: HookedModel<B>>(
             push_cells(&mut rows, info, layer, &values, positions, heads);
         }
     }
-    Ok(AtpTable {
-        rows,
-        clean_metric,
-        corrupted_metric,
-        qk_fixed,
-    })
+    Ok((rows, qk_fixed))
 }
 
 /// Appends one row per head and position of a `[positions, heads]` (or

@@ -355,3 +355,56 @@ fn same_value(ours: f32, lib: f32, scale: f32) -> bool {
 fn max_abs(values: impl IntoIterator<Item = f32>) -> f32 {
     values.into_iter().fold(0.0, |m, v| m.max(v.abs()))
 }
+
+#[test]
+fn ig_steps_give_the_library_integrated_estimates() {
+    let tmp = TempDir::new("atp-ig");
+    let out = tmp.join("atp.csv");
+    let tiny = fixture("tiny");
+    let (model_dir, out_s) = (tiny.to_str().unwrap(), out.to_str().unwrap());
+    let mut a = args(
+        model_dir,
+        out_s,
+        "logprob:9",
+        &["attn.v_out", "resid.post_emb"],
+    );
+    a.extend(["--ig-steps", "8"]);
+    ok(&a);
+    let text = std::fs::read_to_string(&out).unwrap();
+    let estimates: Vec<f32> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+        .collect();
+
+    let model = Gpt2::<B>::load(&tiny, &Default::default()).unwrap();
+    let run = |options| {
+        attribution_patching(
+            &model,
+            &rows(&CLEAN),
+            &rows(&CORRUPT),
+            &["attn.v_out", "resid.post_emb"],
+            log_prob_9,
+            options,
+        )
+        .unwrap()
+    };
+    let ig = run(AtpOptions::default().integrated(8));
+    let plain = run(AtpOptions::default());
+    assert_eq!(estimates.len(), ig.rows.len());
+    let scale = max_abs(ig.rows.iter().map(|r| r.estimate));
+    for (est, row) in estimates.iter().zip(&ig.rows) {
+        assert!(same_value(*est, row.estimate, scale), "{est} vs {row:?}");
+    }
+    // Not AtP's numbers: the path's other points moved them.
+    let moved = ig
+        .rows
+        .iter()
+        .zip(&plain.rows)
+        .any(|(a, b)| (a.estimate - b.estimate).abs() > 1e-3 * scale);
+    assert!(moved, "8 points gave AtP's estimates");
+
+    let mut zero = args(model_dir, out_s, "logprob:9", &[]);
+    zero.extend(["--ig-steps", "0"]);
+    fails(&zero, 2, "--ig-steps");
+}
