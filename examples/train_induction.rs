@@ -14,7 +14,7 @@
 //! follows PyTorch's), which runs this tiny model at 1.6–2.3× less time
 //! per step (13000 steps: 18 minutes here on 2 shared cores); which circuit
 //! forms depends on the seed and the CPU, and the README's *Reproducing the
-//! bundled model* lists the runs measured, in both (none of the five Burn
+//! bundled model* lists the runs measured, in both (none of the six Burn
 //! seeds tried formed the textbook circuit).
 //!
 //! The recipe, in two phases (AdamW without weight decay, batch 32 rows of
