@@ -413,10 +413,14 @@ pub fn attribution_patching<B: AutodiffBackend, M: HookedModel<B>>(
     let clean_metric = scalar(metric(model.forward(clean, &hooks)?))?;
 
     // The corrupted run (k = 0) records the activations; it and every
-    // point of the integrated-gradients path record the gradients.
+    // point of the integrated-gradients path record the gradients, whose
+    // estimates are summed as each run ends (one run's gradients alive at a
+    // time) and averaged.
+    let n_layer = model.dims().n_layer;
     let acts = Recorder::<B>::new();
-    let mut grad_runs = Vec::with_capacity(steps);
     let mut corrupted_metric = 0.0;
+    let mut rows: Vec<AtpRow> = Vec::new();
+    let mut qk_fixed = Vec::new();
     for k in 0..steps {
         let grads = Recorder::<B::InnerBackend>::new();
         let mut hooks = M::Hooks::default();
@@ -444,30 +448,16 @@ pub fn attribution_patching<B: AutodiffBackend, M: HookedModel<B>>(
             corrupted_metric = scalar(m.clone())?;
         }
         let _gradients = m.backward();
-        grad_runs.push(grads);
-    }
 
-    let mut table: Option<(Vec<AtpRow>, Vec<String>)> = None;
-    for grads in &grad_runs {
-        let (rows, qk_fixed) = estimates(
-            &selected,
-            model.dims().n_layer,
-            fix,
-            &clean_acts,
-            &acts,
-            grads,
-        )?;
-        table = Some(match table {
-            None => (rows, qk_fixed),
-            Some((mut sum, qk_fixed)) => {
-                for (total, row) in sum.iter_mut().zip(rows) {
-                    total.estimate += row.estimate;
-                }
-                (sum, qk_fixed)
+        let (run_rows, fixed) = estimates(&selected, n_layer, fix, &clean_acts, &acts, &grads)?;
+        if k == 0 {
+            (rows, qk_fixed) = (run_rows, fixed);
+        } else {
+            for (total, row) in rows.iter_mut().zip(run_rows) {
+                total.estimate += row.estimate;
             }
-        });
+        }
     }
-    let (mut rows, qk_fixed) = table.expect("at least one run");
     for row in &mut rows {
         row.estimate /= steps as f32;
     }
