@@ -205,10 +205,10 @@ fn filled_rows(
 /// head `head`, so the saved model computes what training saw (the weight is
 /// `[D_in, D_out]`, its rows the heads' concatenated outputs).
 fn switch_off_head(model: &mut Gpt2<Cpu>, layer: usize, head: usize) {
+    let d = model.config.n_embd / model.config.n_head;
     let proj = &mut model.blocks[layer].attn.c_proj;
     let weight = proj.weight.val();
     let [_, d_out] = weight.dims();
-    let d = WIDTH / HEADS;
     let rows = head * d..(head + 1) * d;
     let zeros = Tensor::zeros([d, d_out], &weight.device());
     proj.weight = Param::from_tensor(weight.slice_assign([rows, 0..d_out], zeros));
