@@ -175,7 +175,8 @@ impl<B: Backend> Attention<B> {
         let logits = call_keys_last::<HOOKED, B>(&hooks.qk_logits, logits, ctx, "attn.qk_logits");
 
         let probs = if !HOOKED || hooks.qk_softmax_denominator.is_empty() {
-            softmax(logits, 3)
+            // One pass on Flex (`crate::fused`), else Burn's.
+            crate::fused::softmax_last(logits).unwrap_or_else(|logits| softmax(logits, 3))
         } else {
             let max = logits.clone().max_dim(3).detach();
             let numerator = crate::fused::exp(logits - max).unwrap_or_else(Tensor::exp);

@@ -118,7 +118,8 @@ impl<B: Backend> LlamaAttention<B> {
         let logits = q5.matmul(k5).reshape([b, h, s, keys]);
         let logits = add_mask(logits, mask);
         let logits = call_keys_last::<HOOKED, B>(&hooks.qk_logits, logits, ctx, "attn.qk_logits");
-        let probs = softmax(logits, 3);
+        // One pass on Flex (`crate::fused`), else Burn's.
+        let probs = crate::fused::softmax_last(logits).unwrap_or_else(|logits| softmax(logits, 3));
         let probs = call_keys_last::<HOOKED, B>(&hooks.qk_probs, probs, ctx, "attn.qk_probs");
 
         // probs·v computed transposed, as GPT-2's: v [B,Hkv,1,d,K] times
