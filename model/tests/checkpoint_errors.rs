@@ -836,3 +836,16 @@ fn a_failed_atomic_write_keeps_the_old_file_and_no_temporary() {
         other => panic!("expected Io, got {other:?}"),
     }
 }
+
+/// The model has no dropout, and Hugging Face's GPT-2 defaults each of its
+/// three dropout rates to 0.1: a saved config says 0, so transformers
+/// training our files (as `train_induction_torch.py` does) computes what we
+/// compute.
+#[test]
+fn saved_config_says_there_is_no_dropout() {
+    let v: serde_json::Value =
+        serde_json::from_str(&Gpt2Config::new(2, 16, 4, 8, 128).to_json()).unwrap();
+    for field in ["attn_pdrop", "embd_pdrop", "resid_pdrop"] {
+        assert_eq!(v[field].as_f64(), Some(0.0), "{field}");
+    }
+}

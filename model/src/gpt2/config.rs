@@ -299,6 +299,12 @@ impl Gpt2Config {
         let end_of_text = (self.vocab_size > GPT2_END_OF_TEXT).then_some(GPT2_END_OF_TEXT);
         map.insert("bos_token_id".into(), serde_json::json!(end_of_text));
         map.insert("eos_token_id".into(), serde_json::json!(end_of_text));
+        // This model has no dropout; Hugging Face's default is 0.1 at all
+        // three places, which a model trained from these files in `train()`
+        // mode would otherwise apply.
+        for field in ["attn_pdrop", "embd_pdrop", "resid_pdrop"] {
+            map.insert(field.into(), serde_json::json!(0.0));
+        }
         serde_json::to_string_pretty(&value).expect("json")
     }
 }
