@@ -3,12 +3,12 @@
 //! detach, zero, scale.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use rustc_hash::FxHashMap;
 
 use crate::Ctx;
 use crate::hook::{Hook, HookFn, IntoHook};
@@ -271,7 +271,9 @@ struct Store<B: Backend> {
     /// The recordings, in first-recorded order since the last `clear`.
     entries: Vec<(Arc<str>, ErasedTensor<B>)>,
     /// Per layer, per site: the interned key and where its recording is.
-    slots: HashMap<Option<usize>, HashMap<Box<str>, Slot>>,
+    /// Fx hashing: the keys are the program's own site names, and SipHash
+    /// was 7 % of what recording every site added to a tiny model's forward.
+    slots: FxHashMap<Option<usize>, FxHashMap<Box<str>, Slot>>,
 }
 
 struct Slot {
@@ -360,7 +362,7 @@ impl<B: Backend> Recorder<B> {
         Recorder {
             inner: Arc::new(Mutex::new(Store {
                 entries: Vec::new(),
-                slots: HashMap::new(),
+                slots: FxHashMap::default(),
             })),
         }
     }
