@@ -144,6 +144,38 @@ pub(crate) fn silu_mul<B: Backend, const D: usize>(
     Ok(from_flex(out))
 }
 
+/// Defines `$name`, which runs `$body` compiled for the best of
+/// AVX-512, AVX2 + FMA and baseline x86-64 that the CPU has.
+macro_rules! dispatch {
+    ($name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
+        pub(super) fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+                unsafe fn v4($($arg: $ty),*) { $body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3($($arg: $ty),*) { $body($($arg),*) }
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512vl")
+                {
+                    // SAFETY: the CPU has the features v4 is compiled for.
+                    return unsafe { v4($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has the features v3 is compiled for.
+                    return unsafe { v3($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+mod norm;
+pub(crate) use norm::{affine_rows, center_rows, div_rows, rms_rows};
+
 /// The loops, compiled once per instruction set.
 mod kernels {
     /// `e^x` to about 2 ulp (Cephes' `expf`: `x = n·ln 2 + r`, a degree-7
@@ -249,35 +281,6 @@ mod kernels {
                 *x /= sum;
             }
         }
-    }
-
-    /// Defines `$name`, which runs `$body` compiled for the best of
-    /// AVX-512, AVX2 + FMA and baseline x86-64 that the CPU has.
-    macro_rules! dispatch {
-        ($name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
-            pub(super) fn $name($($arg: $ty),*) {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-                    unsafe fn v4($($arg: $ty),*) { $body($($arg),*) }
-                    #[target_feature(enable = "avx2,fma")]
-                    unsafe fn v3($($arg: $ty),*) { $body($($arg),*) }
-                    if std::arch::is_x86_feature_detected!("avx512f")
-                        && std::arch::is_x86_feature_detected!("avx512vl")
-                    {
-                        // SAFETY: the CPU has the features v4 is compiled for.
-                        return unsafe { v4($($arg),*) };
-                    }
-                    if std::arch::is_x86_feature_detected!("avx2")
-                        && std::arch::is_x86_feature_detected!("fma")
-                    {
-                        // SAFETY: the CPU has the features v3 is compiled for.
-                        return unsafe { v3($($arg),*) };
-                    }
-                }
-                $body($($arg),*)
-            }
-        };
     }
 
     dispatch!(gelu_tanh(xs: &mut [f32]) => gelu_tanh_loop);

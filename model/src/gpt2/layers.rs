@@ -77,17 +77,25 @@ impl<B: Backend> Norm<B> {
             );
             return Tensor::from_primitive(TensorPrimitive::Float(fused));
         }
-        let mean = x.clone().mean_dim(2);
+        // Each step one pass on Flex (`crate::fused`), else the operations.
+        let centered = crate::fused::center_rows(x).unwrap_or_else(|x| {
+            let mean = x.clone().mean_dim(2);
+            x - mean
+        });
         let x = call::<HOOKED, B, 3>(
             &hooks.post_mean_subtraction,
-            x - mean,
+            centered,
             ctx,
             paths.post_mean_subtraction,
         );
-        let scale = (x.clone().square().mean_dim(2) + self.eps).sqrt();
+        let scale = crate::fused::rms_rows(x.clone(), self.eps)
+            .unwrap_or_else(|x| (x.square().mean_dim(2) + self.eps).sqrt());
         let scale = call::<HOOKED, B, 3>(&hooks.scale, scale, ctx, paths.scale);
-        let x = call::<HOOKED, B, 3>(&hooks.post_scale, x / scale, ctx, paths.post_scale);
-        x * self.weight.val().unsqueeze::<3>() + self.bias.val().unsqueeze::<3>()
+        let x = crate::fused::div_rows(x, scale).unwrap_or_else(|(x, scale)| x / scale);
+        let x = call::<HOOKED, B, 3>(&hooks.post_scale, x, ctx, paths.post_scale);
+        crate::fused::affine_rows(x, self.weight.val(), Some(self.bias.val())).unwrap_or_else(|x| {
+            x * self.weight.val().unsqueeze::<3>() + self.bias.val().unsqueeze::<3>()
+        })
     }
 }
 

@@ -23,8 +23,8 @@ use crate::ops::{add_mask, call, call_keys_last, linear_batched, linear_rows};
 /// RMS norm, `x / sqrt(mean(x²) + ε) · weight`, as transformers'
 /// `LlamaRMSNorm` (Qwen2's and Mistral's are the same): `scale` and
 /// `post_scale` are called in between. The computation is the same with or
-/// without hooks (Burn has no fused RMS norm to switch to); empty sites
-/// cost a length check each.
+/// without hooks (Burn has no fused RMS norm to switch to; on Flex each
+/// step is one pass, `crate::fused`); empty sites cost a length check each.
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     /// Weight `[D]`.
@@ -43,12 +43,16 @@ impl<B: Backend> RmsNorm<B> {
         ctx: &Ctx<'_>,
         paths: NormPaths,
     ) -> Tensor<B, 3> {
-        let scale = (x.clone().square().mean_dim(2) + self.eps).sqrt();
+        // Each step one pass on Flex (`crate::fused`), else the operations.
+        let scale = crate::fused::rms_rows(x.clone(), self.eps)
+            .unwrap_or_else(|x| (x.square().mean_dim(2) + self.eps).sqrt());
         let scale = call::<HOOKED, B, 3>(&hooks.scale, scale, ctx, paths.scale);
         // A division, not a multiplication by a reciprocal: NdArray's
         // `recip` is a hardware estimate (see the tests' `recip_rel_error`).
-        let x = call::<HOOKED, B, 3>(&hooks.post_scale, x / scale, ctx, paths.post_scale);
-        x * self.weight.val().unsqueeze::<3>()
+        let x = crate::fused::div_rows(x, scale).unwrap_or_else(|(x, scale)| x / scale);
+        let x = call::<HOOKED, B, 3>(&hooks.post_scale, x, ctx, paths.post_scale);
+        crate::fused::affine_rows(x, self.weight.val(), None)
+            .unwrap_or_else(|x| x * self.weight.val().unsqueeze::<3>())
     }
 }
 
