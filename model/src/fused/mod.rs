@@ -44,26 +44,45 @@ fn from_flex<B: Backend, const D: usize>(flex: FlexTensor) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(cast(flex)))
 }
 
-/// `x` as a uniquely owned contiguous buffer to overwrite: `x` itself when
-/// nothing else holds it (a hook that recorded it does), else a copy.
-fn owned_contiguous(x: FlexTensor) -> FlexTensor {
-    let writable = |t: &FlexTensor| {
-        t.is_unique() && t.layout().is_contiguous() && t.layout().start_offset() == 0
+/// `kernel(i, chunk)` run over the `i`-th `chunk`-long piece of `x`'s
+/// values, in parallel, on the buffer this returns: `x`'s own when nothing
+/// else holds it, else a fresh one (a hook that recorded `x` holds it). A
+/// fresh buffer is filled piece by piece, each piece copied from `x` just
+/// before the kernel runs on it, so that the copy is read back from cache
+/// rather than being a pass of its own over the whole tensor.
+fn overwrite(x: FlexTensor, chunk: usize, kernel: impl Fn(usize, &mut [f32]) + Sync) -> FlexTensor {
+    // A strided view becomes a fresh buffer of its own here.
+    let x = if x.layout().is_contiguous() {
+        x
+    } else {
+        x.to_contiguous()
     };
-    if writable(&x) {
+    let n = x.layout().num_elements();
+    if x.is_unique() && x.layout().start_offset() == 0 {
+        let mut x = x;
+        x.storage_mut::<f32>()[..n]
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, piece)| kernel(i, piece));
         return x;
     }
-    // A strided view becomes a fresh buffer of its own here; only a shared
-    // contiguous one needs the copy below.
-    let contiguous = x.to_contiguous();
-    drop(x);
-    if writable(&contiguous) {
-        return contiguous;
-    }
-    let shape = contiguous.layout().shape().clone();
-    let start = contiguous.layout().start_offset();
-    let data = contiguous.storage::<f32>()[start..][..shape.num_elements()].to_vec();
-    FlexTensor::from_data(TensorData::new(data, shape))
+    let src = &x.storage::<f32>()[x.layout().start_offset()..][..n];
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    out.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk)
+        .zip(src.par_chunks(chunk))
+        .enumerate()
+        .for_each(|(i, (dst, src))| {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                d.write(s);
+            }
+            // SAFETY: every element of `dst` was written just above.
+            let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr().cast(), dst.len()) };
+            kernel(i, dst);
+        });
+    // SAFETY: the chunks cover the first `n` elements, all written.
+    unsafe { out.set_len(n) };
+    FlexTensor::from_data(TensorData::new(out, x.layout().shape().clone()))
 }
 
 /// `kernel` applied to every element of a Flex `f32` tensor, in place when
@@ -72,12 +91,8 @@ fn map_f32<B: Backend, const D: usize>(
     x: Tensor<B, D>,
     kernel: fn(&mut [f32]),
 ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-    let mut out = owned_contiguous(as_flex_f32(x)?);
-    let n = out.layout().num_elements();
-    out.storage_mut::<f32>()[..n]
-        .par_chunks_mut(CHUNK)
-        .for_each(kernel);
-    Ok(from_flex(out))
+    let x = as_flex_f32(x)?;
+    Ok(from_flex(overwrite(x, CHUNK, |_, piece| kernel(piece))))
 }
 
 /// GPT-2's tanh GELU `x · sigmoid(2√(2/π)(x + 0.044715x³))` on a Flex
@@ -107,12 +122,10 @@ pub(crate) fn softmax_last<B: Backend, const D: usize>(
     if row == 0 {
         return Err(x);
     }
-    let mut out = owned_contiguous(as_flex_f32(x)?);
-    let n = out.layout().num_elements();
     let rows_per_task = (CHUNK / row).max(1);
-    out.storage_mut::<f32>()[..n]
-        .par_chunks_mut(rows_per_task * row)
-        .for_each(|rows| kernels::softmax_rows(rows, row));
+    let out = overwrite(as_flex_f32(x)?, rows_per_task * row, |_, rows| {
+        kernels::softmax_rows(rows, row)
+    });
     Ok(from_flex(out))
 }
 
@@ -134,13 +147,11 @@ pub(crate) fn silu_mul<B: Backend, const D: usize>(
         Ok(up) => up.to_contiguous(),
         Err(up) => return Err((from_flex(gate), up)),
     };
-    let mut out = owned_contiguous(gate);
-    let n = out.layout().num_elements();
+    let n = up.layout().num_elements();
     let up_values = &up.storage::<f32>()[up.layout().start_offset()..][..n];
-    out.storage_mut::<f32>()[..n]
-        .par_chunks_mut(CHUNK)
-        .zip(up_values.par_chunks(CHUNK))
-        .for_each(|(g, u)| kernels::silu_mul(g, u));
+    let out = overwrite(gate, CHUNK, |i, g| {
+        kernels::silu_mul(g, &up_values[i * CHUNK..][..g.len()])
+    });
     Ok(from_flex(out))
 }
 
@@ -445,6 +456,39 @@ mod tests {
             .flat_map(|piece| on_flex(gelu_tanh, piece))
             .collect();
         assert_eq!(whole, pieces);
+    }
+
+    #[test]
+    fn a_held_input_over_many_chunks_gives_what_an_unheld_one_does() {
+        let n = 3 * CHUNK + 101;
+        let gs: Vec<f32> = (0..n).map(|i| (i as f32 * 0.29).sin() * 6.0).collect();
+        let us: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+        let device = Default::default();
+        let tensor = |v: &[f32]| Tensor::<Flex, 1>::from_floats(v, &device);
+        let alone = silu_mul(tensor(&gs), tensor(&us)).unwrap().into_data();
+        let gate = tensor(&gs);
+        let held = gate.clone();
+        let shared = silu_mul(gate, tensor(&us)).unwrap().into_data();
+        assert_eq!(alone, shared);
+        assert_eq!(held.into_data().to_vec::<f32>().unwrap(), gs);
+        // The same for the element-wise maps and the softmax's rows.
+        let x = tensor(&gs);
+        let held = x.clone();
+        assert_eq!(
+            gelu_tanh(x).unwrap().into_data(),
+            gelu_tanh(tensor(&gs)).unwrap().into_data()
+        );
+        assert_eq!(held.into_data().to_vec::<f32>().unwrap(), gs);
+        let xs = gs[..n / 7 * 7].to_vec();
+        let matrix =
+            || Tensor::<Flex, 2>::from_data(TensorData::new(xs.clone(), [n / 7, 7]), &device);
+        let rows = matrix();
+        let held = rows.clone();
+        assert_eq!(
+            softmax_last(rows).unwrap().into_data(),
+            softmax_last(matrix()).unwrap().into_data()
+        );
+        assert_eq!(held.into_data().to_vec::<f32>().unwrap(), xs);
     }
 
     #[test]
