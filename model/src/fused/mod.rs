@@ -1,4 +1,4 @@
-//! Fused element-wise activations for the default CPU backend.
+//! Fused element-wise kernels for the default CPU backend.
 //!
 //! Written as tensor operations, GPT-2's GELU is six passes over the MLP's
 //! `[B,S,4D]` activations (cube, scale, add, scale, sigmoid, product) and
@@ -8,7 +8,8 @@
 //! subtraction, exponential, sum, division; 1.5 % of a Qwen2-0.5B-shaped
 //! forward). Here each is one pass, on every core, with an `exp`
 //! the compiler vectorises (compiled for AVX-512, AVX2 + FMA and baseline
-//! x86-64, picked at run time by what the CPU has).
+//! x86-64, picked at run time by what the CPU has). The steps of the
+//! written-out norms are in [`norm`].
 //!
 //! Only a non-autodiff [`Flex`](burn_flex::Flex) tensor of `f32` takes this path (checked by
 //! type, so generic model code keeps one signature); every other backend,
