@@ -17,6 +17,8 @@
 //! gradients Burn already knows. The fused results agree with the composed
 //! ones to a few ulp (tested in this module against float64).
 
+use std::borrow::Cow;
+
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
@@ -43,6 +45,23 @@ fn as_flex_f32<B: Backend, const D: usize>(x: Tensor<B, D>) -> Result<FlexTensor
 /// The inverse of [`as_flex_f32`], for a `B` known to be Flex.
 fn from_flex<B: Backend, const D: usize>(flex: FlexTensor) -> Tensor<B, D> {
     Tensor::from_primitive(TensorPrimitive::Float(cast(flex)))
+}
+
+/// A Flex tensor's values, contiguous: a view of its buffer when it is
+/// laid out so, else a copy.
+fn values(x: &FlexTensor) -> Cow<'_, [f32]> {
+    let n = x.layout().num_elements();
+    if x.layout().is_contiguous() {
+        Cow::Borrowed(&x.storage::<f32>()[x.layout().start_offset()..][..n])
+    } else {
+        Cow::Owned(x.to_contiguous().storage::<f32>()[..n].to_vec())
+    }
+}
+
+/// Rows of `row` elements per parallel task: about [`CHUNK`] elements,
+/// at least one row.
+fn rows_per_task(row: usize) -> usize {
+    (CHUNK / row).max(1)
 }
 
 /// `kernel(i, chunk)` run over the `i`-th `chunk`-long piece of `x`'s
@@ -123,8 +142,7 @@ pub(crate) fn softmax_last<B: Backend, const D: usize>(
     if row == 0 {
         return Err(x);
     }
-    let rows_per_task = (CHUNK / row).max(1);
-    let out = overwrite(as_flex_f32(x)?, rows_per_task * row, |_, rows| {
+    let out = overwrite(as_flex_f32(x)?, rows_per_task(row) * row, |_, rows| {
         kernels::softmax_rows(rows, row)
     });
     Ok(from_flex(out))
@@ -145,11 +163,10 @@ pub(crate) fn silu_mul<B: Backend, const D: usize>(
         Err(gate) => return Err((gate, up)),
     };
     let up = match as_flex_f32::<B, D>(up) {
-        Ok(up) => up.to_contiguous(),
+        Ok(up) => up,
         Err(up) => return Err((from_flex(gate), up)),
     };
-    let n = up.layout().num_elements();
-    let up_values = &up.storage::<f32>()[up.layout().start_offset()..][..n];
+    let up_values = values(&up);
     let out = overwrite(gate, CHUNK, |i, g| {
         kernels::silu_mul(g, &up_values[i * CHUNK..][..g.len()])
     });

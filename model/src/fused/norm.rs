@@ -18,22 +18,11 @@
 use std::mem::MaybeUninit;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Shape, Tensor, TensorData};
 use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
-use super::{CHUNK, as_flex_f32, from_flex};
-
-/// A Flex tensor's values, contiguous: a view of its buffer when it is
-/// laid out so, else a copy.
-fn values(x: &FlexTensor) -> std::borrow::Cow<'_, [f32]> {
-    let n = x.layout().num_elements();
-    if x.layout().is_contiguous() {
-        std::borrow::Cow::Borrowed(&x.storage::<f32>()[x.layout().start_offset()..][..n])
-    } else {
-        std::borrow::Cow::Owned(x.to_contiguous().storage::<f32>()[..n].to_vec())
-    }
-}
+use super::{as_flex_f32, from_flex, rows_per_task, values};
 
 /// A fresh `[rows·out_row]` buffer filled row-block by row-block in
 /// parallel: `fill(first_row, src_rows, dst_rows)` writes every element of
@@ -45,7 +34,7 @@ fn per_rows(
     fill: impl Fn(usize, &[f32], &mut [MaybeUninit<f32>]) + Sync,
 ) -> Vec<f32> {
     let rows = src.len() / row;
-    let per_task = (CHUNK / row).max(1);
+    let per_task = rows_per_task(row);
     let mut out = Vec::with_capacity(rows * out_row);
     out.spare_capacity_mut()[..rows * out_row]
         .par_chunks_mut(per_task * out_row)
@@ -56,6 +45,11 @@ fn per_rows(
     // cover the first `rows · out_row` elements.
     unsafe { out.set_len(rows * out_row) };
     out
+}
+
+/// A kernel's output as a tensor of `shape`.
+fn tensor<B: Backend, const D: usize>(out: Vec<f32>, shape: Shape) -> Tensor<B, D> {
+    from_flex(FlexTensor::from_data(TensorData::new(out, shape)))
 }
 
 /// The last axis's length, or `None` for a tensor with no elements.
@@ -77,9 +71,7 @@ pub(crate) fn center_rows<B: Backend, const D: usize>(
     let out = per_rows(&values(&flex), row, row, |_, src, dst| {
         kernels::center(src, dst, row)
     });
-    Ok(from_flex(FlexTensor::from_data(TensorData::new(
-        out, shape,
-    ))))
+    Ok(tensor(out, shape))
 }
 
 /// `sqrt(mean(x²) + eps)` over the last axis, kept as an axis of 1 (the
@@ -98,9 +90,7 @@ pub(crate) fn rms_rows<B: Backend, const D: usize>(
     let out = per_rows(&values(&flex), row, 1, |_, src, dst| {
         kernels::rms(src, dst, row, eps)
     });
-    Ok(from_flex(FlexTensor::from_data(TensorData::new(
-        out, shape,
-    ))))
+    Ok(tensor(out, shape))
 }
 
 /// `x / scale` with `scale` one value per row (`[.., 1]`, the norms'
@@ -131,9 +121,7 @@ pub(crate) fn div_rows<B: Backend, const D: usize>(
     let out = per_rows(&values(&flex), row, row, |first, src, dst| {
         kernels::div(src, &scales[first..], dst, row)
     });
-    Ok(from_flex(FlexTensor::from_data(TensorData::new(
-        out, shape,
-    ))))
+    Ok(tensor(out, shape))
 }
 
 /// `x · weight (+ bias)` with `[D]` parameters broadcast over the rows (the
@@ -163,9 +151,7 @@ pub(crate) fn affine_rows<B: Backend, const D: usize>(
         Some(b) => kernels::affine(src, &w, b, dst, row),
         None => kernels::scale_by(src, &w, dst, row),
     });
-    Ok(from_flex(FlexTensor::from_data(TensorData::new(
-        out, shape,
-    ))))
+    Ok(tensor(out, shape))
 }
 
 /// The loops, compiled once per instruction set.
