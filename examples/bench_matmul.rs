@@ -5,11 +5,12 @@
 //!
 //! ```text
 //! cargo build --release --example bench_matmul
-//! target/release/examples/bench_matmul --rows M [--seconds S]
+//! target/release/examples/bench_matmul --rows M [--seconds S] [--products K×N,…]
 //! ```
 //!
 //! For `M` rows (batch × tokens) it multiplies `[M, K] × [K, N]` for the
-//! forward's four linear layers and its unembedding, and prints one JSON
+//! forward's four linear layers and its unembedding (or the `K×N` products
+//! given, e.g. `896x1152,896x9728` for another model's shapes), and prints one JSON
 //! line per product: `{"m":…,"k":…,"n":…,"best_ms":…,"gflops":…}`, the best
 //! of as many repetitions as fit in `S` seconds (default 1; at least 3).
 //! glibc is told to keep freed memory first, as `bench_forward` does.
@@ -34,14 +35,16 @@ const PRODUCTS: [(usize, usize); 5] = [
 fn main() -> Result<(), Box<dyn Error>> {
     let mut rows = 128usize;
     let mut seconds = 1.0f64;
+    let mut products = PRODUCTS.to_vec();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--rows" => rows = value()?.parse()?,
             "--seconds" => seconds = value()?.parse()?,
+            "--products" => products = parse_products(&value()?)?,
             "-h" | "--help" => {
-                println!("bench_matmul --rows M [--seconds S]");
+                println!("bench_matmul --rows M [--seconds S] [--products KxN,...]");
                 return Ok(());
             }
             other => return Err(format!("unknown argument `{other}`").into()),
@@ -55,7 +58,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     // third of a [1024, 768] × [768, 3072] product on a 2-core VM).
     alloc::retain_freed_memory();
     let device = Default::default();
-    for (k, n) in PRODUCTS {
+    for (k, n) in products {
         let a = Tensor::<Cpu, 2>::random([rows, k], Distribution::Normal(0.0, 1.0), &device);
         let b = Tensor::<Cpu, 2>::random([k, n], Distribution::Normal(0.0, 0.05), &device);
         let mut best = f64::INFINITY;
@@ -77,4 +80,20 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
     }
     Ok(())
+}
+
+/// `K×N` (or `KxN`) pairs separated by commas.
+fn parse_products(list: &str) -> Result<Vec<(usize, usize)>, Box<dyn Error>> {
+    list.split(',')
+        .map(|pair| {
+            let (k, n) = pair
+                .split_once(['x', '×'])
+                .ok_or_else(|| format!("--products: `{pair}` is not K×N"))?;
+            let (k, n): (usize, usize) = (k.trim().parse()?, n.trim().parse()?);
+            if k == 0 || n == 0 {
+                return Err(format!("--products: `{pair}` has a zero size").into());
+            }
+            Ok((k, n))
+        })
+        .collect()
 }
