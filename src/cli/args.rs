@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
 
-/// Hook sites of GPT-2: list them, record activations and gradients, sample.
+/// Hook sites of GPT-2 and the Llama family (Llama, Qwen2, Mistral): list
+/// them, record activations and gradients, attribute, train SAEs, sample.
 #[derive(Debug, Parser)]
 #[command(
     name = "hooks",
     version,
-    about = "Hook sites of GPT-2: list them, record activations and gradients, sample text",
+    about = "Hook sites of GPT-2 and the Llama family (Llama, Qwen2, Mistral): list them, record activations and gradients, attribute, train sparse autoencoders, sample text",
     after_help = "Exit codes: 0 success, 1 other failure (e.g. the output cannot be written), \
                   2 usage, 3 invalid input (site pattern, tokens, grad target, context window), \
                   4 bad model files (including weights holding NaN or infinity, unless \
@@ -77,7 +78,8 @@ pub struct InputArgs {
     /// batch (rows must have equal lengths).
     #[arg(long, value_name = "IDS")]
     pub tokens: Vec<String>,
-    /// Text, tokenized with GPT-2's tokenizer (one row).
+    /// Text, tokenized with the folder's tokenizer (its `tokenizer.json`, or
+    /// GPT-2's bundled BPE for a GPT-2 folder without one; one row).
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
 }
