@@ -370,13 +370,7 @@ fn loads_fixture<B: Backend>(name: &str) {
     assert_eq!(model.unembed.val().dims(), [d, v]);
 
     let prefix = if name == "untied" { "transformer." } else { "" };
-    let f32s = |key: &str| -> Vec<f32> {
-        file[key]
-            .data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect()
-    };
+    let f32s = |key: &str| common::tensors::f32s(&file[key].data);
     // Weights land where they belong, in Conv1D layout.
     assert_eq!(host(model.wte.val()), f32s(&format!("{prefix}wte.weight")));
     assert_eq!(

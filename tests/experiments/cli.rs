@@ -5,16 +5,14 @@
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use safetensors::SafeTensors;
 use safetensors::tensor::Dtype;
 
 use burn::tensor::backend::Backend;
 use hooks_model::backend::{Cpu, NdArray};
 
 use crate::common::formats::{copy_as, sharded_copy};
-use crate::common::{Expected, HostTensor};
+use crate::common::{Expected, HostTensor, TempDir, Tensors};
 use hooks_model::checkpoint::INDEX_FILE;
 
 const TINY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny");
@@ -50,72 +48,6 @@ fn assert_code(o: &Output, code: i32) {
         stdout(o),
         stderr(o)
     );
-}
-
-/// A fresh, empty folder under the system temp dir; removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "hooks-cli-{}-{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.0.join(file).to_string_lossy().into_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A safetensors file read into memory: name → (shape, f32 values).
-struct Tensors(Vec<u8>);
-
-impl Tensors {
-    fn read(path: impl AsRef<Path>) -> Self {
-        Tensors(std::fs::read(path).unwrap())
-    }
-
-    fn parsed(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.0).unwrap()
-    }
-
-    fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.parsed().names().into_iter().cloned().collect();
-        keys.sort();
-        keys
-    }
-
-    fn shape(&self, key: &str) -> Vec<usize> {
-        self.parsed()
-            .tensor(key)
-            .unwrap_or_else(|_| panic!("no `{key}`"))
-            .shape()
-            .to_vec()
-    }
-
-    fn f32(&self, key: &str) -> Vec<f32> {
-        let t = self
-            .parsed()
-            .tensor(key)
-            .unwrap_or_else(|_| panic!("no `{key}`"));
-        assert_eq!(t.dtype(), Dtype::F32, "{key}");
-        t.data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect()
-    }
 }
 
 /// The tiny fixture's reference values, and its two token rows as `--tokens` values.
@@ -219,7 +151,7 @@ fn sites_of_a_checkpoint() {
 #[test]
 fn cache_records_every_site_and_matches_the_reference() {
     let tmp = TempDir::new("all");
-    let out = tmp.path("acts.safetensors");
+    let out = tmp.file("acts.safetensors");
     let (expected, rows) = fixture_rows();
     let o = hooks(&cache_args(&rows, &out));
     assert_code(&o, 0);
@@ -257,7 +189,7 @@ fn cache_records_every_site_and_matches_the_reference() {
 #[test]
 fn cache_restricts_to_selected_sites() {
     let tmp = TempDir::new("attn");
-    let out = tmp.path("attn.safetensors");
+    let out = tmp.file("attn.safetensors");
     let (_, rows) = fixture_rows();
     let mut args = cache_args(&rows, &out);
     args.extend(["--sites", "attn.*"]);
@@ -272,7 +204,7 @@ fn cache_restricts_to_selected_sites() {
     );
 
     // Several patterns, comma-separated or repeated.
-    let out2 = tmp.path("two.safetensors");
+    let out2 = tmp.file("two.safetensors");
     let mut args = cache_args(&rows, &out2);
     args.extend(["--sites", "logits,resid.post_emb", "--sites", "mlp.pre_act"]);
     let o = hooks(&args);
@@ -291,7 +223,7 @@ fn cache_restricts_to_selected_sites() {
 #[test]
 fn cache_records_gradients() {
     let tmp = TempDir::new("grad");
-    let out = tmp.path("grads.safetensors");
+    let out = tmp.file("grads.safetensors");
     let (expected, rows) = fixture_rows();
     assert_eq!(expected.i64("grad_target").1, [5]);
     let mut args = cache_args(&rows, &out);
@@ -343,7 +275,7 @@ fn cache_records_gradients() {
 #[test]
 fn ndarray_backend_gives_the_same_values() {
     let tmp = TempDir::new("ndarray");
-    let out = tmp.path("nd.safetensors");
+    let out = tmp.file("nd.safetensors");
     let (expected, rows) = fixture_rows();
     let mut args = vec!["--backend", "ndarray"];
     args.extend(cache_args(&rows, &out));
@@ -359,7 +291,7 @@ fn ndarray_backend_gives_the_same_values() {
 #[test]
 fn unknown_site_suggests_the_right_one() {
     let tmp = TempDir::new("typo");
-    let out = tmp.path("x.safetensors");
+    let out = tmp.file("x.safetensors");
     let o = hooks(&[
         "cache",
         "--model",
@@ -384,7 +316,7 @@ fn unknown_site_suggests_the_right_one() {
 #[test]
 fn bad_tokens_are_invalid_input() {
     let tmp = TempDir::new("tokens");
-    let out = tmp.path("x.safetensors");
+    let out = tmp.file("x.safetensors");
     let run = |extra: &[&str]| {
         let mut args = vec!["cache", "--model", TINY, "--out", &out];
         args.extend(extra);
@@ -420,8 +352,8 @@ fn bad_tokens_are_invalid_input() {
 #[test]
 fn bad_model_files_exit_4() {
     let tmp = TempDir::new("model");
-    let out = tmp.path("x.safetensors");
-    let missing = tmp.path("no-such-model");
+    let out = tmp.file("x.safetensors");
+    let missing = tmp.file("no-such-model");
     let o = hooks(&[
         "cache", "--model", &missing, "--tokens", "1,2", "--out", &out,
     ]);
@@ -565,7 +497,7 @@ fn non_finite_weights_are_refused_unless_allowed() {
     let model = tiny_copy(&tmp, "nan");
     crate::common::edit_f32(&model, "h.0.attn.c_attn.weight", |v| v[17] = f32::NAN);
     let model = model.to_str().unwrap();
-    let out = tmp.path("x.safetensors");
+    let out = tmp.file("x.safetensors");
 
     for args in [
         vec!["generate", "--model", model, "--tokens", "1", "-n", "3"],
@@ -633,7 +565,7 @@ fn overflowing_activations_exit_5_and_keep_the_old_file() {
     crate::common::edit_f32(&model, "wte.weight", |v| v.fill(f32::MAX));
     crate::common::edit_f32(&model, "wpe.weight", |v| v.fill(f32::MAX));
     let model = model.to_str().unwrap();
-    let out = tmp.path("x.safetensors");
+    let out = tmp.file("x.safetensors");
     std::fs::write(&out, b"old contents").unwrap();
     let o = hooks(&[
         "cache", "--model", model, "--tokens", "1,2", "--out", &out, "--sites", "logits",
@@ -686,7 +618,7 @@ fn cache_output_is_byte_reproducible_and_dash_is_stdout() {
     let (_, rows) = fixture_rows();
     let mut files = Vec::new();
     for name in ["a.safetensors", "b.safetensors"] {
-        let out = tmp.path(name);
+        let out = tmp.file(name);
         let mut args = cache_args(&rows, &out);
         args.extend(["--grad-target", "5", "--sites", "attn.*,logits"]);
         assert_code(&hooks(&args), 0);
@@ -726,9 +658,9 @@ fn out_follows_links_and_refuses_what_is_not_a_regular_file() {
     let run = |out: &str| hooks(&["cache", "--model", TINY, "--tokens", "1,2", "--out", out]);
 
     // A link: its target is replaced, the link stays a link.
-    let target = tmp.path("target.safetensors");
+    let target = tmp.file("target.safetensors");
     std::fs::write(&target, b"old").unwrap();
-    let link = tmp.path("link.safetensors");
+    let link = tmp.file("link.safetensors");
     std::os::unix::fs::symlink("target.safetensors", &link).unwrap();
     assert_code(&run(&link), 0);
     assert!(
@@ -739,16 +671,16 @@ fn out_follows_links_and_refuses_what_is_not_a_regular_file() {
     );
     assert!(std::fs::read(&target).unwrap().len() > 1000);
     // A dangling link creates its target.
-    let dangling = tmp.path("dangling");
+    let dangling = tmp.file("dangling");
     std::os::unix::fs::symlink("new.safetensors", &dangling).unwrap();
     assert_code(&run(&dangling), 0);
-    assert!(Path::new(&tmp.path("new.safetensors")).is_file());
+    assert!(Path::new(&tmp.file("new.safetensors")).is_file());
     assert!(partial_files(&tmp.0).is_empty());
 
     // Devices, folders, named pipes and links to them are refused before any work.
-    let dev_link = tmp.path("full");
+    let dev_link = tmp.file("full");
     std::os::unix::fs::symlink("/dev/full", &dev_link).unwrap();
-    let folder = tmp.path("folder");
+    let folder = tmp.file("folder");
     std::fs::create_dir(&folder).unwrap();
     let mut cases = vec![
         (
@@ -761,7 +693,7 @@ fn out_follows_links_and_refuses_what_is_not_a_regular_file() {
         ),
         (folder.clone(), "it is a folder, not a regular file"),
     ];
-    let fifo = tmp.path("fifo");
+    let fifo = tmp.file("fifo");
     let made_fifo = Command::new("mkfifo")
         .arg(&fifo)
         .status()
@@ -798,7 +730,7 @@ fn out_follows_links_and_refuses_what_is_not_a_regular_file() {
                 .is_fifo()
         );
     }
-    let o = run(&tmp.path("no/such/folder.safetensors"));
+    let o = run(&tmp.file("no/such/folder.safetensors"));
     assert_code(&o, 1);
     assert_stderr_contains(&o, "does not exist");
 }
@@ -806,7 +738,7 @@ fn out_follows_links_and_refuses_what_is_not_a_regular_file() {
 #[test]
 fn a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file() {
     let tmp = TempDir::new("efbig");
-    let out = tmp.path("x.safetensors");
+    let out = tmp.file("x.safetensors");
     std::fs::write(&out, b"old contents").unwrap();
     // A 2 KiB file-size limit: the write fails with EFBIG part way.
     let o = Command::new("sh")
@@ -964,7 +896,7 @@ fn absurd_layer_counts_are_bounded() {
         c.insert("n_layer".into(), 100_000_000.into());
     });
     let model = model.to_str().unwrap();
-    let out = tmp.path("x.safetensors");
+    let out = tmp.file("x.safetensors");
     // Under a 4 GiB address-space limit: nothing is allocated per layer
     // before the weights are checked (10⁸ layers' keys would need far more).
     let bounded = |args: &str| {

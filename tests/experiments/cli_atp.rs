@@ -8,12 +8,10 @@ use burn::tensor::activation::log_softmax;
 use burn_hooks::experiments::{AtpOptions, AtpTable, attribution_patching};
 use hooks_model::backend::Cpu;
 use hooks_model::{Gpt2, HookedModel, Llama, TokenBatch};
-use safetensors::SafeTensors;
-use safetensors::tensor::Dtype;
 
 use crate::cli::hooks;
 use crate::cli_families::ok;
-use crate::common::{TempDir, fixture};
+use crate::common::{TempDir, Tensors, fixture};
 
 type B = Autodiff<Cpu>;
 
@@ -150,12 +148,9 @@ fn safetensors_holds_one_tensor_per_site_and_layer() {
         "logprob:9",
         &["attn.q,attn.k", "mlp.up"],
     ));
-    let bytes = std::fs::read(&out).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    let mut keys: Vec<String> = st.names().into_iter().cloned().collect();
-    keys.sort();
+    let st = Tensors::read(&out);
     assert_eq!(
-        keys,
+        st.keys(),
         [
             "layers.0.attn.k",
             "layers.0.attn.q",
@@ -166,16 +161,10 @@ fn safetensors_holds_one_tensor_per_site_and_layer() {
         ]
     );
     // Keys per kv head (2), queries per query head (4).
-    assert_eq!(st.tensor("layers.1.attn.k").unwrap().shape(), [6, 2]);
-    assert_eq!(st.tensor("layers.0.attn.q").unwrap().shape(), [6, 4]);
-    assert_eq!(st.tensor("layers.0.mlp.up").unwrap().shape(), [6]);
-    let k = st.tensor("layers.1.attn.k").unwrap();
-    assert_eq!(k.dtype(), Dtype::F32);
-    let values: Vec<f32> = k
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
+    assert_eq!(st.shape("layers.1.attn.k"), [6, 2]);
+    assert_eq!(st.shape("layers.0.attn.q"), [6, 4]);
+    assert_eq!(st.shape("layers.0.mlp.up"), [6]);
+    let values = st.f32("layers.1.attn.k");
 
     let model = Llama::<B>::load(&dir, &Default::default()).unwrap();
     let table = library(&model, &["attn.q", "attn.k", "mlp.up"], log_prob_9);
@@ -190,8 +179,7 @@ fn safetensors_holds_one_tensor_per_site_and_layer() {
             );
         }
     }
-    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = meta.metadata().clone().unwrap();
+    let meta = st.metadata();
     assert_eq!(meta["producer"], "hooks atp");
     assert_eq!(meta["qk_fix"], "true");
     let clean: f32 = meta["clean_metric"].parse().unwrap();

@@ -6,11 +6,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use safetensors::SafeTensors;
-
 use crate::cli::hooks;
 use crate::cli_families::{ok, qwen2_with_tokenizer};
-use crate::common::{TempDir, XorShift, workspace_root};
+use crate::common::{TempDir, Tensors, XorShift, workspace_root};
 use crate::store::file_bytes as files;
 use burn_hooks::store::{ActivationStore, Manifest};
 
@@ -33,15 +31,6 @@ fn token_corpus(path: &Path, seed: u64, docs: usize) {
         })
         .collect();
     std::fs::write(path, text).unwrap();
-}
-
-fn f32s(st: &SafeTensors, key: &str) -> Vec<f32> {
-    st.tensor(key)
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
 }
 
 #[test]
@@ -86,15 +75,10 @@ fn a_text_corpus_through_the_folders_tokenizer_matches_hooks_cache_on_row_0() {
         ["layers.1.mlp.post_act", "layers.1.resid.torso.post_mlp"]
     );
 
-    let bytes = std::fs::read(store.shard_path(0)).unwrap();
-    let shard = SafeTensors::deserialize(&bytes).unwrap();
-    let row0: Vec<String> = shard
-        .tensor("tokens")
-        .unwrap()
-        .data()
-        .chunks_exact(8)
-        .take(8)
-        .map(|b| i64::from_le_bytes(b.try_into().unwrap()).to_string())
+    let shard = Tensors::read(store.shard_path(0));
+    let row0: Vec<String> = shard.i64("tokens")[..8]
+        .iter()
+        .map(i64::to_string)
         .collect();
     let direct = tmp.join("row0.safetensors");
     ok(&[
@@ -108,11 +92,10 @@ fn a_text_corpus_through_the_folders_tokenizer_matches_hooks_cache_on_row_0() {
         "--out",
         direct.to_str().unwrap(),
     ]);
-    let direct_bytes = std::fs::read(&direct).unwrap();
-    let direct = SafeTensors::deserialize(&direct_bytes).unwrap();
+    let direct = Tensors::read(&direct);
     let key = "layers.1.resid.torso.post_mlp";
     let width = store.width(key).unwrap();
-    assert_eq!(f32s(&shard, key)[..8 * width], f32s(&direct, key)[..]);
+    assert_eq!(shard.f32(key)[..8 * width], direct.f32(key)[..]);
 }
 
 #[test]

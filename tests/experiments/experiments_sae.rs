@@ -16,7 +16,7 @@ use burn_hooks::experiments::{
     write_safetensors, write_safetensors_with_metadata,
 };
 use burn_hooks::train::next_token_loss;
-use common::{Calls, HostTensor, TempDir, assert_close, host, load, max_abs_diff, record};
+use common::{Calls, HostTensor, TempDir, Tensors, assert_close, host, load, max_abs_diff, record};
 use hooks_core::{Ctx, Hook, Hooks};
 use hooks_model::backend::NdArray;
 use hooks_model::{Gpt2, ModelError, TokenBatch, TransformerHooks};
@@ -372,13 +372,12 @@ fn save_and_load_round_trip() {
                 ("pre_bias", &[D][..]),
             ]
         );
-        let bytes = std::fs::read(&file).unwrap();
-        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        let meta = Tensors::read(&file).metadata();
         let expected = match activation {
             Activation::Relu => "relu",
             Activation::TopK(_) => "topk:7",
         };
-        assert_eq!(meta.metadata().as_ref().unwrap()["activation"], expected);
+        assert_eq!(meta["activation"], expected);
     }
 }
 

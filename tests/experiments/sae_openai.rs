@@ -15,12 +15,10 @@ use burn_hooks::experiments::{
     Activation, OpenAiLocation, OpenAiSae, SaeSite, SparseAutoencoder, splice_sae,
 };
 use burn_hooks::train::next_token_loss;
-use common::{Calls, HostTensor, TempDir, assert_close, host, max_abs_diff, record};
+use common::{Calls, HostTensor, TempDir, Tensors, assert_close, host, max_abs_diff, record};
 use hooks_core::Ctx;
 use hooks_model::backend::Cpu;
 use hooks_model::{Gpt2, ModelError, TokenBatch, TransformerHooks};
-use safetensors::SafeTensors;
-use safetensors::tensor::Dtype;
 
 type B = Cpu;
 type AD = Autodiff<Cpu>;
@@ -48,50 +46,24 @@ fn load_err(rel: &str) -> ModelError {
 
 /// `expected.safetensors`: PyTorch's values (F64 truth, F32 input, I64
 /// stats).
-struct Expected(Vec<u8>);
+struct Expected(Tensors);
 
 impl Expected {
     fn read() -> Self {
-        Expected(std::fs::read(fixture("expected.safetensors")).expect("expected.safetensors"))
-    }
-
-    fn raw(&self, key: &str) -> (Vec<usize>, Dtype, Vec<u8>) {
-        let st = SafeTensors::deserialize(&self.0).expect("parses");
-        let t = st.tensor(key).unwrap_or_else(|_| panic!("no {key}"));
-        (t.shape().to_vec(), t.dtype(), t.data().to_vec())
+        Expected(Tensors::read(fixture("expected.safetensors")))
     }
 
     fn f64(&self, key: &str) -> (Vec<usize>, Vec<f64>) {
-        let (shape, dtype, data) = self.raw(key);
-        assert_eq!(dtype, Dtype::F64, "{key}");
-        let v = data
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        (shape, v)
-    }
-
-    fn f32(&self, key: &str) -> (Vec<usize>, Vec<f32>) {
-        let (shape, dtype, data) = self.raw(key);
-        assert_eq!(dtype, Dtype::F32, "{key}");
-        let v = data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        (shape, v)
+        (self.0.shape(key), self.0.f64(key))
     }
 
     fn i64(&self, key: &str) -> Vec<i64> {
-        let (_, dtype, data) = self.raw(key);
-        assert_eq!(dtype, Dtype::I64, "{key}");
-        data.chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-            .collect()
+        self.0.i64(key)
     }
 
     fn input<const R: usize>(&self, key: &str) -> Tensor<B, R> {
-        let (shape, v) = self.f32(key);
-        Tensor::from_data(TensorData::new(v, shape), &Default::default())
+        let data = TensorData::new(self.0.f32(key), self.0.shape(key));
+        Tensor::from_data(data, &Default::default())
     }
 }
 
@@ -264,7 +236,7 @@ fn buffers_are_read() {
         ] {
             assert_eq!(
                 got.as_deref(),
-                Some(&exp.f32(&format!("{name}.{buf}")).1[..]),
+                Some(&exp.0.f32(&format!("{name}.{buf}"))[..]),
                 "{name}.{buf}"
             );
         }

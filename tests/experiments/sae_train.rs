@@ -23,7 +23,7 @@ use hooks_model::backend::Cpu;
 use hooks_model::sample::SplitMix64;
 use hooks_model::{Gpt2, TransformerHooks};
 
-use crate::common::{TempDir, assert_close, host};
+use crate::common::{TempDir, Tensors, assert_close, host};
 
 type B = Cpu;
 type AD = Autodiff<Cpu>;
@@ -540,9 +540,7 @@ fn hooks_train_sae_trains_live_or_from_a_store_and_writes_a_splicable_file() {
         (sae.d(), sae.n_latents(), sae.activation),
         (WIDTH, 256, Activation::TopK(8))
     );
-    let bytes = std::fs::read(&out).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = meta.metadata().clone().unwrap();
+    let meta = Tensors::read(&out).metadata();
     assert_eq!(meta["site"], SITE);
     assert_eq!(meta["layer"], "0");
     assert_eq!(meta["steps"], "30");
@@ -635,9 +633,7 @@ fn hooks_train_sae_trains_live_or_from_a_store_and_writes_a_splicable_file() {
     assert!(!String::from_utf8_lossy(&o.stderr).contains("--dead-after"));
     let sae = SparseAutoencoder::<B>::load(&relu, &Default::default()).unwrap();
     assert_eq!((sae.n_latents(), sae.activation), (128, Activation::Relu));
-    let bytes = std::fs::read(&relu).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let meta = meta.metadata().clone().unwrap();
+    let meta = Tensors::read(&relu).metadata();
     assert_eq!(meta["key"], "layers.0.mlp.post_act");
     assert_eq!(meta["l1"], "0.0001");
 }

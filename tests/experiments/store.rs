@@ -4,7 +4,7 @@
 //! merge into the whole store; every corpus format packs the same rows; bad
 //! input and foreign folders are refused with nothing changed.
 
-use crate::common::{TempDir, XorShift, workspace_root};
+use crate::common::{TempDir, Tensors, XorShift, workspace_root};
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,6 @@ use hooks_core::{HookTree, Record, Recorder};
 use hooks_model::backend::Cpu;
 use hooks_model::tokenizer::Tokenizer;
 use hooks_model::{Gpt2, Llama, LlamaHooks, TokenBatch, TransformerHooks};
-use safetensors::SafeTensors;
 
 fn bundled_dir() -> PathBuf {
     workspace_root().join("checkpoints/induction-2l")
@@ -158,46 +157,36 @@ fn shards_hold_every_token_of_the_corpus_as_a_direct_forward_gives_it() {
     let store = ActivationStore::open(&out).unwrap();
     store.verify().unwrap();
     for (i, shard) in manifest.shards.iter().enumerate() {
-        let bytes = std::fs::read(store.shard_path(i)).unwrap();
-        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let st = Tensors::read(store.shard_path(i));
         let [first, end] = shard.rows.map(|x| x as usize);
         let n = (end - first) * 32;
-        let i64s = |key: &str| -> Vec<i64> {
-            st.tensor(key)
-                .unwrap()
-                .data()
-                .chunks_exact(8)
-                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-                .collect()
-        };
         let tokens: Vec<i64> = rows[first..end]
             .concat()
             .iter()
             .map(|&t| t as i64)
             .collect();
-        assert_eq!(i64s("tokens"), tokens);
+        assert_eq!(st.i64("tokens"), tokens);
         assert_eq!(
-            i64s("row"),
+            st.i64("row"),
             (first..end)
                 .flat_map(|r| [r as i64; 32])
                 .collect::<Vec<_>>()
         );
         assert_eq!(
-            i64s("position"),
+            st.i64("position"),
             (0..end - first).flat_map(|_| 0..32i64).collect::<Vec<_>>()
         );
         for (key, data) in direct(&model, rows[first..end].to_vec()) {
-            let stored = st.tensor(&key).unwrap();
+            let stored = st.shape(&key);
             let mut shape = data.shape.to_vec();
             let per_token: Vec<usize> = shape.split_off(2);
-            assert_eq!(stored.shape()[0], n, "{key}");
-            assert_eq!(&stored.shape()[1..], per_token.as_slice(), "{key}");
-            let values: Vec<f32> = stored
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
-            assert_eq!(values, data.to_vec::<f32>().unwrap(), "{key}, shard {i}");
+            assert_eq!(stored[0], n, "{key}");
+            assert_eq!(&stored[1..], per_token.as_slice(), "{key}");
+            assert_eq!(
+                st.f32(&key),
+                data.to_vec::<f32>().unwrap(),
+                "{key}, shard {i}"
+            );
         }
     }
 

@@ -23,7 +23,6 @@ use burn::optim::AdamWConfig;
 use burn_hooks::train::train_step;
 use hooks_model::backend::CpuAutodiff;
 use hooks_model::{Gpt2, TokenBatch, TransformerHooks};
-use safetensors::{Dtype, SafeTensors};
 
 /// The fixture's settings (`train_step/settings.json`).
 #[derive(serde::Deserialize)]
@@ -37,25 +36,12 @@ struct Settings {
 
 /// Every tensor of a safetensors file: shape and values (f32, or i64 as f32).
 fn tensors(path: &std::path::Path) -> BTreeMap<String, (Vec<usize>, Vec<f64>)> {
-    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let file = SafeTensors::deserialize(&bytes).unwrap();
-    file.tensors()
+    let file = common::Tensors::read(path);
+    file.keys()
         .into_iter()
-        .map(|(name, view)| {
-            let values = match view.dtype() {
-                Dtype::F32 => view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()) as f64)
-                    .collect(),
-                Dtype::I64 => view
-                    .data()
-                    .chunks_exact(8)
-                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f64)
-                    .collect(),
-                other => panic!("{name}: unexpected dtype {other:?}"),
-            };
-            (name, (view.shape().to_vec(), values))
+        .map(|key| {
+            let entry = (file.shape(&key), file.numbers(&key));
+            (key, entry)
         })
         .collect()
 }

@@ -5,14 +5,8 @@ use half::{bf16, f16};
 use hooks_model::checkpoint::{CONFIG_FILE, INDEX_FILE, WEIGHTS_FILE};
 use safetensors::tensor::Dtype;
 
+use super::tensors::f32s;
 use super::{Entries, Entry, TempDir, fixture, read_entries, write_entries};
-
-pub fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
-}
 
 /// `v` rounded to `dtype` (to nearest, ties to even) and back.
 pub fn rounded(dtype: Dtype, v: f32) -> f32 {

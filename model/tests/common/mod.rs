@@ -5,6 +5,9 @@
 #![allow(dead_code)]
 
 pub mod formats;
+pub mod tensors;
+
+pub use tensors::Tensors;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -426,40 +429,22 @@ pub fn tensor_at<B: Backend, const D: usize>(
 /// The `expected.safetensors` of a fixture (Hugging Face's float32 outputs)
 /// and its `expected_f64.safetensors` (the same model in float64: the truth).
 pub struct Expected {
-    bytes: Vec<u8>,
-    truth: Vec<u8>,
+    hf: Tensors,
+    truth: Tensors,
 }
 
 impl Expected {
     pub fn of(fixture_name: &str) -> Self {
-        let read = |file: &str| {
-            let path = fixture(fixture_name).join(file);
-            std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        };
+        let dir = fixture(fixture_name);
         Expected {
-            bytes: read("expected.safetensors"),
-            truth: read("expected_f64.safetensors"),
+            hf: Tensors::read(dir.join("expected.safetensors")),
+            truth: Tensors::read(dir.join("expected_f64.safetensors")),
         }
-    }
-
-    fn view(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.bytes).expect("expected.safetensors parses")
     }
 
     /// The float64 truth of a float key, with its shape.
     pub fn f64(&self, key: &str) -> (Vec<usize>, Vec<f64>) {
-        let st = SafeTensors::deserialize(&self.truth).expect("expected_f64.safetensors parses");
-        let t = st
-            .tensor(key)
-            .unwrap_or_else(|_| panic!("no key {key} in expected_f64.safetensors"));
-        assert_eq!(t.dtype(), Dtype::F64, "{key}");
-        (
-            t.shape().to_vec(),
-            t.data()
-                .chunks_exact(8)
-                .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-        )
+        (self.truth.shape(key), self.truth.f64(key))
     }
 
     /// Compares `ours` with the fixture's `key` by [`assert_near_truth`]
@@ -485,31 +470,15 @@ impl Expected {
 
     /// An F32 entry.
     pub fn f32(&self, key: &str) -> HostTensor {
-        let st = self.view();
-        let t = st.tensor(key).unwrap_or_else(|_| panic!("no key {key}"));
-        assert_eq!(t.dtype(), Dtype::F32, "{key}");
         HostTensor {
-            shape: t.shape().to_vec(),
-            data: t
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
+            shape: self.hf.shape(key),
+            data: self.hf.f32(key),
         }
     }
 
     /// An I64 entry, with its shape.
     pub fn i64(&self, key: &str) -> (Vec<usize>, Vec<i64>) {
-        let st = self.view();
-        let t = st.tensor(key).unwrap_or_else(|_| panic!("no key {key}"));
-        assert_eq!(t.dtype(), Dtype::I64, "{key}");
-        (
-            t.shape().to_vec(),
-            t.data()
-                .chunks_exact(8)
-                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-                .collect(),
-        )
+        (self.hf.shape(key), self.hf.i64(key))
     }
 
     /// The `tokens` entry as a batch.
@@ -556,6 +525,11 @@ impl TempDir {
 
     pub fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
+    }
+
+    /// The path of `name` in the folder, as a command-line argument.
+    pub fn file(&self, name: &str) -> String {
+        self.join(name).to_string_lossy().into_owned()
     }
 }
 
@@ -614,10 +588,7 @@ pub fn edit_f32(dir: &Path, key: &str, f: impl FnOnce(&mut [f32])) {
         8 + n + offsets[0].as_u64().expect("offset") as usize,
         8 + n + offsets[1].as_u64().expect("offset") as usize,
     );
-    let mut values: Vec<f32> = bytes[start..end]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let mut values = tensors::f32s(&bytes[start..end]);
     f(&mut values);
     for (i, v) in values.iter().enumerate() {
         bytes[start + 4 * i..start + 4 * i + 4].copy_from_slice(&v.to_le_bytes());
