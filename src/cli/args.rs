@@ -15,7 +15,8 @@ use clap::{ArgGroup, Args, Parser, Subcommand, ValueEnum};
                   2 usage, 3 invalid input (site pattern, tokens, grad target, context window), \
                   4 bad model files (including weights holding NaN or infinity, unless \
                   --allow-non-finite), 5 values went non-finite while running (the message \
-                  names the first layer and site that did)."
+                  names the first layer and site that did, or the training step; nothing is \
+                  written)."
 )]
 pub struct Cli {
     /// Backend that runs the model: flex (CPU), ndarray (CPU) or cuda

@@ -26,7 +26,7 @@ pub mod exit {
     /// infinity (without `--allow-non-finite`).
     pub const MODEL_FILES: u8 = 4;
     /// Values went non-finite while running (the message names the first
-    /// layer and site that did); `hooks cache` wrote nothing.
+    /// layer and site that did, or the training step); nothing was written.
     pub const NON_FINITE: u8 = 5;
 }
 
@@ -56,6 +56,9 @@ pub enum CliError {
         /// E.g. "nothing was written to `out.safetensors`".
         note: String,
     },
+    /// Values went non-finite while running somewhere other than a site
+    /// (a training loss or parameter), described in words (exit 5).
+    Diverged(String),
     /// Anything else (exit 1).
     Other(String),
 }
@@ -75,7 +78,7 @@ impl CliError {
             CliError::Input(_) | CliError::Hook(_) => exit::INVALID_INPUT,
             CliError::ModelFiles { .. } => exit::MODEL_FILES,
             CliError::Model(e) => model_error_code(e),
-            CliError::NonFinite { .. } => exit::NON_FINITE,
+            CliError::NonFinite { .. } | CliError::Diverged(_) => exit::NON_FINITE,
             CliError::Other(_) => exit::FAILURE,
         }
     }
@@ -107,7 +110,9 @@ fn model_error_code(e: &ModelError) -> u8 {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Input(msg) | CliError::Other(msg) => f.write_str(msg),
+            CliError::Input(msg) | CliError::Diverged(msg) | CliError::Other(msg) => {
+                f.write_str(msg)
+            }
             CliError::Hook(e) => write!(f, "{e}"),
             CliError::ModelFiles { dir, source } => {
                 write!(f, "cannot load the checkpoint in `{}`: ", shown(dir))?;

@@ -30,6 +30,7 @@ mod dataset;
 mod error;
 mod generate;
 mod input;
+mod memory;
 mod progress;
 mod sites;
 mod train_sae;

@@ -15,7 +15,7 @@ use indicatif::ProgressBar;
 
 use super::args::BackendKind;
 use super::error::{CliError, write_error};
-use super::{OnAutodiff, on_autodiff, print_out};
+use super::{OnAutodiff, memory, on_autodiff, print_out};
 use crate::sae_training::{
     ActivationSource, LiveSource, PreBiasInit, SaeKind, SaeMetrics, SaeTrainConfig, SaeTrainError,
     StoreSource, TrainEvent, TrainedSae, check_site, repeated_runs, token_rows, train_sae_observed,
@@ -177,7 +177,7 @@ impl From<SaeTrainError> for CliError {
             SaeTrainError::Store(s) => CliError::from(s),
             e @ SaeTrainError::TooFewTokens { .. } => CliError::Input(e.to_string()),
             e @ SaeTrainError::NonFinite { .. } => {
-                CliError::Other(format!("{e}; nothing was written"))
+                CliError::Diverged(format!("{e}; nothing was written"))
             }
             e @ SaeTrainError::Source(_) => CliError::Other(e.to_string()),
         }
@@ -319,6 +319,23 @@ pub fn run(backend: BackendKind, args: &TrainSaeArgs) -> Result<(), CliError> {
         Input::Store { dir, key } => StoreSource::open(dir, key)?.width(),
     };
     config.validate(width)?;
+    let host = backend != BackendKind::Cuda;
+    let sizes = format!(
+        "--latents {} on width {width}, --batch {} and a buffer of {} tokens",
+        config.n_latents, config.batch_size, config.buffer_tokens
+    );
+    memory::ensure_fits(&sizes, config.memory_bytes(width), host)?;
+    if let Input::Live {
+        model,
+        rows,
+        seq_len,
+        ..
+    } = &input
+    {
+        let needed = memory::forward_bytes(&model.dims(), *rows, *seq_len);
+        let sizes = format!("--rows {rows} of {seq_len} tokens");
+        memory::ensure_fits(&sizes, needed, host)?;
+    }
     let tokens = config.steps as u64 * config.batch_size as u64;
     if config.aux_coef > 0.0 && tokens < config.dead_after_tokens {
         eprintln!(

@@ -161,6 +161,9 @@ impl SaeTrainConfig {
             }
             _ => {}
         }
+        if self.steps == 0 {
+            return bad("the number of steps must be at least 1".into());
+        }
         if self.batch_size == 0 {
             return bad("the batch size must be at least 1 token".into());
         }
@@ -195,6 +198,14 @@ impl SaeTrainConfig {
         if self.aux_k == Some(0) {
             return bad("aux_k must be at least 1 (set aux_coef to 0 to turn AuxK off)".into());
         }
+        if let Some(k) = self.aux_k
+            && k > self.n_latents
+        {
+            return bad(format!(
+                "aux_k = {k} must be at most the number of latents ({})",
+                self.n_latents
+            ));
+        }
         if !(self.aux_coef.is_finite() && self.aux_coef >= 0.0) {
             return bad(format!(
                 "the auxiliary loss coefficient must be finite and ≥ 0, not {}",
@@ -210,7 +221,33 @@ impl SaeTrainConfig {
                 self.buffer_tokens, self.batch_size
             ));
         }
+        if self
+            .memory_bytes(d)
+            .is_none_or(|b| b > u128::from(u64::MAX))
+        {
+            return bad(format!(
+                "{} latents of width {d}, batches of {} tokens and a buffer of {} tokens need \
+                 more memory than can be addressed",
+                self.n_latents, self.batch_size, self.buffer_tokens
+            ));
+        }
         Ok(())
+    }
+
+    /// A lower bound on the bytes a run on activations of width `d` holds
+    /// at once (f32): the parameters with their gradients and Adam's two
+    /// moments, the shuffling buffer and the initialisation sample, and one
+    /// step's latents and reconstructions. `None` if it overflows.
+    pub fn memory_bytes(&self, d: usize) -> Option<u128> {
+        let (d, l) = (d as u128, self.n_latents as u128);
+        let params = d.checked_mul(l)?.checked_mul(2)?.checked_add(d + l)?;
+        let held = (self.buffer_tokens as u128).checked_add(self.init_sample_tokens as u128)?;
+        let step = (self.batch_size as u128).checked_mul(l.checked_mul(4)?.checked_add(d * 4)?)?;
+        params
+            .checked_mul(4)?
+            .checked_add(held.checked_mul(d)?)?
+            .checked_add(step)?
+            .checked_mul(4)
     }
 
     /// The learning rate at step `step` (0-based): linear warm-up, constant,
@@ -285,6 +322,34 @@ mod tests {
             ..SaeTrainConfig::topk(8, 2)
         };
         assert!(err(c).contains("buffer"));
+        let c = SaeTrainConfig {
+            steps: 0,
+            ..SaeTrainConfig::topk(8, 2)
+        };
+        assert!(err(c).contains("steps must be at least 1"));
+        let c = SaeTrainConfig {
+            aux_k: Some(9),
+            ..SaeTrainConfig::topk(8, 2)
+        };
+        assert!(err(c).contains("aux_k = 9 must be at most"));
+        let c = SaeTrainConfig::topk(usize::MAX, 2);
+        assert!(err(c).contains("more memory than can be addressed"));
         assert!(SaeTrainConfig::topk(8, 2).validate(16).is_ok());
+    }
+
+    #[test]
+    fn memory_counts_parameters_buffer_and_one_step() {
+        let c = SaeTrainConfig {
+            batch_size: 10,
+            buffer_tokens: 100,
+            init_sample_tokens: 50,
+            ..SaeTrainConfig::topk(8, 2)
+        };
+        // d = 4, L = 8: params (2·32 + 12)·4 copies, held 150·4, step 10·(32 + 16); f32.
+        assert_eq!(c.memory_bytes(4), Some(((76 * 4) + 600 + 480) * 4));
+        assert_eq!(
+            SaeTrainConfig::topk(usize::MAX, 2).memory_bytes(usize::MAX),
+            None
+        );
     }
 }

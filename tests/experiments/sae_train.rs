@@ -719,6 +719,35 @@ fn hooks_train_sae_refuses_bad_input_with_a_message_and_writes_nothing() {
             3,
             "--seq-len 65",
         ),
+        (
+            vec!["--layer", "0", "--k", "4", "--aux-k", "65"],
+            3,
+            "aux_k = 65 must be at most the number of latents (64)",
+        ),
+        // Sizes beyond any machine: refused with what they need, before
+        // anything is allocated (not an abort, an OOM kill or a hang).
+        (
+            vec!["--layer", "0", "--k", "4", "--buffer", "100000000000000"],
+            3,
+            "a buffer of 100000000000000 tokens need",
+        ),
+        (
+            vec![
+                "--layer",
+                "0",
+                "--k",
+                "4",
+                "--buffer",
+                "18446744073709551615",
+            ],
+            3,
+            "more memory than can be addressed",
+        ),
+        (
+            vec!["--layer", "0", "--k", "4", "--rows", "18446744073709551615"],
+            3,
+            "--rows 18446744073709551615 of 64 tokens need more memory",
+        ),
     ];
     for (extra, code, message) in cases {
         let r = live(&extra);
@@ -731,6 +760,41 @@ fn hooks_train_sae_refuses_bad_input_with_a_message_and_writes_nothing() {
         assert!(!err.contains("panicked"), "{err}");
         // Checked before the weights load and before the run's notes.
         assert!(!err.contains("note:"), "{err}");
+    }
+    // No steps, and a run that diverges (exit 5, like other non-finite
+    // values while running).
+    for (steps, lr, code, message) in [
+        ("0", "1e-3", 3, "the number of steps must be at least 1"),
+        ("3", "1e30", 5, "training diverged at step"),
+    ] {
+        let r = crate::cli::hooks(&[
+            "train-sae",
+            "--model",
+            m,
+            "--site",
+            SITE,
+            "--layer",
+            "0",
+            "--latents",
+            "64",
+            "--k",
+            "4",
+            "--batch",
+            "64",
+            "--steps",
+            steps,
+            "--lr",
+            lr,
+            "--out",
+            o,
+        ]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(
+            r.status.code(),
+            Some(code),
+            "--steps {steps} --lr {lr}: {err}"
+        );
+        assert!(err.contains(message), "expected {message:?} in {err}");
     }
     // A missing store, a bad key, an output folder.
     let r = crate::cli::hooks(&[
