@@ -55,7 +55,7 @@ impl AnyConfig {
     /// GPT-2). An unknown type is an error naming it and the supported ones.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self, ModelError> {
         let path = dir.as_ref().join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        let text = crate::inputs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
         Self::from_json(&text).map_err(|e| match e {
             ModelError::BadConfig(why) => ModelError::BadConfig(format!("{}: {why}", shown(&path))),
             other => other,

@@ -94,7 +94,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 }
 
 /// `a folder`, `a character device`, ...: what a non-regular file is.
-fn describe(kind: &fs::FileType) -> &'static str {
+pub(crate) fn describe(kind: &fs::FileType) -> &'static str {
     if kind.is_dir() {
         return "a folder";
     }

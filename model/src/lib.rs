@@ -30,6 +30,7 @@ pub mod finite;
 mod fused;
 pub mod gpt2;
 mod hooked;
+pub mod inputs;
 pub mod kv_cache;
 pub mod llama;
 pub mod ops;

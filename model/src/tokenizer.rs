@@ -60,7 +60,7 @@ impl Tokenizer {
     /// naming the file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ModelError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        let bytes = crate::inputs::read(path).map_err(|e| ModelError::io(path, e))?;
         let mut inner =
             tokenizers::Tokenizer::from_bytes(&bytes).map_err(|e| load_error(path, &bytes, &*e))?;
         // transformers applies a file's truncation and padding only when a

@@ -78,6 +78,36 @@ fn missing_weights_is_io_error_naming_the_file() {
     );
 }
 
+/// A named pipe or a device in place of a model file is refused by what it
+/// is, without opening it (a pipe would block until something writes to it,
+/// `/dev/zero` would read forever or look empty).
+#[test]
+fn pipes_and_devices_as_model_files_are_refused_without_blocking() {
+    for file in [CONFIG_FILE, WEIGHTS_FILE] {
+        let dir = TempDir::copy_of("tiny");
+        std::fs::remove_file(dir.join(file)).unwrap();
+        let made = std::process::Command::new("mkfifo")
+            .arg(dir.join(file))
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let msg = load_err(dir.path()).to_string();
+        assert!(msg.contains(file), "{msg}");
+        assert!(
+            msg.contains("a named pipe (FIFO), not a regular file"),
+            "{msg}"
+        );
+
+        std::fs::remove_file(dir.join(file)).unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.join(file)).unwrap();
+        let msg = load_err(dir.path()).to_string();
+        assert!(
+            msg.contains("a character device, not a regular file"),
+            "{msg}"
+        );
+    }
+}
+
 #[test]
 fn truncated_weights_are_bad_safetensors() {
     let dir = TempDir::copy_of("tiny");

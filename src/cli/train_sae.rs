@@ -186,7 +186,7 @@ impl From<SaeTrainError> for CliError {
 
 /// Token ids from `path`: integers separated by whitespace or commas.
 pub fn read_tokens_file(path: &Path, vocab: usize) -> Result<Vec<u32>, CliError> {
-    let text = std::fs::read_to_string(path)
+    let text = hooks_model::inputs::read_to_string(path)
         .map_err(|e| CliError::Input(format!("cannot read --tokens-file {}: {e}", shown(path))))?;
     let mut tokens = Vec::new();
     for (line, row) in text.lines().enumerate() {

@@ -141,7 +141,7 @@ impl<B: Backend> SparseAutoencoder<B> {
     /// `relu` (default) or `topk:<k>`.
     pub fn load(path: impl AsRef<Path>, device: &B::Device) -> Result<Self, ModelError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        let bytes = hooks_model::inputs::read(path).map_err(|e| ModelError::io(path, e))?;
         let bad = |reason: String| ModelError::BadSafetensors {
             path: path.to_path_buf(),
             reason,

@@ -546,7 +546,7 @@ impl<'p> PtFile<'p> {
             reason,
         };
         let mut head = Vec::with_capacity(9);
-        std::fs::File::open(path)
+        hooks_model::inputs::open(path)
             .and_then(|f| f.take(9).read_to_end(&mut head))
             .map_err(|e| ModelError::io(path, e))?;
         if !head.starts_with(b"PK\x03\x04") {

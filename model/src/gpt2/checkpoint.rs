@@ -34,7 +34,7 @@ use crate::{Gpt2, Gpt2Config, ModelError};
 /// Reads `config.json` from a checkpoint folder; errors name the file once.
 pub fn load_config(dir: impl AsRef<Path>) -> Result<Gpt2Config, ModelError> {
     let path = dir.as_ref().join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+    let text = crate::inputs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
     Gpt2Config::from_json(&text).map_err(|e| match e {
         ModelError::BadConfig(why) => ModelError::BadConfig(format!("{}: {why}", shown(&path))),
         other => other,

@@ -30,7 +30,7 @@ use crate::weights::{WeightFiles, transpose_f32};
 /// the file.
 pub fn load_config(dir: impl AsRef<Path>) -> Result<LlamaConfig, ModelError> {
     let path = dir.as_ref().join(CONFIG_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+    let text = crate::inputs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
     LlamaConfig::from_json(&text).map_err(|e| match e {
         ModelError::BadConfig(why) => ModelError::BadConfig(format!("{}: {why}", shown(&path))),
         other => other,

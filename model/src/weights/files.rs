@@ -85,7 +85,7 @@ impl WeightFiles {
     }
 
     fn open_single(path: PathBuf) -> Result<Self, ModelError> {
-        let mut file = match File::open(&path) {
+        let mut file = match crate::inputs::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Err(ModelError::io(
@@ -135,7 +135,7 @@ impl WeightFiles {
                     escape_control(name)
                 ))
             };
-            let mut file = match File::open(&path) {
+            let mut file = match crate::inputs::open(&path) {
                 Ok(file) => file,
                 Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_there()),
                 Err(e) => return Err(ModelError::io(&path, e)),
@@ -452,7 +452,7 @@ fn read_index(path: &Path) -> Result<BTreeMap<String, String>, String> {
             "the index has {len} bytes, more than the {MAX_HEADER_SIZE} an index may take"
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the index: {e}"))?;
+    let bytes = crate::inputs::read(path).map_err(|e| format!("cannot read the index: {e}"))?;
     let value: Value =
         serde_json::from_slice(&bytes).map_err(|e| format!("the index is not JSON: {e}"))?;
     let Value::Object(mut top) = value else {

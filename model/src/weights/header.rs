@@ -155,7 +155,7 @@ impl SafetensorsHeader {
     /// Opens the file at `path` and reads its header ([`read_from`](Self::read_from)).
     pub fn open(path: impl AsRef<Path>) -> Result<(Self, File), ModelError> {
         let path = path.as_ref();
-        let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
+        let mut file = crate::inputs::open(path).map_err(|e| ModelError::io(path, e))?;
         let header = Self::read_from(path, &mut file)?;
         Ok((header, file))
     }
@@ -214,7 +214,7 @@ impl SafetensorsFile {
     /// Reads and checks the file at `path`.
     pub fn read(path: impl AsRef<Path>) -> Result<Self, ModelError> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+        let bytes = crate::inputs::read(path).map_err(|e| ModelError::io(path, e))?;
         Self::parse(path, bytes)
     }
 
