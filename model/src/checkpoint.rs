@@ -18,6 +18,8 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = weights::SINGLE_FILE;
 /// The index of a sharded checkpoint folder.
 pub const INDEX_FILE: &str = weights::INDEX_FILE;
+/// The Hugging Face tokenizer inside a checkpoint folder (optional).
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// How a family's `load_with` (e.g. [`Gpt2::load_with`](crate::Gpt2::load_with)) treats what it reads.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -93,7 +93,7 @@ impl Tokenizer {
     /// folder for any other type.
     pub fn for_model_dir(dir: impl AsRef<Path>, model_type: &str) -> Result<Self, ModelError> {
         let dir = dir.as_ref();
-        let file = dir.join("tokenizer.json");
+        let file = dir.join(crate::checkpoint::TOKENIZER_FILE);
         match file.symlink_metadata() {
             Ok(_) => Self::from_file(&file),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

@@ -18,7 +18,7 @@ use hooks_core::{HookNode, HookTree};
 use super::args::{AtpArgs, BackendKind, InputArgs};
 use super::error::CliError;
 use super::progress::Spinner;
-use super::{OnAutodiff, input, on_autodiff, print_out};
+use super::{OnAutodiff, clobber, input, on_autodiff, print_out};
 use crate::experiments::{AtpOptions, AtpTable, attribution_patching};
 use hooks_model::backend::Cpu;
 use hooks_model::files::{resolve_output, write_atomic};
@@ -189,6 +189,7 @@ pub fn run(backend: BackendKind, args: &AtpArgs) -> Result<(), CliError> {
         )));
     }
     resolve_output(&args.out).map_err(|e| out_error(&args.out, e))?;
+    clobber::refuse_inputs(&args.out, &clobber::model_inputs(&args.model))?;
     let plan = Plan {
         model: args.model.clone(),
         config,

@@ -18,6 +18,7 @@ use hooks_core::path::{explain_unmatched, glob_matches};
 use hooks_core::{HookCalls, HookError, HookNode, HookTree, Record, Recorder, SiteInfo};
 
 use super::args::{BackendKind, CacheArgs};
+use super::clobber;
 use super::error::{CliError, escape_lines, write_error};
 use super::progress::Spinner;
 use super::sites::record_keys;
@@ -190,6 +191,7 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
         )));
     }
     let out = Output::check(&args.out)?;
+    clobber::refuse_inputs(&args.out, &clobber::model_inputs(&args.model))?;
     let plan = Plan {
         model: args.model.clone(),
         config,

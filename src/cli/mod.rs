@@ -26,6 +26,7 @@
 mod args;
 mod atp;
 mod cache;
+mod clobber;
 mod dataset;
 mod error;
 mod generate;

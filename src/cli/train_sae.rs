@@ -15,7 +15,7 @@ use indicatif::ProgressBar;
 
 use super::args::BackendKind;
 use super::error::{CliError, write_error};
-use super::{OnAutodiff, memory, on_autodiff, print_out};
+use super::{OnAutodiff, clobber, memory, on_autodiff, print_out};
 use crate::sae_training::{
     ActivationSource, LiveSource, PreBiasInit, SaeKind, SaeMetrics, SaeTrainConfig, SaeTrainError,
     StoreSource, TrainEvent, TrainedSae, check_site, repeated_runs, token_rows, train_sae_observed,
@@ -308,6 +308,15 @@ pub fn run(backend: BackendKind, args: &TrainSaeArgs) -> Result<(), CliError> {
         },
         _ => unreachable!("clap requires exactly one of --model and --store"),
     };
+    let inputs = match &input {
+        Input::Live { dir, .. } => {
+            let mut files = clobber::model_inputs(dir);
+            files.extend(args.tokens_file.clone());
+            files
+        }
+        Input::Store { dir, .. } => clobber::folder_files(dir),
+    };
+    clobber::refuse_inputs(&args.out, &inputs)?;
     // Checked before any weight is loaded.
     let width = match &input {
         Input::Live {

@@ -482,6 +482,71 @@ fn tiny_copy(tmp: &TempDir, name: &str) -> PathBuf {
     dir
 }
 
+/// No command writes over its own inputs: `--out` at the model's weights or
+/// config (directly or through a link) is refused before anything runs,
+/// and the files are left as they were.
+#[test]
+fn outputs_never_replace_the_commands_inputs() {
+    let tmp = TempDir::new("clobber");
+    let model = tiny_copy(&tmp, "model");
+    let m = model.to_str().unwrap();
+    let weights = model.join("model.safetensors");
+    let before = std::fs::read(&weights).unwrap();
+    let link = tmp.join("link.safetensors");
+    std::os::unix::fs::symlink(&weights, &link).unwrap();
+    let config = model.join("config.json");
+    let (w, l, c) = (
+        weights.to_str().unwrap(),
+        link.to_str().unwrap(),
+        config.to_str().unwrap(),
+    );
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["cache", "--model", m, "--tokens", "1,2,3", "--out", w],
+        vec!["cache", "--model", m, "--tokens", "1,2,3", "--out", l],
+        vec!["cache", "--model", m, "--tokens", "1,2,3", "--out", c],
+        vec![
+            "atp",
+            "--model",
+            m,
+            "--clean-tokens",
+            "1,2",
+            "--corrupt-tokens",
+            "1,3",
+            "--metric",
+            "logprob:4",
+            "--out",
+            l,
+        ],
+        vec![
+            "train-sae",
+            "--model",
+            m,
+            "--site",
+            "mlp.post_act",
+            "--layer",
+            "0",
+            "--latents",
+            "8",
+            "--k",
+            "2",
+            "--steps",
+            "1",
+            "--out",
+            w,
+        ],
+    ];
+    for args in cases {
+        let o = hooks(&args);
+        assert_code(&o, 1);
+        assert_stderr_contains(&o, "an input of this command; give another --out");
+    }
+    assert_eq!(std::fs::read(&weights).unwrap(), before);
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        std::fs::read(Path::new(TINY).join("config.json")).unwrap()
+    );
+}
+
 /// The temporary files `hooks` leaves in `dir` (there must be none).
 fn partial_files(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
