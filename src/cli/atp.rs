@@ -147,6 +147,7 @@ struct Plan {
     sites: Vec<String>,
     options: AtpOptions,
     load: LoadOptions,
+    out: PathBuf,
 }
 
 /// Runs `hooks atp`.
@@ -202,13 +203,11 @@ pub fn run(backend: BackendKind, args: &AtpArgs) -> Result<(), CliError> {
             ig_steps: args.ig_steps as usize,
         },
         load: LoadOptions::new().allow_non_finite(args.allow_non_finite),
+        out: args.out.clone(),
     };
     let table = on_autodiff(backend, Job(&plan))?;
-    if let Some(r) = table.rows.iter().find(|r| !r.estimate.is_finite()) {
-        eprintln!(
-            "warning: estimates went non-finite (first: {} layer {:?} head {:?} position {:?})",
-            r.site, r.layer, r.head, r.position
-        );
+    if let Some(what) = non_finite(&table) {
+        eprintln!("warning: {what}; written as they are (--allow-non-finite)");
     }
 
     match format {
@@ -325,15 +324,62 @@ impl<B: AutodiffBackend> FamilyJob<B> for OnDevice<'_, B> {
         spinner.set_message("two forward passes and one backward pass");
         let sites: Vec<&str> = plan.sites.iter().map(String::as_str).collect();
         let metric = plan.metric;
-        Ok(attribution_patching(
+        let table = attribution_patching(
             &model,
             &plan.clean,
             &plan.corrupted,
             &sites,
             |l| metric.eval(l),
             plan.options,
-        )?)
+        )?;
+        match non_finite(&table) {
+            Some(what) if !plan.load.allow_non_finite => {
+                let note = format!(
+                    "nothing was written to `{}` (pass --allow-non-finite to write the file anyway)",
+                    shown(&plan.out)
+                );
+                // Name the first site that went non-finite, where a forward
+                // pass has one (the gradients alone may have).
+                let hooks = M::Hooks::default();
+                for batch in [&plan.clean, &plan.corrupted] {
+                    if let Some(site) = model.first_non_finite(batch, &hooks)? {
+                        let site = Box::new(site);
+                        return Err(CliError::NonFinite { site, note });
+                    }
+                }
+                Err(CliError::Diverged(format!("{what}; {note}")))
+            }
+            _ => Ok(table),
+        }
     }
+}
+
+/// What went non-finite in `table`, in words: a metric or the first
+/// estimate that did.
+fn non_finite(table: &AtpTable) -> Option<String> {
+    for (run, value) in [
+        ("clean", table.clean_metric),
+        ("corrupted", table.corrupted_metric),
+    ] {
+        if !value.is_finite() {
+            return Some(format!("the metric is {value} on the {run} run"));
+        }
+    }
+    let row = table.rows.iter().find(|r| !r.estimate.is_finite())?;
+    let mut cell = format!("`{}`", row.site);
+    for (name, index) in [
+        ("layer", row.layer),
+        ("head", row.head),
+        ("position", row.position),
+    ] {
+        if let Some(i) = index {
+            let _ = write!(cell, " {name} {i}");
+        }
+    }
+    Some(format!(
+        "the estimates went non-finite (first: {cell}, {})",
+        row.estimate
+    ))
 }
 
 #[cfg(test)]

@@ -650,6 +650,33 @@ fn overflowing_activations_exit_5_and_keep_the_old_file() {
     let o = hooks(&["generate", "--model", model, "--tokens", "1", "-n", "2"]);
     assert_code(&o, 5);
     assert_stderr_contains(&o, "site `resid.post_emb`");
+
+    // Attribution patching too: not a table of zeros with exit 0.
+    let atp = |extra: &[&str]| {
+        let mut args = vec![
+            "atp",
+            "--model",
+            model,
+            "--clean-tokens",
+            "1,2",
+            "--corrupt-tokens",
+            "1,3",
+            "--metric",
+            "logprob:4",
+            "--out",
+            &out,
+        ];
+        args.extend_from_slice(extra);
+        hooks(&args)
+    };
+    let o = atp(&[]);
+    assert_code(&o, 5);
+    assert_stderr_contains(&o, "first at site `resid.post_emb`");
+    assert_stderr_contains(&o, "nothing was written");
+    assert_eq!(std::fs::read(&out).unwrap(), b"old contents");
+    let o = atp(&["--allow-non-finite"]);
+    assert_code(&o, 0);
+    assert_stderr_contains(&o, "warning: the metric is NaN on the clean run");
 }
 
 #[test]
