@@ -331,6 +331,36 @@ fn config_with_fewer_layers_than_weights_is_a_mismatch() {
     }
 }
 
+/// The unembedding follows `tie_word_embeddings` as transformers does:
+/// tied, a stored `lm_head.weight` is not read; untied, it is required.
+#[test]
+fn tie_word_embeddings_decides_the_unembedding() {
+    let tokens = TokenBatch::single(vec![1, 2, 3]).unwrap();
+    let logits = |dir: &Path| {
+        let model = Gpt2::<NdArray>::load(dir, &Default::default()).unwrap();
+        host(model.forward(&tokens, &Default::default()).unwrap())
+    };
+    let untied = TempDir::copy_of("untied");
+    let own_head = logits(untied.path());
+    edit_config(&untied, |c| {
+        c.insert("tie_word_embeddings".into(), true.into());
+    });
+    let tied = logits(untied.path());
+    assert_ne!(tied, own_head, "the fixture's lm_head differs from its wte");
+    edit_weights(&untied, |w| {
+        w.remove("lm_head.weight");
+    });
+    assert_eq!(logits(untied.path()), tied, "lm_head.weight was not read");
+
+    let tiny = TempDir::copy_of("tiny");
+    edit_config(&tiny, |c| {
+        c.insert("tie_word_embeddings".into(), false.into());
+    });
+    assert!(
+        matches!(load_err(tiny.path()), ModelError::MissingKey { key, .. } if key == "lm_head.weight")
+    );
+}
+
 #[test]
 fn bad_configs_are_bad_config() {
     let dir = TempDir::copy_of("tiny");
@@ -345,8 +375,24 @@ fn bad_configs_are_bad_config() {
         "{msg}"
     );
 
-    let edits: [(&str, serde_json::Value, &str); 4] = [
+    let edits: [(&str, serde_json::Value, &str); 7] = [
         ("activation_function", "relu".into(), "relu"),
+        // Variants of the architecture the model does not implement.
+        (
+            "scale_attn_weights",
+            false.into(),
+            "scale_attn_weights = false is not supported",
+        ),
+        (
+            "scale_attn_by_inverse_layer_idx",
+            true.into(),
+            "scale_attn_by_inverse_layer_idx = true is not supported",
+        ),
+        (
+            "add_cross_attention",
+            true.into(),
+            "add_cross_attention = true is not supported",
+        ),
         ("n_embd", 0.into(), "positive"),
         ("vocab_size", 0.into(), "positive"),
         (

@@ -420,7 +420,9 @@ fn a_shard_not_in_the_folder_is_named() {
     std::fs::create_dir(dir.join(&gone)).unwrap();
     let reason = bad_checkpoint(load_err(dir.path()), &dir.join(INDEX_FILE));
     assert!(
-        reason.ends_with(&format!("to `{gone}`, which is not a regular file")),
+        reason.ends_with(&format!(
+            "to `{gone}`, which is a folder, not a regular file"
+        )),
         "{reason}"
     );
 }

@@ -3,8 +3,10 @@
 //! listed by `model.safetensors.index.json`, stored as F32, BF16 or F16 and
 //! converted to f32 as they load (the model computes in f32).
 //!
-//! Keys are accepted with or without the `transformer.` prefix; `lm_head.weight`
-//! is used when present, else the unembedding is tied to `wte`; old
+//! Keys are accepted with or without the `transformer.` prefix; as in
+//! transformers, the unembedding is `wte` when `tie_word_embeddings` (GPT-2's
+//! default; a stored `lm_head.weight` is then only shape-checked, not read),
+//! and `lm_head.weight`, required, when not; old
 //! `attn.bias` / `attn.masked_bias` buffers are ignored (never read). Every
 //! problem is a [`ModelError`] naming the file and key.
 //!
@@ -215,7 +217,7 @@ impl<B: Backend> Gpt2<B> {
         }
         let (d, v, p) = (config.n_embd, config.vocab_size, config.n_positions);
         let has_lm_head = weights.find("lm_head.weight").is_some();
-        if has_lm_head {
+        if has_lm_head || !config.tie_word_embeddings {
             weights.check("lm_head.weight", &[v, d])?;
         }
 
@@ -228,7 +230,9 @@ impl<B: Backend> Gpt2<B> {
         let wte_values = take.values("wte.weight")?;
         // The unembedding `[D, V]`, a contiguous copy (a transposed view
         // would slow every matmul), transposed on the host as it is read.
-        let tied = (!has_lm_head).then(|| transpose_f32(&wte_values, v, d));
+        let tied = config
+            .tie_word_embeddings
+            .then(|| transpose_f32(&wte_values, v, d));
         let wte: Tensor<B, 2> = tensor(wte_values, [v, d], device);
         let wpe = take.tensor("wpe.weight", [p, d])?;
         let ln_f = take.norm("ln_f", d)?;

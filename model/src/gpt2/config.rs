@@ -277,6 +277,37 @@ impl Gpt2Config {
                 )));
             }
         }
+        // Variants of the architecture this model does not implement, each
+        // accepted only at GPT-2's value: another would change the outputs
+        // without a word.
+        let variants = [
+            (
+                "scale_attn_weights",
+                true,
+                "attention logits are divided by √d",
+            ),
+            (
+                "scale_attn_by_inverse_layer_idx",
+                false,
+                "attention logits are not divided by the layer's index",
+            ),
+            (
+                "add_cross_attention",
+                false,
+                "blocks have no cross-attention",
+            ),
+        ];
+        for (field, supported, why) in variants {
+            if let Some(v) = map.get(field)
+                && *v != serde_json::Value::Bool(supported)
+            {
+                return Err(bad(format!(
+                    "{field} = {} is not supported: this GPT-2 implements only {supported} \
+                     ({why})",
+                    shown_json(v)
+                )));
+            }
+        }
         let config: Gpt2Config = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
         config.validate()?;
         Ok(config)

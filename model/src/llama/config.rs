@@ -289,8 +289,10 @@ impl LlamaConfig {
         }
         if !self.head_dim.is_multiple_of(2) {
             return bad(format!(
-                "head_dim ({}) must be even: RoPE rotates a head's first half against its second",
-                self.head_dim
+                "head_dim ({}) must be even: RoPE rotates a head's first half against its second \
+                 (head_dim is config.json's, or hidden_size {} / num_attention_heads {} rounded \
+                 down when it gives none)",
+                self.head_dim, self.hidden_size, self.num_attention_heads
             ));
         }
         require_positive_finite("rms_norm_eps", self.rms_norm_eps)?;
@@ -317,10 +319,14 @@ impl LlamaConfig {
                 && window.is_none()
                 && let Some(i) = types.iter().position(|t| *t == LayerType::Sliding)
             {
+                let window = match self.sliding_window {
+                    Some(w) => w.to_string(),
+                    None => "not set".into(),
+                };
                 return bad(format!(
                     "layer_types marks layer {i} \"sliding_attention\" but no window applies \
-                     (use_sliding_window is {}, sliding_window is {:?})",
-                    self.use_sliding_window, self.sliding_window
+                     (use_sliding_window is {}, sliding_window is {window})",
+                    self.use_sliding_window
                 ));
             }
         }

@@ -138,17 +138,19 @@ impl WeightFiles {
             let mut file = match crate::inputs::open(&path) {
                 Ok(file) => file,
                 Err(e) if e.kind() == ErrorKind::NotFound => return Err(not_there()),
+                // A folder, a pipe or a device: named by what it is.
+                Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                    let kind = std::fs::metadata(&path)
+                        .map_or("a special file", |m| crate::files::describe(&m.file_type()));
+                    return Err(bad(format!(
+                        "the index maps `{}`{} to `{}`, which is {kind}, not a regular file",
+                        escape_control(keys[0]),
+                        others(keys.len() - 1),
+                        escape_control(name)
+                    )));
+                }
                 Err(e) => return Err(ModelError::io(&path, e)),
             };
-            let meta = file.metadata().map_err(|e| ModelError::io(&path, e))?;
-            if !meta.is_file() {
-                return Err(bad(format!(
-                    "the index maps `{}`{} to `{}`, which is not a regular file",
-                    escape_control(keys[0]),
-                    others(keys.len() - 1),
-                    escape_control(name)
-                )));
-            }
             let header = SafetensorsHeader::read_from(&path, &mut file)?;
             shards.push(Shard { header, file });
         }
