@@ -7,7 +7,7 @@
 //! (on the inner backend) on its `bwd` stage.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -129,9 +129,12 @@ impl Output {
     ) -> Result<u64, CliError> {
         match self {
             Output::Stdout => {
+                let failed = |e| CliError::Other(format!("cannot write to standard output: {e}"));
                 let mut stdout = std::io::stdout().lock();
-                write_safetensors_to(&mut stdout, tensors, metadata)
-                    .map_err(|e| CliError::Other(format!("cannot write to standard output: {e}")))
+                let size = write_safetensors_to(&mut stdout, tensors, metadata)
+                    .map_err(|e| failed(e.to_string()))?;
+                stdout.flush().map_err(|e| failed(e.to_string()))?;
+                Ok(size)
             }
             Output::File(path) => {
                 write_atomic(path, |w| write_safetensors_to(w, tensors, metadata))
