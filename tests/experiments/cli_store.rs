@@ -251,3 +251,83 @@ fn bad_input_gets_the_input_exit_code_and_leaves_nothing() {
     assert_eq!(status, Some(1), "{err}");
     assert!(err.contains("missing.jsonl"), "{err}");
 }
+
+/// `hooks cache --model <bundled> --dataset <corpus> --sites mlp.post_act
+/// --seq-len 16 --out <out> <more>`: exit code and stderr, run in `cwd`.
+fn cache_in(cwd: &Path, corpus: &Path, out: &str, more: &[&str]) -> (Option<i32>, String) {
+    let r = Command::new(env!("CARGO_BIN_EXE_hooks"))
+        .current_dir(cwd)
+        .args([
+            "cache",
+            "--model",
+            &bundled(),
+            "--dataset",
+            corpus.to_str().unwrap(),
+            "--sites",
+            "mlp.post_act",
+            "--seq-len",
+            "16",
+            "--out",
+            out,
+        ])
+        .args(more)
+        .output()
+        .unwrap();
+    (
+        r.status.code(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn corpus_errors_name_the_file_and_line_or_how_much_is_there() {
+    let tmp = TempDir::new("cli-store-corpus");
+    let bytes: Vec<u8> = (0..3000u32)
+        .map(|i| (i * 7919 % 251) as u8 | 0x80)
+        .collect();
+    let npy = |n: usize, cut: usize| {
+        let mut header = format!("{{'descr': '<u2', 'fortran_order': False, 'shape': ({n},), }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend((0..n as u16).flat_map(|t| (t % 128).to_le_bytes()));
+        out.truncate(out.len() - cut);
+        out
+    };
+    for (name, contents, expected) in [
+        (
+            "random.jsonl",
+            bytes,
+            "random.jsonl: line 1: not UTF-8 text",
+        ),
+        (
+            "cut1.npy",
+            npy(1000, 1),
+            "promises 1000 token ids of 2 bytes each, but the file holds only 999 whole ids and 1 \
+             byte of another",
+        ),
+        (
+            "cut101.npy",
+            npy(1000, 101),
+            "holds only 949 whole ids and 1 byte of another",
+        ),
+        (
+            "string.jsonl",
+            b"{\"tokens\":\"1,2,3\"}\n".to_vec(),
+            "line 1: \"tokens\" is not an array of token ids (it is a string)",
+        ),
+    ] {
+        let corpus = tmp.join(name);
+        std::fs::write(&corpus, contents).unwrap();
+        let (code, err) = cache_in(&tmp.0, &corpus, "store", &[]);
+        assert_eq!(code, Some(3), "{name}: {err}");
+        assert!(
+            err.contains(expected) && err.contains(name),
+            "{name}: {err}"
+        );
+    }
+}

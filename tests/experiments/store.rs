@@ -535,7 +535,29 @@ fn bad_corpora_and_options_are_errors_naming_what_is_wrong() {
         (
             "mixed.jsonl",
             b"{\"tokens\": [1]}\n{\"text\": \"a\"}\n".to_vec(),
-            "line 2: no \"tokens\" array",
+            "line 2: no \"tokens\" field (the first line has one)",
+        ),
+        (
+            "string.jsonl",
+            b"{\"tokens\":\"1,2,3\"}\n".to_vec(),
+            "line 1: \"tokens\" is not an array of token ids (it is a string)",
+        ),
+        (
+            "array.jsonl",
+            b"{\"tokens\": [1]}\n[1, 2]\n".to_vec(),
+            "line 2: not a JSON object (it is an array)",
+        ),
+        (
+            "binary.jsonl",
+            (0..3000u32)
+                .map(|i| (i * 7919 % 251) as u8 | 0x80)
+                .collect(),
+            "line 1: not UTF-8 text",
+        ),
+        (
+            "late.jsonl",
+            b"{\"tokens\": [1]}\n\xff\xfe\n".to_vec(),
+            "line 2: not UTF-8 text",
         ),
         (
             "bad.jsonl",
@@ -567,7 +589,18 @@ fn bad_corpora_and_options_are_errors_naming_what_is_wrong() {
             b"\x93NUMPY".to_vec(),
             "shorter than the .npy magic",
         ),
-        ("trunc.npy", npy_bytes("<u2", &[1, 0], 5), "ends early"),
+        (
+            "trunc.npy",
+            npy_bytes("<u2", &[1, 0], 5),
+            "ends early: its header promises 5 token ids of 2 bytes each, but the file holds \
+             only 1 whole id (is it truncated?)",
+        ),
+        (
+            "trunc101.npy",
+            npy_bytes("<u2", &[1u8; 2000][..2000 - 101], 1000),
+            "promises 1000 token ids of 2 bytes each, but the file holds only 949 whole ids and \
+             1 byte of another",
+        ),
     ];
     for (name, contents, expected) in cases {
         let err = err_of(name, &contents, &opts);
