@@ -179,6 +179,7 @@ impl Corpus {
         Ok(Rows {
             path: self.path.clone(),
             format: self.format,
+            bytes: self.bytes,
             reader,
             source,
             tokenizer,
@@ -284,6 +285,7 @@ enum Source {
 pub struct Rows<'t> {
     path: PathBuf,
     format: CorpusFormat,
+    bytes: u64,
     reader: Counting<BufReader<File>>,
     source: Source,
     tokenizer: Option<&'t Tokenizer>,
@@ -304,6 +306,25 @@ impl Rows<'_> {
     /// Bytes of the corpus read so far.
     pub fn bytes_read(&self) -> u64 {
         self.reader.read
+    }
+
+    /// About how many rows the corpus holds in all, for sizing buffers: an
+    /// upper bound for flat files (exact) and `"tokens"` lines (each id
+    /// takes at least two bytes, a digit and a comma or bracket); for text,
+    /// one token per byte, a guess buffers may have to grow past.
+    pub fn row_estimate(&self) -> u64 {
+        let seq = self.seq_len as u64;
+        let tokens = match (&self.source, self.format) {
+            (
+                Source::Flat {
+                    remaining, index, ..
+                },
+                _,
+            ) => remaining + index,
+            (_, CorpusFormat::JsonlTokens) => self.bytes / 2,
+            _ => self.bytes,
+        };
+        tokens / seq + 1
     }
 
     /// Tokens dropped at the end (fewer than a row); final once the

@@ -37,7 +37,9 @@ pub struct ShardBuffer {
 
 impl ShardBuffer {
     /// An empty shard for `block`, whose first row is `first_row`, with room
-    /// for `capacity_rows` rows.
+    /// reserved for `capacity_rows` rows when that much memory is free (the
+    /// caller bounds it by what the corpus can fill; the buffers grow past it
+    /// if needed).
     pub fn new(
         block: u64,
         first_row: u64,
@@ -46,7 +48,15 @@ impl ShardBuffer {
         dtype: StoreDtype,
         capacity_rows: u64,
     ) -> Self {
-        let tokens = capacity_rows as usize * seq_len;
+        let tokens = usize::try_from(capacity_rows)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(seq_len);
+        let room = |bytes_per_token: usize| {
+            let mut v = Vec::new();
+            // Failing is fine: `append` grows it as rows come.
+            let _ = v.try_reserve_exact(tokens.saturating_mul(bytes_per_token));
+            v
+        };
         ShardBuffer {
             block,
             first_row,
@@ -54,11 +64,11 @@ impl ShardBuffer {
             dtype,
             values: keys
                 .iter()
-                .map(|k| Vec::with_capacity(tokens * k.width() * dtype.size()))
+                .map(|k| room(k.width() * dtype.size()))
                 .collect(),
-            tokens: Vec::with_capacity(tokens * 8),
-            rows: Vec::with_capacity(tokens * 8),
-            positions: Vec::with_capacity(tokens * 8),
+            tokens: room(8),
+            rows: room(8),
+            positions: room(8),
             n_rows: 0,
         }
     }
@@ -79,8 +89,16 @@ impl ShardBuffer {
     }
 
     /// Appends a batch: its token rows and, per key (in the keys' order),
-    /// the recorded `[rows, seq_len, ..shape]` values.
-    pub fn append(&mut self, rows: &[Vec<u32>], values: &[TensorData]) {
+    /// the recorded `[rows, seq_len, ..shape]` values; an error, rather than
+    /// an abort, when they do not fit in memory.
+    pub fn append(&mut self, rows: &[Vec<u32>], values: &[TensorData]) -> Result<(), StoreError> {
+        for (out, data) in self.values.iter_mut().zip(values) {
+            reserve(out, data.num_elements() * self.dtype.size())?;
+        }
+        let tokens: usize = rows.iter().map(Vec::len).sum();
+        for buf in [&mut self.tokens, &mut self.rows, &mut self.positions] {
+            reserve(buf, tokens * 8)?;
+        }
         for (i, row) in rows.iter().enumerate() {
             let r = self.next_row() + i as u64;
             for (p, &t) in row.iter().enumerate() {
@@ -93,6 +111,7 @@ impl ShardBuffer {
             encode(data, self.dtype, out);
         }
         self.n_rows += rows.len() as u64;
+        Ok(())
     }
 
     /// Writes the shard into `dir` and returns its record.
@@ -154,6 +173,19 @@ impl ShardBuffer {
             sha256,
         })
     }
+}
+
+/// Room for `more` bytes in `buf`, or an error saying the shard does not
+/// fit in memory (rather than an abort).
+fn reserve(buf: &mut Vec<u8>, more: usize) -> Result<(), StoreError> {
+    buf.try_reserve(more)
+        .or_else(|_| buf.try_reserve_exact(more))
+        .map_err(|_| {
+            StoreError::Options(format!(
+                "the shard being filled needs {more} more bytes, which do not fit in memory: \
+                 give a smaller --shard-mb"
+            ))
+        })
 }
 
 /// Appends `data`'s f32 values to `out` as `dtype`, little-endian.

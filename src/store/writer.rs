@@ -242,6 +242,27 @@ pub fn rows_per_shard(keys: &[StoredKey], options: &StoreOptions) -> u64 {
     (options.shard_bytes / per_row).max(1)
 }
 
+/// Refuses an option whose products cannot be counted: a batch whose
+/// tokens, or whose values' bytes, overflow 64 bits is no size a machine
+/// can run (rather than a panic or an abort allocating it).
+fn check_batch_size(keys: &[StoredKey], options: &StoreOptions) -> Result<(), StoreError> {
+    let per_token: u64 = keys
+        .iter()
+        .map(|k| (k.width() * options.dtype.size()) as u64)
+        .sum();
+    let bytes = (options.batch as u64)
+        .checked_mul(options.seq_len as u64)
+        .and_then(|tokens| tokens.checked_mul(per_token.max(1)));
+    if bytes.is_none() {
+        return Err(StoreError::Options(format!(
+            "--batch {} is too large: {} rows of {} tokens, {per_token} bytes each, overflow 64 \
+             bits; give a batch of at most a few thousand rows",
+            options.batch, options.batch, options.seq_len
+        )));
+    }
+    Ok(())
+}
+
 /// Builds (or resumes) the store in `out` from `corpus` through `model`.
 ///
 /// `tokenizer` is needed for text corpora. `progress` is called after each
@@ -269,7 +290,13 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
     if options.batch == 0 {
         return Err(StoreError::Options("--batch must be at least 1".into()));
     }
+    if options.shard_bytes == 0 {
+        return Err(StoreError::Options(
+            "the shard size must be positive (--shard-mb at least 1)".into(),
+        ));
+    }
     let keys = stored_keys::<B, M>(&dims, options)?;
+    check_batch_size(&keys, options)?;
     let rows_per_shard = rows_per_shard(&keys, options);
     let blocks = blocks_needed::<B, M>(&keys);
     let fresh = Manifest {
@@ -336,8 +363,13 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
     };
     let tokens_at_start = manifest.tokens;
     let seq = options.seq_len as u64;
+    // Buffers are sized by what the corpus can fill, not by the options
+    // alone: a batch never holds more than a shard's rows (it is run at each
+    // shard's end) nor more than the corpus's.
+    let corpus_rows = rows.row_estimate();
     let mut shard: Option<ShardBuffer> = None;
-    let mut batch: Vec<Vec<u32>> = Vec::with_capacity(options.batch);
+    let batch_rows = (options.batch as u64).min(rows_per_shard).min(corpus_rows);
+    let mut batch: Vec<Vec<u32>> = Vec::with_capacity(batch_rows as usize);
     let mut row_index = 0u64;
     let report = |manifest: &Manifest, shard: &Option<ShardBuffer>, bytes_read: u64| {
         let buffered = shard.as_ref().map_or(0, |s| s.n_rows() * seq);
@@ -361,13 +393,14 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
             continue;
         }
         let buffer = shard.get_or_insert_with(|| {
+            let first = block * rows_per_shard;
             ShardBuffer::new(
                 block,
-                block * rows_per_shard,
+                first,
                 &keys,
                 options.seq_len,
                 options.dtype,
-                rows_per_shard,
+                rows_per_shard.min(corpus_rows.saturating_sub(first).max(1)),
             )
         });
         batch.push(row);
@@ -469,8 +502,7 @@ impl<B: Backend, M: HookedModel<B>> Pass<'_, B, M> {
             }
             values.push(data);
         }
-        shard.append(tokens.rows(), &values);
-        Ok(())
+        shard.append(tokens.rows(), &values)
     }
 }
 

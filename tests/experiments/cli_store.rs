@@ -279,6 +279,56 @@ fn cache_in(cwd: &Path, corpus: &Path, out: &str, more: &[&str]) -> (Option<i32>
     )
 }
 
+/// 50 documents of 100 random ids (5000 tokens), as the audit's corpus.
+fn audit_corpus(path: &Path) {
+    let mut rng = XorShift::new(21);
+    let text: String = (0..50)
+        .map(|_| {
+            let doc: Vec<u32> = (0..100).map(|_| rng.below(128) as u32).collect();
+            format!("{}\n", serde_json::json!({ "tokens": doc }))
+        })
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn absurd_batch_and_shard_sizes_are_refused_or_bounded_by_the_corpus() {
+    let tmp = TempDir::new("cli-store-sizes");
+    let corpus = tmp.join("good.jsonl");
+    audit_corpus(&corpus);
+    let out = |name: &str| tmp.join(name).to_str().unwrap().to_string();
+    for (more, expected) in [
+        (
+            ["--batch", "18446744073709551615"],
+            "--batch 18446744073709551615 is too large",
+        ),
+        (
+            ["--shard-mb", "0"],
+            "--shard-mb 0: a shard must be at least 1 MiB",
+        ),
+        (
+            ["--shard-mb", "18446744073709551615"],
+            "--shard-mb 18446744073709551615 is too large",
+        ),
+    ] {
+        let (code, err) = cache_in(&tmp.0, &corpus, &out("refused"), &more);
+        assert_eq!(code, Some(3), "{more:?}: {err}");
+        assert!(err.contains(expected), "{err}");
+        assert!(!tmp.join("refused").exists());
+    }
+    // Allocated by what the 5000 tokens fill: a batch of 2^32 rows is one
+    // pass per shard, a 100000 MiB shard holds the whole corpus.
+    let (code, err) = cache_in(&tmp.0, &corpus, &out("batch"), &["--batch", "4294967296"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = cache_in(&tmp.0, &corpus, &out("shard"), &["--shard-mb", "100000"]);
+    assert_eq!(code, Some(0), "{err}");
+    let m = Manifest::read(&tmp.join("shard/manifest.json")).unwrap();
+    assert_eq!((m.shards.len(), m.tokens), (1, 4992));
+    // The same single shard (the manifests differ in rows per shard).
+    let shard = |dir: &str| std::fs::read(tmp.join(dir).join("shard-00000.safetensors")).unwrap();
+    assert!(shard("batch") == shard("shard"));
+}
+
 #[test]
 fn corpus_errors_name_the_file_and_line_or_how_much_is_there() {
     let tmp = TempDir::new("cli-store-corpus");

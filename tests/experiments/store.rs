@@ -783,3 +783,62 @@ fn a_store_runs_only_the_blocks_its_keys_need() {
     assert_eq!(needed(keys(&["resid.ln_f.*"], None)), None);
     assert_eq!(needed(keys(&["logits"], None)), None);
 }
+
+#[test]
+fn absurd_batch_and_shard_sizes_are_bounded_by_the_corpus_or_refused() {
+    let model = bundled();
+    let tmp = TempDir::new("store-sizes");
+    let corpus = tmp.join("corpus.jsonl");
+    write_jsonl(&corpus, &documents(9, 20));
+    let opts = options(&["mlp.post_act"]);
+    let reference = tmp.join("reference");
+    built(build(&model, &corpus, &opts, &reference).unwrap());
+
+    // A batch of 2^32 rows or shards of u64::MAX bytes allocate what the
+    // corpus fills, and a batch larger than the corpus is one forward pass
+    // per shard: the same shards.
+    let out = tmp.join("huge-batch");
+    let huge_batch = StoreOptions {
+        batch: 1 << 32,
+        ..opts.clone()
+    };
+    built(build(&model, &corpus, &huge_batch, &out).unwrap());
+    assert_eq!(file_bytes(&out), file_bytes(&reference));
+    let out = tmp.join("huge-shard");
+    let huge_shard = StoreOptions {
+        shard_bytes: u64::MAX,
+        ..opts.clone()
+    };
+    let manifest = built(build(&model, &corpus, &huge_shard, &out).unwrap());
+    assert_eq!(manifest.shards.len(), 1);
+    assert_eq!(manifest.tokens, built_tokens(&reference));
+
+    // Sizes whose products overflow, and empty shards, are option errors.
+    let refused = [
+        (
+            StoreOptions {
+                batch: usize::MAX,
+                ..opts.clone()
+            },
+            "--batch 18446744073709551615 is too large",
+        ),
+        (
+            StoreOptions {
+                shard_bytes: 0,
+                ..opts.clone()
+            },
+            "--shard-mb at least 1",
+        ),
+    ];
+    for (bad, expected) in refused {
+        let out = tmp.join("refused");
+        let err = build(&model, &corpus, &bad, &out).unwrap_err();
+        assert!(matches!(err, StoreError::Options(_)), "{err:?}");
+        assert!(err.to_string().contains(expected), "{err}");
+        assert!(!out.exists());
+    }
+}
+
+fn built_tokens(dir: &Path) -> u64 {
+    Manifest::read(&dir.join("manifest.json")).unwrap().tokens
+}
