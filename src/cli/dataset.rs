@@ -266,6 +266,21 @@ impl From<StoreError> for CliError {
                      --allow-non-finite to store such values)"
                 ),
             },
+            StoreError::Overflow {
+                site,
+                value,
+                dtype,
+                row,
+            } => CliError::NonFinite {
+                site,
+                note: format!(
+                    "in corpus row {row}, {value} overflowed {dtype} (largest finite value {}): \
+                     store with --dtype {}, or pass --allow-non-finite to store such values as \
+                     infinity; the shards written so far are kept",
+                    dtype.max_finite(),
+                    dtype.wider()
+                ),
+            },
             StoreError::Options(_) | StoreError::Corpus { .. } | StoreError::UnknownKey { .. } => {
                 CliError::Input(e.to_string())
             }

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use hooks_core::HookError;
 use hooks_model::{ModelError, NonFiniteSite, shown};
 
+use super::manifest::StoreDtype;
+
 /// An activation-store error.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,6 +53,27 @@ pub enum StoreError {
         found: String,
         /// This run's value.
         wanted: String,
+    },
+    /// A finite value beyond the range of the store's 16-bit element type,
+    /// which would be stored as infinity.
+    #[error(
+        "`{key}` holds {value} (in corpus row {row}), which overflowed {dtype} (largest finite \
+         value {max}) and would be stored as infinity; store with --dtype {suggest} (the shards \
+         written so far are kept)",
+        key = site.key(),
+        max = dtype.max_finite(),
+        suggest = dtype.wider()
+    )]
+    Overflow {
+        /// The key, layer and element (its `value` is the infinity it would
+        /// become).
+        site: Box<NonFiniteSite>,
+        /// The finite value.
+        value: f32,
+        /// The element type it overflows.
+        dtype: StoreDtype,
+        /// The corpus row it is in.
+        row: u64,
     },
     /// An option is out of range or inconsistent with the model.
     #[error("{0}")]

@@ -36,6 +36,24 @@ impl StoreDtype {
         }
     }
 
+    /// Its largest finite value.
+    pub fn max_finite(self) -> f32 {
+        match self {
+            StoreDtype::F32 => f32::MAX,
+            StoreDtype::F16 => half::f16::MAX.to_f32(),
+            StoreDtype::Bf16 => half::bf16::MAX.to_f32(),
+        }
+    }
+
+    /// The type to suggest when a value overflows this one: `f32 (or
+    /// bf16)` for f16, whose range is far smaller; `f32` otherwise.
+    pub fn wider(self) -> &'static str {
+        match self {
+            StoreDtype::F16 => "f32 (or bf16)",
+            _ => "f32",
+        }
+    }
+
     /// The safetensors dtype.
     pub fn safetensors(self) -> safetensors::Dtype {
         match self {
@@ -43,6 +61,17 @@ impl StoreDtype {
             StoreDtype::F16 => safetensors::Dtype::F16,
             StoreDtype::Bf16 => safetensors::Dtype::BF16,
         }
+    }
+}
+
+/// As `--dtype` spells it.
+impl std::fmt::Display for StoreDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreDtype::F32 => "f32",
+            StoreDtype::F16 => "f16",
+            StoreDtype::Bf16 => "bf16",
+        })
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use burn::tensor::TensorData;
 use half::{bf16, f16};
+use hooks_model::NonFiniteSite;
 use hooks_model::files::write_atomic;
 use hooks_model::weights::{TensorSpec, write_safetensors_with};
 use safetensors::Dtype;
@@ -88,12 +89,48 @@ impl ShardBuffer {
         self.first_row + self.n_rows
     }
 
-    /// Appends a batch: its token rows and, per key (in the keys' order),
-    /// the recorded `[rows, seq_len, ..shape]` values; an error, rather than
-    /// an abort, when they do not fit in memory.
-    pub fn append(&mut self, rows: &[Vec<u32>], values: &[TensorData]) -> Result<(), StoreError> {
-        for (out, data) in self.values.iter_mut().zip(values) {
+    /// Appends a batch: its token rows and, per key (`keys`, in order), the
+    /// recorded `[rows, seq_len, ..shape]` values. A finite value beyond a
+    /// 16-bit dtype's range is an error (it would be stored as infinity)
+    /// unless `allow_overflow`; the buffer is then left as it was.
+    pub fn append(
+        &mut self,
+        rows: &[Vec<u32>],
+        keys: &[StoredKey],
+        values: &[TensorData],
+        allow_overflow: bool,
+    ) -> Result<(), StoreError> {
+        let lens: Vec<usize> = self.values.iter().map(Vec::len).collect();
+        let mut fault = None;
+        for (k, data) in values.iter().enumerate() {
+            let out = &mut self.values[k];
             reserve(out, data.num_elements() * self.dtype.size())?;
+            if let Err(f) = encode(data, self.dtype, out)
+                && !allow_overflow
+            {
+                fault = Some((k, f));
+                break;
+            }
+        }
+        if let Some((k, (index, value))) = fault {
+            for (out, len) in self.values.iter_mut().zip(lens) {
+                out.truncate(len);
+            }
+            let shape = values[k].shape.to_vec();
+            let per_row: usize = shape[1..].iter().product();
+            return Err(StoreError::Overflow {
+                site: Box::new(NonFiniteSite {
+                    during: format!("conversion to {}", self.dtype),
+                    site: keys[k].site.clone(),
+                    layer: keys[k].layer,
+                    index,
+                    value: f32::INFINITY.copysign(value),
+                    shape,
+                }),
+                value,
+                dtype: self.dtype,
+                row: self.next_row() + (index / per_row.max(1)) as u64,
+            });
         }
         let tokens: usize = rows.iter().map(Vec::len).sum();
         for buf in [&mut self.tokens, &mut self.rows, &mut self.positions] {
@@ -106,9 +143,6 @@ impl ShardBuffer {
                 self.rows.extend_from_slice(&(r as i64).to_le_bytes());
                 self.positions.extend_from_slice(&(p as i64).to_le_bytes());
             }
-        }
-        for (out, data) in self.values.iter_mut().zip(values) {
-            encode(data, self.dtype, out);
         }
         self.n_rows += rows.len() as u64;
         Ok(())
@@ -188,14 +222,22 @@ fn reserve(buf: &mut Vec<u8>, more: usize) -> Result<(), StoreError> {
         })
 }
 
-/// Appends `data`'s f32 values to `out` as `dtype`, little-endian.
-fn encode(data: &TensorData, dtype: StoreDtype, out: &mut Vec<u8>) {
+/// Appends `data`'s f32 values to `out` as `dtype`, little-endian. Every
+/// value is appended; the first finite one that overflows `dtype` (becomes
+/// infinite) is returned as `Err((flat index, value))`.
+fn encode(data: &TensorData, dtype: StoreDtype, out: &mut Vec<u8>) -> Result<(), (usize, f32)> {
     let converted;
     let values = match data.as_slice::<f32>() {
         Ok(v) => v,
         Err(_) => {
             converted = data.clone().convert::<f32>();
             converted.as_slice::<f32>().expect("converted to f32")
+        }
+    };
+    let mut overflow = None;
+    let mut note = |i: usize, v: f32, infinite: bool| {
+        if infinite && v.is_finite() && overflow.is_none() {
+            overflow = Some((i, v));
         }
     };
     match dtype {
@@ -205,16 +247,21 @@ fn encode(data: &TensorData, dtype: StoreDtype, out: &mut Vec<u8>) {
             }
         }
         StoreDtype::F16 => {
-            for v in values {
-                out.extend_from_slice(&f16::from_f32(*v).to_le_bytes());
+            for (i, &v) in values.iter().enumerate() {
+                let h = f16::from_f32(v);
+                note(i, v, h.is_infinite());
+                out.extend_from_slice(&h.to_le_bytes());
             }
         }
         StoreDtype::Bf16 => {
-            for v in values {
-                out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes());
+            for (i, &v) in values.iter().enumerate() {
+                let h = bf16::from_f32(v);
+                note(i, v, h.is_infinite());
+                out.extend_from_slice(&h.to_le_bytes());
             }
         }
     }
+    overflow.map_or(Ok(()), Err)
 }
 
 /// Lower-case hex.

@@ -502,7 +502,7 @@ impl<B: Backend, M: HookedModel<B>> Pass<'_, B, M> {
             }
             values.push(data);
         }
-        shard.append(tokens.rows(), &values)
+        shard.append(tokens.rows(), keys, &values, options.allow_non_finite)
     }
 }
 

@@ -330,6 +330,44 @@ fn absurd_batch_and_shard_sizes_are_refused_or_bounded_by_the_corpus() {
 }
 
 #[test]
+fn a_value_beyond_f16_exits_5_naming_the_key_and_leaves_no_shard() {
+    let tmp = TempDir::new("cli-store-f16");
+    let model = crate::store::model_with_embedding(&tmp.join("model"), 120, 1e5);
+    let corpus = tmp.join("c.jsonl");
+    std::fs::write(
+        &corpus,
+        format!("{}\n", serde_json::json!({ "tokens": vec![120u32; 40] })),
+    )
+    .unwrap();
+    let out = tmp.join("store");
+    let o = hooks(&[
+        "cache",
+        "--model",
+        model.to_str().unwrap(),
+        "--dataset",
+        corpus.to_str().unwrap(),
+        "--sites",
+        "resid.post_emb",
+        "--seq-len",
+        "16",
+        "--dtype",
+        "f16",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("(key `resid.post_emb`)")
+            && err.contains("overflowed f16 (largest finite value 65504)")
+            && err.contains("--dtype f32"),
+        "{err}"
+    );
+    let names: Vec<String> = files(&out).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["manifest.json"], "no shard, no temporary file");
+}
+
+#[test]
 fn corpus_errors_name_the_file_and_line_or_how_much_is_there() {
     let tmp = TempDir::new("cli-store-corpus");
     let bytes: Vec<u8> = (0..3000u32)

@@ -784,6 +784,27 @@ fn a_store_runs_only_the_blocks_its_keys_need() {
     assert_eq!(needed(keys(&["logits"], None)), None);
 }
 
+/// A copy of the bundled model in `dir` whose embedding of token `id` is
+/// `value` everywhere: `resid.post_emb` then holds about `value` at each
+/// position of that token.
+pub(crate) fn model_with_embedding(dir: &Path, id: usize, value: f32) -> PathBuf {
+    copy_bundled(dir);
+    crate::common::edit_f32(dir, "transformer.wte.weight", |v| {
+        let d = v.len() / 128;
+        v[id * d..(id + 1) * d].fill(value);
+    });
+    dir.to_path_buf()
+}
+
+/// A copy of the bundled model's files in `dir`.
+fn copy_bundled(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(bundled_dir().join(f), dir.join(f)).unwrap();
+    }
+    dir.to_path_buf()
+}
+
 #[test]
 fn absurd_batch_and_shard_sizes_are_bounded_by_the_corpus_or_refused() {
     let model = bundled();
@@ -841,4 +862,79 @@ fn absurd_batch_and_shard_sizes_are_bounded_by_the_corpus_or_refused() {
 
 fn built_tokens(dir: &Path) -> u64 {
     Manifest::read(&dir.join("manifest.json")).unwrap().tokens
+}
+
+#[test]
+fn a_value_beyond_f16_or_bf16_is_an_error_naming_the_key_and_keeps_the_shards_before() {
+    let tmp = TempDir::new("store-overflow");
+    // Token 120's embedding overflows f16 (whose largest value is 65504),
+    // and token 121's bf16; both are finite in f32.
+    let dir = model_with_embedding(&tmp.join("model-f16"), 120, 1e5);
+    let f16_model = Gpt2::<Cpu>::load(&dir, &Default::default()).unwrap();
+    let dir = model_with_embedding(&tmp.join("model-bf16"), 121, 3.4e38);
+    let bf16_model = Gpt2::<Cpu>::load(&dir, &Default::default()).unwrap();
+    // 10 rows of 32 without them, then a row starting with them.
+    let flat: Vec<u32> = documents(10, 40).concat().iter().map(|t| t % 100).collect();
+    let last_row = [120, 121].into_iter().chain([7; 30]).collect();
+    let corpus = tmp.join("corpus.jsonl");
+    write_jsonl(&corpus, &[flat[..10 * 32].to_vec(), last_row]);
+    // 4 rows per shard: shards 0 and 1 are whole before row 10 (block 2).
+    let opts = StoreOptions {
+        shard_bytes: 4 * 32 * (64 * 2 + 24),
+        ..options(&["resid.post_emb"])
+    };
+    for (model, dtype, expected) in [
+        (
+            &f16_model,
+            StoreDtype::F16,
+            "overflowed f16 (largest finite value 65504)",
+        ),
+        (&bf16_model, StoreDtype::Bf16, "overflowed bf16"),
+    ] {
+        let out = tmp.join(&format!("store-{dtype}"));
+        let opts = StoreOptions {
+            dtype,
+            ..opts.clone()
+        };
+        let err = build(model, &corpus, &opts, &out).unwrap_err();
+        let StoreError::Overflow { row, value, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*row, 10);
+        assert!(value.is_finite());
+        let text = err.to_string();
+        assert!(
+            text.contains("`resid.post_emb`")
+                && text.contains(expected)
+                && text.contains("--dtype f32"),
+            "{text}"
+        );
+        // The shards before it are whole and listed; nothing else is there.
+        let manifest = Manifest::read(&out.join("manifest.json")).unwrap();
+        assert_eq!(manifest.shards.len(), 2);
+        assert!(!manifest.complete);
+        let names: Vec<String> = file_bytes(&out).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "manifest.json",
+                "shard-00000.safetensors",
+                "shard-00001.safetensors"
+            ]
+        );
+        ActivationStore::open(&out).unwrap().verify().unwrap();
+        // --allow-non-finite stores it as infinity.
+        let allowed = StoreOptions {
+            allow_non_finite: true,
+            ..opts.clone()
+        };
+        built(build(model, &corpus, &allowed, &out).unwrap());
+        let store = ActivationStore::open(&out).unwrap();
+        let values: Vec<f32> = store
+            .key_chunks("resid.post_emb")
+            .map(|c| c.unwrap().0)
+            .collect::<Vec<_>>()
+            .concat();
+        assert!(values.iter().any(|v| v.is_infinite()));
+    }
 }
