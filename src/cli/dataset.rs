@@ -284,9 +284,11 @@ impl From<StoreError> for CliError {
             StoreError::Options(_) | StoreError::Corpus { .. } | StoreError::UnknownKey { .. } => {
                 CliError::Input(e.to_string())
             }
-            StoreError::Mismatch { .. } | StoreError::Store { .. } | StoreError::Io { .. } => {
-                CliError::Other(e.to_string())
-            }
+            StoreError::Mismatch { .. }
+            | StoreError::CorpusChanged { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Store { .. }
+            | StoreError::Io { .. } => CliError::Other(e.to_string()),
         }
     }
 }

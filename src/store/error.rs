@@ -54,6 +54,36 @@ pub enum StoreError {
         /// This run's value.
         wanted: String,
     },
+    /// On resume, the corpus rows an earlier run stored are not the
+    /// corpus's rows now: the corpus changed (and kept its size).
+    #[error(
+        "{} no longer matches {}, which the store was begun from: {what}; nothing was changed — \
+         the corpus changed since, so give another --out folder for it (or restore the old \
+         corpus to resume)",
+        shown(corpus),
+        shown(shard)
+    )]
+    CorpusChanged {
+        /// The corpus file.
+        corpus: PathBuf,
+        /// The shard whose rows differ.
+        shard: PathBuf,
+        /// Where and how, in words.
+        what: String,
+    },
+    /// A shard's bytes are not those its manifest records: it was changed
+    /// or damaged after it was written.
+    #[error(
+        "activation store shard {}: {what}; it changed after it was written — rebuild the store \
+         (or restore the shard from a copy)",
+        shown(path)
+    )]
+    Corrupt {
+        /// The shard.
+        path: PathBuf,
+        /// What differs (size or SHA-256, with both values).
+        what: String,
+    },
     /// A finite value beyond the range of the store's 16-bit element type,
     /// which would be stored as infinity.
     #[error(

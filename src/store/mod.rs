@@ -22,6 +22,7 @@ mod error;
 mod manifest;
 mod merge;
 mod reader;
+mod resume;
 mod shard;
 mod writer;
 

@@ -18,6 +18,7 @@ use super::corpus::Corpus;
 use super::manifest::{
     CorpusRecord, FORMAT, MANIFEST, Manifest, Slice, StoreDtype, StoredKey, VERSION,
 };
+use super::resume::ResumeCheck;
 use super::shard::{ShardBuffer, shard_file};
 use crate::site_order::{before_blocks, order};
 
@@ -371,6 +372,9 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
     let batch_rows = (options.batch as u64).min(rows_per_shard).min(corpus_rows);
     let mut batch: Vec<Vec<u32>> = Vec::with_capacity(batch_rows as usize);
     let mut row_index = 0u64;
+    // The rows earlier runs stored must be the corpus's rows now.
+    let listed = manifest.shards.clone();
+    let mut stored = ResumeCheck::new(out, corpus.path(), &listed, options.seq_len);
     let report = |manifest: &Manifest, shard: &Option<ShardBuffer>, bytes_read: u64| {
         let buffered = shard.as_ref().map_or(0, |s| s.n_rows() * seq);
         Progress {
@@ -387,6 +391,7 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
         row_index += 1;
         let block = r / rows_per_shard;
         if !options.slice.owns(block) || block < manifest.next_block {
+            stored.row(r, &row)?;
             if r.is_multiple_of(1024) {
                 progress(&report(&manifest, &shard, rows.bytes_read()));
             }
@@ -414,6 +419,7 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
             progress(&report(&manifest, &shard, rows.bytes_read()));
         }
     }
+    stored.end(row_index)?;
     if let Some(mut last) = shard.take() {
         if !batch.is_empty() {
             pass.run(&mut batch, &mut last)?;

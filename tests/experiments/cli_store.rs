@@ -368,6 +368,61 @@ fn a_value_beyond_f16_exits_5_naming_the_key_and_leaves_no_shard() {
 }
 
 #[test]
+fn resuming_after_the_corpus_changed_in_place_exits_1_naming_the_shard() {
+    let tmp = TempDir::new("cli-store-changed");
+    let corpus = tmp.join("good.jsonl");
+    audit_corpus(&corpus);
+    let out = tmp.join("store");
+    let o = out.to_str().unwrap();
+    let (code, err) = cache_in(&tmp.0, &corpus, o, &["--shard-mb", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    // What a run killed after its second shard leaves.
+    let path = out.join("manifest.json");
+    let mut m = Manifest::read(&path).unwrap();
+    assert!(m.shards.len() > 3);
+    m.shards.truncate(2);
+    m.tokens = m.shards.iter().map(|s| s.n_tokens()).sum();
+    (m.next_block, m.complete, m.corpus_rows, m.dropped_tokens) = (2, false, None, None);
+    m.write(&path).unwrap();
+    let extra: Vec<String> = files(&out)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| {
+            ![
+                "manifest.json",
+                "shard-00000.safetensors",
+                "shard-00001.safetensors",
+            ]
+            .contains(&n.as_str())
+        })
+        .collect();
+    for name in extra {
+        std::fs::remove_file(out.join(name)).unwrap();
+    }
+    // The first document's first two ids swapped: the same size.
+    let text = std::fs::read_to_string(&corpus).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(first).unwrap();
+    let ids = doc["tokens"].as_array_mut().unwrap();
+    let i = (1..ids.len()).find(|&i| ids[i] != ids[0]).unwrap();
+    ids.swap(0, i);
+    std::fs::write(&corpus, format!("{doc}\n{rest}")).unwrap();
+    assert_eq!(std::fs::read_to_string(&corpus).unwrap().len(), text.len());
+
+    let before = files(&out);
+    let (code, err) = cache_in(&tmp.0, &corpus, o, &["--shard-mb", "1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("no longer matches")
+            && err.contains("shard-00000.safetensors")
+            && err.contains("at corpus row 0, position 0")
+            && err.contains("another --out folder"),
+        "{err}"
+    );
+    assert_eq!(files(&out), before, "nothing was changed");
+}
+
+#[test]
 fn corpus_errors_name_the_file_and_line_or_how_much_is_there() {
     let tmp = TempDir::new("cli-store-corpus");
     let bytes: Vec<u8> = (0..3000u32)

@@ -938,3 +938,92 @@ fn a_value_beyond_f16_or_bf16_is_an_error_naming_the_key_and_keeps_the_shards_be
         assert!(values.iter().any(|v| v.is_infinite()));
     }
 }
+
+#[test]
+fn resuming_over_a_corpus_edited_in_place_is_refused_naming_the_shard() {
+    let model = bundled();
+    let tmp = TempDir::new("store-changed");
+    let corpus = tmp.join("corpus.jsonl");
+    let mut docs = documents(11, 30);
+    write_jsonl(&corpus, &docs);
+    let opts = options(&["mlp.post_act"]);
+    let out = tmp.join("store");
+    // A run that stops after its second shard.
+    let record = ModelRecord::of(&bundled_dir(), "gpt2").unwrap();
+    let source = Corpus::open(&corpus, TokenWidth::U16).unwrap();
+    let crashed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        build_store(
+            &model,
+            &source,
+            None,
+            &record,
+            &opts,
+            &out,
+            &mut |p: &Progress| {
+                if p.shards == 2 {
+                    panic!("simulated crash");
+                }
+            },
+        )
+    }));
+    assert!(crashed.is_err());
+    let partial = Manifest::read(&out.join("manifest.json")).unwrap();
+    assert_eq!(partial.shards.len(), 2);
+    let r = partial.rows_per_shard as usize;
+
+    // One token of shard 1's first row changes, the file keeping its size:
+    // the token at flat position r × 32 + 3, to another of as many digits.
+    let at = r * 32 + 3;
+    let (mut doc, mut i) = (0, at);
+    while i >= docs[doc].len() {
+        i -= docs[doc].len();
+        doc += 1;
+    }
+    let t = docs[doc][i];
+    let digits = |x: u32| x.to_string().len();
+    docs[doc][i] = if digits(t + 1) == digits(t) && t + 1 < 128 {
+        t + 1
+    } else {
+        t - 1
+    };
+    let size = std::fs::metadata(&corpus).unwrap().len();
+    write_jsonl(&corpus, &docs);
+    assert_eq!(std::fs::metadata(&corpus).unwrap().len(), size);
+
+    let before = file_bytes(&out);
+    let err = build(&model, &corpus, &opts, &out).unwrap_err();
+    assert!(matches!(err, StoreError::CorpusChanged { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("shard-00001.safetensors")
+            && text.contains(&format!(
+                "at corpus row {r}, position 3, the corpus now has token {} where the shard \
+                 holds {t}",
+                docs[doc][i]
+            ))
+            && text.contains("another --out folder"),
+        "{text}"
+    );
+    assert_eq!(file_bytes(&out), before, "nothing was changed");
+
+    // So is a corpus that now ends inside the stored rows (padded with a
+    // blank line to the same size).
+    docs[doc][i] = t;
+    let line = format!(
+        "{}\n",
+        serde_json::json!({ "tokens": docs.concat()[..r * 32 + 40] })
+    );
+    let blank = " ".repeat(size as usize - line.len() - 1);
+    std::fs::write(&corpus, format!("{line}{blank}\n")).unwrap();
+    let err = build(&model, &corpus, &opts, &out).unwrap_err();
+    assert!(matches!(err, StoreError::CorpusChanged { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&format!(
+            "the corpus now ends after {} rows, but the shard holds rows {r} to {}",
+            r + 1,
+            2 * r - 1
+        )),
+        "{err}"
+    );
+    assert_eq!(file_bytes(&out), before);
+}
