@@ -19,6 +19,7 @@
 
 mod corpus;
 mod error;
+mod integrity;
 mod manifest;
 mod merge;
 mod reader;

@@ -423,6 +423,65 @@ fn resuming_after_the_corpus_changed_in_place_exits_1_naming_the_shard() {
 }
 
 #[test]
+fn a_damaged_shard_is_caught_by_merge_manifests_and_train_sae() {
+    let tmp = TempDir::new("cli-store-damaged");
+    let corpus = tmp.join("good.jsonl");
+    audit_corpus(&corpus);
+    let damage = |path: &Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let n = bytes.len();
+        bytes[n - 8..n - 4].copy_from_slice(&[0xff; 4]);
+        std::fs::write(path, bytes).unwrap();
+    };
+    let sliced = tmp.join("sliced");
+    let s = sliced.to_str().unwrap();
+    for slice in ["0/2", "1/2"] {
+        let (code, err) = cache_in(&tmp.0, &corpus, s, &["--shard-mb", "1", "--shard", slice]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    damage(&sliced.join("shard-00001.safetensors"));
+    let o = hooks(&["merge-manifests", s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("shard-00001.safetensors") && err.contains("SHA-256"),
+        "{err}"
+    );
+    assert!(!sliced.join("manifest.json").exists());
+
+    let whole = tmp.join("whole");
+    let w = whole.to_str().unwrap();
+    let (code, err) = cache_in(&tmp.0, &corpus, w, &["--shard-mb", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    damage(&whole.join("shard-00002.safetensors"));
+    let sae = tmp.join("sae.safetensors");
+    let o = hooks(&[
+        "train-sae",
+        "--store",
+        w,
+        "--key",
+        "layers.0.mlp.post_act",
+        "--latents",
+        "16",
+        "--k",
+        "4",
+        "--steps",
+        "40",
+        "--batch",
+        "64",
+        "--out",
+        sae.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("shard-00002.safetensors") && err.contains("SHA-256"),
+        "{err}"
+    );
+    assert!(!sae.exists());
+}
+
+#[test]
 fn corpus_errors_name_the_file_and_line_or_how_much_is_there() {
     let tmp = TempDir::new("cli-store-corpus");
     let bytes: Vec<u8> = (0..3000u32)

@@ -1027,3 +1027,59 @@ fn resuming_over_a_corpus_edited_in_place_is_refused_naming_the_shard() {
     );
     assert_eq!(file_bytes(&out), before);
 }
+
+#[test]
+fn readers_and_merging_catch_a_damaged_shard_by_its_sha256() {
+    let model = bundled();
+    let tmp = TempDir::new("store-damaged");
+    let corpus = tmp.join("corpus.jsonl");
+    write_jsonl(&corpus, &documents(12, 30));
+    let opts = options(&["mlp.post_act"]);
+    // 4 bytes overwritten near the end of a shard (its `position` values).
+    let damage = |path: &Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let n = bytes.len();
+        bytes[n - 12..n - 8].copy_from_slice(&[0xff; 4]);
+        std::fs::write(path, bytes).unwrap();
+    };
+
+    let out = tmp.join("store");
+    built(build(&model, &corpus, &opts, &out).unwrap());
+    let store = ActivationStore::open(&out).unwrap();
+    assert!(store.manifest().shards.len() >= 3);
+    damage(&store.shard_path(1));
+    let chunks: Vec<_> = store.key_chunks("layers.0.mlp.post_act").collect();
+    assert_eq!(chunks.len(), 2, "the iteration stops at the damaged shard");
+    assert!(chunks[0].is_ok());
+    let err = chunks[1].as_ref().unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("shard-00001.safetensors") && err.to_string().contains("SHA-256"),
+        "{err}"
+    );
+    let err = store.verify().unwrap_err().to_string();
+    assert!(err.contains("shard-00001.safetensors"), "{err}");
+
+    // Merging slices checks every shard before writing manifest.json.
+    let sliced = tmp.join("sliced");
+    for index in 0..2 {
+        let slice = Slice { index, count: 2 };
+        built(
+            build(
+                &model,
+                &corpus,
+                &StoreOptions {
+                    slice,
+                    ..opts.clone()
+                },
+                &sliced,
+            )
+            .unwrap(),
+        );
+    }
+    damage(&sliced.join("shard-00002.safetensors"));
+    let err = merge_manifests(&sliced).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("shard-00002.safetensors"), "{err}");
+    assert!(!sliced.join("manifest.json").exists());
+}
