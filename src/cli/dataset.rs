@@ -285,6 +285,7 @@ impl From<StoreError> for CliError {
                 CliError::Input(e.to_string())
             }
             StoreError::Mismatch { .. }
+            | StoreError::SliceMismatch { .. }
             | StoreError::CorpusChanged { .. }
             | StoreError::Corrupt { .. }
             | StoreError::Store { .. }

@@ -53,6 +53,29 @@ pub enum CorpusFormat {
     Binary(TokenWidth),
 }
 
+impl std::fmt::Display for TokenWidth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenWidth::U16 => "u16",
+            TokenWidth::U32 => "u32",
+        })
+    }
+}
+
+/// In words, for messages (a store made from one corpus refused for another
+/// names both this way).
+impl std::fmt::Display for CorpusFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CorpusFormat::Text => f.write_str("text lines"),
+            CorpusFormat::JsonlText => f.write_str("JSON lines of text"),
+            CorpusFormat::JsonlTokens => f.write_str("JSON lines of token ids"),
+            CorpusFormat::Npy => f.write_str("a NumPy array of token ids"),
+            CorpusFormat::Binary(width) => write!(f, "flat {width} token ids"),
+        }
+    }
+}
+
 impl CorpusFormat {
     /// Whether documents are text the tokenizer turns into ids.
     pub fn needs_tokenizer(self) -> bool {
@@ -161,7 +184,7 @@ impl Corpus {
                         &self.path,
                         format!(
                             "is {} bytes, not a whole number of {}-byte token ids (a flat \
-                             little-endian {width:?} file; pass --token-dtype if the ids are \
+                             little-endian {width} file; pass --token-dtype if the ids are \
                              another width)",
                             self.bytes, size
                         ),

@@ -54,6 +54,27 @@ pub enum StoreError {
         /// This run's value.
         wanted: String,
     },
+    /// Two slices of a split corpus were made by different commands, so
+    /// they cannot be merged into one store.
+    #[error(
+        "{} was made with a different {field} ({found}) than {} ({wanted}): the slices are not \
+         of one store; nothing was written — rerun that slice with the others' command (in a \
+         folder of its own, then move its manifest and shards here), or move its manifest away",
+        shown(path),
+        shown(other)
+    )]
+    SliceMismatch {
+        /// The slice manifest that differs.
+        path: PathBuf,
+        /// The one it was compared with.
+        other: PathBuf,
+        /// The differing field.
+        field: &'static str,
+        /// `path`'s value.
+        found: String,
+        /// `other`'s value.
+        wanted: String,
+    },
     /// On resume, the corpus rows an earlier run stored are not the
     /// corpus's rows now: the corpus changed (and kept its size).
     #[error(

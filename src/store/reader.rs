@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use safetensors::SafeTensors;
+use safetensors::{Dtype, SafeTensors};
 
 use super::StoreError;
 use super::integrity::{check_shard, read_shard};
@@ -129,11 +129,11 @@ impl ActivationStore {
             return Err(StoreError::store(
                 &path,
                 format!(
-                    "`{}` is {:?} {:?}; the manifest says {:?} {:?}",
+                    "`{}` is {} of shape {:?}; the manifest says {} of shape {:?}",
                     key.key,
-                    view.dtype(),
+                    dtype_name(view.dtype()),
                     view.shape(),
-                    self.manifest.dtype.safetensors(),
+                    self.manifest.dtype,
                     expected
                 ),
             ));
@@ -150,4 +150,10 @@ impl ActivationStore {
         }
         Ok(())
     }
+}
+
+/// A safetensors element type as NumPy and `--dtype` spell it (`f32`,
+/// `bf16`, `i64`).
+fn dtype_name(dtype: Dtype) -> String {
+    format!("{dtype:?}").to_ascii_lowercase()
 }

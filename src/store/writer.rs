@@ -211,10 +211,14 @@ fn per_token_shape(
     let letters: Vec<&str> = site.dims().collect();
     // `K` (the key positions) is `S` without a KV cache: k and v are per
     // token too.
+    let declared = match site.shape {
+        Some(_) => format!("shape [{}]", letters.join(", ")),
+        None => "no declared shape".to_string(),
+    };
     let (["B", "S" | "K"], rest) = letters.split_at(letters.len().min(2)) else {
         return Err(StoreError::Options(format!(
-            "site `{}` has shape {:?}, not [B, S, …]: it cannot be stored per token",
-            site.path, site.shape
+            "site `{}` has {declared}, not [B, S, …]: it cannot be stored per token",
+            site.path
         )));
     };
     rest.iter()
@@ -225,8 +229,8 @@ fn per_token_shape(
         .collect::<Option<Vec<usize>>>()
         .ok_or_else(|| {
             StoreError::Options(format!(
-                "site `{}` has shape {:?} with a size this model does not define",
-                site.path, site.shape
+                "site `{}` has {declared}, with a size this model does not define",
+                site.path
             ))
         })
 }
@@ -574,8 +578,9 @@ fn prepare_folder(
             return Err(StoreError::store(
                 out,
                 format!(
-                    "is not empty and holds {name:?}, which is not part of an activation store; \
-                     give a new or empty folder"
+                    "is not empty and holds `{}`, which is not part of an activation store; \
+                     give a new or empty folder",
+                    hooks_model::shown(Path::new(&name))
                 ),
             ));
         }

@@ -533,3 +533,29 @@ fn corpus_errors_name_the_file_and_line_or_how_much_is_there() {
         );
     }
 }
+
+#[test]
+fn merging_slices_of_different_commands_gives_mergings_advice_in_words() {
+    let tmp = TempDir::new("cli-store-merge");
+    let corpus = tmp.join("good.jsonl");
+    audit_corpus(&corpus);
+    let s = tmp.join("sliced");
+    let s = s.to_str().unwrap();
+    let (code, err) = cache_in(&tmp.0, &corpus, s, &["--shard-mb", "1", "--shard", "0/2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let more = ["--shard-mb", "1", "--shard", "1/2", "--layers", "0"];
+    let (code, err) = cache_in(&tmp.0, &corpus, s, &more);
+    assert_eq!(code, Some(0), "{err}");
+    let o = hooks(&["merge-manifests", s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("different --layers (0) than") && err.contains("(every layer)"),
+        "{err}"
+    );
+    assert!(err.contains("rerun that slice"), "{err}");
+    assert!(
+        !err.contains("--out") && !err.contains("Some(") && !err.contains("None"),
+        "{err}"
+    );
+}

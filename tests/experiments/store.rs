@@ -691,6 +691,50 @@ fn a_folder_holding_something_else_is_left_as_it_was() {
         err.contains("different --seq-len (32, this run: 16)"),
         "{err}"
     );
+    // Every field in words, not as Rust writes its values.
+    let differing = [
+        (
+            StoreOptions {
+                layers: Some(vec![0]),
+                ..opts.clone()
+            },
+            "different --layers (every layer, this run: 0)",
+        ),
+        (
+            StoreOptions {
+                dtype: StoreDtype::F16,
+                ..opts.clone()
+            },
+            "different --dtype (f32, this run: f16)",
+        ),
+        (
+            StoreOptions {
+                separator: Some(5),
+                ..opts.clone()
+            },
+            "different separator (none, this run: token 5)",
+        ),
+    ];
+    for (other, expected) in differing {
+        let err = build(&model, &corpus, &other, &out)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+        assert!(!err.contains("Some(") && !err.contains("None"), "{err}");
+    }
+    let longer = tmp.join("longer.jsonl");
+    write_jsonl(&longer, &documents(6, 11));
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let err = build(&model, &longer, &opts, &out).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "different corpus (JSON lines of token ids, {} bytes, this run: JSON lines of token \
+             ids, {} bytes)",
+            size(&corpus),
+            size(&longer)
+        )),
+        "{err}"
+    );
     let err = build(
         &model,
         &corpus,
@@ -1081,5 +1125,35 @@ fn readers_and_merging_catch_a_damaged_shard_by_its_sha256() {
     let err = merge_manifests(&sliced).unwrap_err();
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains("shard-00002.safetensors"), "{err}");
+    assert!(!sliced.join("manifest.json").exists());
+}
+
+#[test]
+fn slices_made_by_different_commands_are_not_merged_and_the_advice_is_mergings() {
+    let model = bundled();
+    let tmp = TempDir::new("store-merge-mismatch");
+    let corpus = tmp.join("corpus.jsonl");
+    write_jsonl(&corpus, &documents(13, 20));
+    let opts = options(&["mlp.post_act"]);
+    let sliced = tmp.join("sliced");
+    for (index, layers) in [(0, None), (1, Some(vec![0, 1]))] {
+        let slice = Slice { index, count: 2 };
+        let o = StoreOptions {
+            slice,
+            layers,
+            ..opts.clone()
+        };
+        built(build(&model, &corpus, &o, &sliced).unwrap());
+    }
+    let err = merge_manifests(&sliced).unwrap_err();
+    assert!(matches!(err, StoreError::SliceMismatch { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("manifest-1-of-2.json was made with a different --layers (0,1) than")
+            && text.contains("manifest-0-of-2.json (every layer)")
+            && text.contains("rerun that slice"),
+        "{text}"
+    );
+    assert!(!text.contains("--out") && !text.contains("Some("), "{text}");
     assert!(!sliced.join("manifest.json").exists());
 }
