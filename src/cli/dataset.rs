@@ -54,6 +54,13 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
         None | Some(TokenDtypeArg::U16) => TokenWidth::U16,
         Some(TokenDtypeArg::U32) => TokenWidth::U32,
     };
+    if args.out == std::path::Path::new("-") {
+        return Err(CliError::Input(
+            "--out - means standard output, which cannot hold an activation store: with \
+             --dataset, --out is the store's folder (created if missing)"
+                .into(),
+        ));
+    }
     let corpus = Corpus::open(file, width)?;
     let tokenizer = if corpus.format().needs_tokenizer() {
         Some(input::tokenizer(&args.model, &config)?)

@@ -126,7 +126,8 @@ pub enum StoreError {
         /// The corpus row it is in.
         row: u64,
     },
-    /// An option is out of range or inconsistent with the model.
+    /// An option is out of range, inconsistent with the model, or would
+    /// overwrite an input (`--out` naming the corpus or the model).
     #[error("{0}")]
     Options(String),
     /// A key the store does not hold.

@@ -268,6 +268,48 @@ fn check_batch_size(keys: &[StoredKey], options: &StoreOptions) -> Result<(), St
     Ok(())
 }
 
+/// Refuses an `out` that would overwrite an input: the corpus file itself,
+/// a folder holding it, or the model's folder (or one holding it). A folder
+/// that does not exist yet can be none of these.
+fn check_out_spares_inputs(out: &Path, corpus: &Path, model: &Path) -> Result<(), StoreError> {
+    let Ok(out_real) = std::fs::canonicalize(out) else {
+        return Ok(());
+    };
+    let shown = hooks_model::shown;
+    let real = |p: &Path| std::fs::canonicalize(p).ok();
+    if let Some(c) = real(corpus) {
+        if c == out_real {
+            return Err(StoreError::Options(format!(
+                "--out {} is the --dataset file itself: give a new folder for the store",
+                shown(out)
+            )));
+        }
+        if c.starts_with(&out_real) {
+            return Err(StoreError::Options(format!(
+                "--out {} holds the --dataset file {}: give a new folder for the store, so that \
+                 no shard can overwrite the corpus",
+                shown(out),
+                shown(corpus)
+            )));
+        }
+    }
+    if let Some(m) = real(model)
+        && m.starts_with(&out_real)
+    {
+        let what = if m == out_real {
+            "is the model's folder"
+        } else {
+            "holds the model's folder"
+        };
+        return Err(StoreError::Options(format!(
+            "--out {} {what} ({}): give a new folder for the store",
+            shown(out),
+            shown(model)
+        )));
+    }
+    Ok(())
+}
+
 /// Builds (or resumes) the store in `out` from `corpus` through `model`.
 ///
 /// `tokenizer` is needed for text corpora. `progress` is called after each
@@ -331,6 +373,7 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
         shards: Vec::new(),
     };
     let manifest_path = out.join(options.slice.manifest_name());
+    check_out_spares_inputs(out, corpus.path(), &record.dir)?;
     let Some(mut manifest) = prepare_folder(out, &manifest_path, fresh)? else {
         return Ok(Outcome::AlreadyComplete(Manifest::read(&manifest_path)?));
     };

@@ -559,3 +559,26 @@ fn merging_slices_of_different_commands_gives_mergings_advice_in_words() {
         "{err}"
     );
 }
+
+#[test]
+fn an_out_that_is_stdout_the_corpus_or_the_model_is_refused() {
+    let tmp = TempDir::new("cli-store-out");
+    let corpus = tmp.join("good.jsonl");
+    audit_corpus(&corpus);
+    let before = std::fs::read(&corpus).unwrap();
+    let (code, err) = cache_in(&tmp.0, &corpus, "-", &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("--out - means standard output"), "{err}");
+    assert!(!tmp.join("-").exists(), "no folder named `-`");
+    let (code, err) = cache_in(&tmp.0, &corpus, corpus.to_str().unwrap(), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("is the --dataset file itself"), "{err}");
+    assert_eq!(std::fs::read(&corpus).unwrap(), before);
+    let (code, err) = cache_in(&tmp.0, &corpus, &bundled(), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("is the model's folder"), "{err}");
+    let parent = workspace_root().join("checkpoints");
+    let (code, err) = cache_in(&tmp.0, &corpus, parent.to_str().unwrap(), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("holds the model's folder"), "{err}");
+}

@@ -849,6 +849,15 @@ fn copy_bundled(dir: &Path) -> PathBuf {
     dir.to_path_buf()
 }
 
+/// The temporary (`.partial-`) files left in `dir`.
+fn partial_files(dir: &Path) -> Vec<String> {
+    file_bytes(dir)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.contains(".partial-"))
+        .collect()
+}
+
 #[test]
 fn absurd_batch_and_shard_sizes_are_bounded_by_the_corpus_or_refused() {
     let model = bundled();
@@ -1156,4 +1165,35 @@ fn slices_made_by_different_commands_are_not_merged_and_the_advice_is_mergings()
     );
     assert!(!text.contains("--out") && !text.contains("Some("), "{text}");
     assert!(!sliced.join("manifest.json").exists());
+}
+
+#[test]
+fn an_out_folder_that_would_overwrite_the_corpus_or_the_model_is_refused() {
+    let tmp = TempDir::new("store-clobber");
+    let model_dir = copy_bundled(&tmp.join("models/gpt"));
+    let model = Gpt2::<Cpu>::load(&model_dir, &Default::default()).unwrap();
+    let record = ModelRecord::of(&model_dir, "gpt2").unwrap();
+    let data = tmp.join("data");
+    std::fs::create_dir(&data).unwrap();
+    // Named like a shard, so a store in its folder would overwrite it.
+    let corpus = data.join("shard-00000.safetensors");
+    let ids: Vec<u8> = (0..2000u16).flat_map(|t| (t % 128).to_le_bytes()).collect();
+    std::fs::write(&corpus, &ids).unwrap();
+    let source = Corpus::open(&corpus, TokenWidth::U16).unwrap();
+    let opts = options(&["mlp.post_act"]);
+    let everything = || (file_bytes(&data), file_bytes(&model_dir));
+    let before = everything();
+    for (out, expected) in [
+        (corpus.clone(), "is the --dataset file itself"),
+        (data.clone(), "holds the --dataset file"),
+        (model_dir.clone(), "is the model's folder"),
+        (tmp.join("models"), "holds the model's folder"),
+    ] {
+        let err =
+            build_store(&model, &source, None, &record, &opts, &out, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, StoreError::Options(_)), "{err:?}");
+        assert!(err.to_string().contains(expected), "{err}");
+        assert_eq!(everything(), before);
+    }
+    assert!(partial_files(&data).is_empty());
 }
