@@ -54,6 +54,13 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
         None | Some(TokenDtypeArg::U16) => TokenWidth::U16,
         Some(TokenDtypeArg::U32) => TokenWidth::U32,
     };
+    if args.out == std::path::Path::new("-") {
+        return Err(CliError::Input(
+            "--out - means standard output, which cannot hold an activation store: with \
+             --dataset, --out is the store's folder (created if missing)"
+                .into(),
+        ));
+    }
     let corpus = Corpus::open(file, width)?;
     let tokenizer = if corpus.format().needs_tokenizer() {
         Some(input::tokenizer(&args.model, &config)?)
@@ -65,7 +72,7 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
         layers: args.corpus.layers.clone(),
         seq_len: args.corpus.seq_len.unwrap_or(dims.n_ctx.min(64)),
         batch: args.corpus.batch.unwrap_or(8),
-        shard_bytes: args.corpus.shard_mb.unwrap_or(256).saturating_mul(1 << 20),
+        shard_bytes: shard_bytes(args.corpus.shard_mb)?,
         dtype: match args.corpus.dtype {
             None | Some(StoreDtypeArg::F32) => StoreDtype::F32,
             Some(StoreDtypeArg::F16) => StoreDtype::F16,
@@ -116,6 +123,22 @@ pub fn run(backend: BackendKind, args: &CacheArgs) -> Result<(), CliError> {
         }
     };
     print_out(&summary)
+}
+
+/// `--shard-mb` in bytes: at least 1 MiB (0 would mean a shard per row),
+/// and a size that 64 bits can count.
+fn shard_bytes(shard_mb: Option<u64>) -> Result<u64, CliError> {
+    let mb = shard_mb.unwrap_or(256);
+    if mb == 0 {
+        return Err(CliError::Input(
+            "--shard-mb 0: a shard must be at least 1 MiB".into(),
+        ));
+    }
+    mb.checked_mul(1 << 20).ok_or_else(|| {
+        CliError::Input(format!(
+            "--shard-mb {mb} is too large: {mb} MiB overflow 64 bits"
+        ))
+    })
 }
 
 fn dropped_note(m: &Manifest) -> String {
@@ -250,12 +273,30 @@ impl From<StoreError> for CliError {
                      --allow-non-finite to store such values)"
                 ),
             },
+            StoreError::Overflow {
+                site,
+                value,
+                dtype,
+                row,
+            } => CliError::NonFinite {
+                site,
+                note: format!(
+                    "in corpus row {row}, {value} overflowed {dtype} (largest finite value {}): \
+                     store with --dtype {}, or pass --allow-non-finite to store such values as \
+                     infinity; the shards written so far are kept",
+                    dtype.max_finite(),
+                    dtype.wider()
+                ),
+            },
             StoreError::Options(_) | StoreError::Corpus { .. } | StoreError::UnknownKey { .. } => {
                 CliError::Input(e.to_string())
             }
-            StoreError::Mismatch { .. } | StoreError::Store { .. } | StoreError::Io { .. } => {
-                CliError::Other(e.to_string())
-            }
+            StoreError::Mismatch { .. }
+            | StoreError::SliceMismatch { .. }
+            | StoreError::CorpusChanged { .. }
+            | StoreError::Corrupt { .. }
+            | StoreError::Store { .. }
+            | StoreError::Io { .. } => CliError::Other(e.to_string()),
         }
     }
 }

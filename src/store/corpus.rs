@@ -53,6 +53,29 @@ pub enum CorpusFormat {
     Binary(TokenWidth),
 }
 
+impl std::fmt::Display for TokenWidth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenWidth::U16 => "u16",
+            TokenWidth::U32 => "u32",
+        })
+    }
+}
+
+/// In words, for messages (a store made from one corpus refused for another
+/// names both this way).
+impl std::fmt::Display for CorpusFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CorpusFormat::Text => f.write_str("text lines"),
+            CorpusFormat::JsonlText => f.write_str("JSON lines of text"),
+            CorpusFormat::JsonlTokens => f.write_str("JSON lines of token ids"),
+            CorpusFormat::Npy => f.write_str("a NumPy array of token ids"),
+            CorpusFormat::Binary(width) => write!(f, "flat {width} token ids"),
+        }
+    }
+}
+
 impl CorpusFormat {
     /// Whether documents are text the tokenizer turns into ids.
     pub fn needs_tokenizer(self) -> bool {
@@ -143,6 +166,7 @@ impl Corpus {
         let source = match self.format {
             CorpusFormat::Npy => {
                 let header = npy_header(&mut reader, &self.path)?;
+                check_npy_length(&header, self.bytes.saturating_sub(reader.read), &self.path)?;
                 Source::Flat {
                     width: header.width,
                     signed: header.signed,
@@ -160,7 +184,7 @@ impl Corpus {
                         &self.path,
                         format!(
                             "is {} bytes, not a whole number of {}-byte token ids (a flat \
-                             little-endian {width:?} file; pass --token-dtype if the ids are \
+                             little-endian {width} file; pass --token-dtype if the ids are \
                              another width)",
                             self.bytes, size
                         ),
@@ -178,6 +202,7 @@ impl Corpus {
         Ok(Rows {
             path: self.path.clone(),
             format: self.format,
+            bytes: self.bytes,
             reader,
             source,
             tokenizer,
@@ -203,12 +228,27 @@ fn corpus_error(path: &Path, reason: impl Into<String>) -> StoreError {
 fn jsonl_kind(path: &Path) -> Result<CorpusFormat, StoreError> {
     let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
     for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| StoreError::io(path, e))?;
+        let line = line.map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => {
+                corpus_error(path, format!("line {}: not UTF-8 text", i + 1))
+            }
+            _ => StoreError::io(path, e),
+        })?;
         if line.trim().is_empty() {
             continue;
         }
         let value: serde_json::Value = serde_json::from_str(&line)
             .map_err(|e| corpus_error(path, format!("line {}: not JSON: {e}", i + 1)))?;
+        if !value.is_object() {
+            return Err(corpus_error(
+                path,
+                format!(
+                    "line {}: not a JSON object (it is {})",
+                    i + 1,
+                    json_kind(&value)
+                ),
+            ));
+        }
         return if value.get("tokens").is_some() {
             Ok(CorpusFormat::JsonlTokens)
         } else if value.get("text").is_some() {
@@ -268,6 +308,7 @@ enum Source {
 pub struct Rows<'t> {
     path: PathBuf,
     format: CorpusFormat,
+    bytes: u64,
     reader: Counting<BufReader<File>>,
     source: Source,
     tokenizer: Option<&'t Tokenizer>,
@@ -288,6 +329,25 @@ impl Rows<'_> {
     /// Bytes of the corpus read so far.
     pub fn bytes_read(&self) -> u64 {
         self.reader.read
+    }
+
+    /// About how many rows the corpus holds in all, for sizing buffers: an
+    /// upper bound for flat files (exact) and `"tokens"` lines (each id
+    /// takes at least two bytes, a digit and a comma or bracket); for text,
+    /// one token per byte, a guess buffers may have to grow past.
+    pub fn row_estimate(&self) -> u64 {
+        let seq = self.seq_len as u64;
+        let tokens = match (&self.source, self.format) {
+            (
+                Source::Flat {
+                    remaining, index, ..
+                },
+                _,
+            ) => remaining + index,
+            (_, CorpusFormat::JsonlTokens) => self.bytes / 2,
+            _ => self.bytes,
+        };
+        tokens / seq + 1
     }
 
     /// Tokens dropped at the end (fewer than a row); final once the
@@ -345,8 +405,18 @@ impl Rows<'_> {
                 }
                 let n = (*remaining).min(FLAT_CHUNK);
                 let mut bytes = vec![0u8; n as usize * *width];
+                // The length was checked against the header: failing here
+                // means the file shrank while it was read.
                 self.reader.read_exact(&mut bytes).map_err(|e| {
-                    corpus_error(&self.path, format!("ends early, at token {} ({e})", *index))
+                    corpus_error(
+                        &self.path,
+                        format!(
+                            "ends early, within tokens {} to {} ({e}; did the file change while \
+                             it was read?)",
+                            *index,
+                            *index + n - 1
+                        ),
+                    )
                 })?;
                 for (i, b) in bytes.chunks_exact(*width).enumerate() {
                     let id = flat_id(b, *signed);
@@ -419,16 +489,17 @@ fn document(
             let value: serde_json::Value = serde_json::from_str(line_text)
                 .map_err(|e| at(format!("not a JSON object: {e}")))?;
             if format == CorpusFormat::JsonlText {
-                let text = value
-                    .get("text")
-                    .and_then(|t| t.as_str())
-                    .ok_or_else(|| at("no \"text\" string (the first line has one)".into()))?;
+                let text =
+                    field(&value, "text", "a string", serde_json::Value::as_str).map_err(&at)?;
                 encode(tokenizer, text).map_err(&at)?
             } else {
-                let tokens = value
-                    .get("tokens")
-                    .and_then(|t| t.as_array())
-                    .ok_or_else(|| at("no \"tokens\" array (the first line has one)".into()))?;
+                let tokens = field(
+                    &value,
+                    "tokens",
+                    "an array of token ids",
+                    serde_json::Value::as_array,
+                )
+                .map_err(&at)?;
                 tokens
                     .iter()
                     .enumerate()
@@ -461,6 +532,36 @@ fn document(
     Ok(ids)
 }
 
+/// The `name` field of a JSON line, as `get` reads it; the reason, in
+/// words, when it is missing or of another type (`want`: "a string").
+fn field<'v, T: ?Sized>(
+    value: &'v serde_json::Value,
+    name: &str,
+    want: &str,
+    get: impl Fn(&'v serde_json::Value) -> Option<&'v T>,
+) -> Result<&'v T, String> {
+    if !value.is_object() {
+        return Err(format!("not a JSON object (it is {})", json_kind(value)));
+    }
+    let Some(found) = value.get(name) else {
+        // The first line decided the field, so it has one.
+        return Err(format!("no \"{name}\" field (the first line has one)"));
+    };
+    get(found).ok_or_else(|| format!("\"{name}\" is not {want} (it is {})", json_kind(found)))
+}
+
+/// What kind of JSON value `v` is, in words.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 fn encode(tokenizer: Option<&Tokenizer>, text: &str) -> Result<Vec<u32>, String> {
     tokenizer
         .expect("checked when the rows were made")
@@ -488,6 +589,31 @@ fn flat_display(b: &[u8], signed: bool) -> String {
         return i64::from_le_bytes(raw).to_string();
     }
     u64::from_le_bytes(raw).to_string()
+}
+
+/// Checks that the `data` bytes after a `.npy` header hold every id the
+/// header promises, so a truncated file is refused before any work, saying
+/// how much of it is there.
+fn check_npy_length(header: &NpyHeader, data: u64, path: &Path) -> Result<(), StoreError> {
+    let width = header.width as u64;
+    let whole = data / width;
+    if whole >= header.count {
+        return Ok(());
+    }
+    let ids = if whole == 1 { "id" } else { "ids" };
+    let partial = match data % width {
+        0 => String::new(),
+        1 => " and 1 byte of another".to_string(),
+        n => format!(" and {n} bytes of another"),
+    };
+    Err(corpus_error(
+        path,
+        format!(
+            "ends early: its header promises {} token ids of {width} bytes each, but the file \
+             holds only {whole} whole {ids}{partial} (is it truncated?)",
+            header.count
+        ),
+    ))
 }
 
 /// What a `.npy` header says of its data.

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use hooks_core::HookError;
 use hooks_model::{ModelError, NonFiniteSite, shown};
 
+use super::manifest::StoreDtype;
+
 /// An activation-store error.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,7 +54,80 @@ pub enum StoreError {
         /// This run's value.
         wanted: String,
     },
-    /// An option is out of range or inconsistent with the model.
+    /// Two slices of a split corpus were made by different commands, so
+    /// they cannot be merged into one store.
+    #[error(
+        "{} was made with a different {field} ({found}) than {} ({wanted}): the slices are not \
+         of one store; nothing was written — rerun that slice with the others' command (in a \
+         folder of its own, then move its manifest and shards here), or move its manifest away",
+        shown(path),
+        shown(other)
+    )]
+    SliceMismatch {
+        /// The slice manifest that differs.
+        path: PathBuf,
+        /// The one it was compared with.
+        other: PathBuf,
+        /// The differing field.
+        field: &'static str,
+        /// `path`'s value.
+        found: String,
+        /// `other`'s value.
+        wanted: String,
+    },
+    /// On resume, the corpus rows an earlier run stored are not the
+    /// corpus's rows now: the corpus changed (and kept its size).
+    #[error(
+        "{} no longer matches {}, which the store was begun from: {what}; nothing was changed — \
+         the corpus changed since, so give another --out folder for it (or restore the old \
+         corpus to resume)",
+        shown(corpus),
+        shown(shard)
+    )]
+    CorpusChanged {
+        /// The corpus file.
+        corpus: PathBuf,
+        /// The shard whose rows differ.
+        shard: PathBuf,
+        /// Where and how, in words.
+        what: String,
+    },
+    /// A shard's bytes are not those its manifest records: it was changed
+    /// or damaged after it was written.
+    #[error(
+        "activation store shard {}: {what}; it changed after it was written — rebuild the store \
+         (or restore the shard from a copy)",
+        shown(path)
+    )]
+    Corrupt {
+        /// The shard.
+        path: PathBuf,
+        /// What differs (size or SHA-256, with both values).
+        what: String,
+    },
+    /// A finite value beyond the range of the store's 16-bit element type,
+    /// which would be stored as infinity.
+    #[error(
+        "`{key}` holds {value} (in corpus row {row}), which overflowed {dtype} (largest finite \
+         value {max}) and would be stored as infinity; store with --dtype {suggest} (the shards \
+         written so far are kept)",
+        key = site.key(),
+        max = dtype.max_finite(),
+        suggest = dtype.wider()
+    )]
+    Overflow {
+        /// The key, layer and element (its `value` is the infinity it would
+        /// become).
+        site: Box<NonFiniteSite>,
+        /// The finite value.
+        value: f32,
+        /// The element type it overflows.
+        dtype: StoreDtype,
+        /// The corpus row it is in.
+        row: u64,
+    },
+    /// An option is out of range, inconsistent with the model, or would
+    /// overwrite an input (`--out` naming the corpus or the model).
     #[error("{0}")]
     Options(String),
     /// A key the store does not hold.

@@ -36,6 +36,24 @@ impl StoreDtype {
         }
     }
 
+    /// Its largest finite value.
+    pub fn max_finite(self) -> f32 {
+        match self {
+            StoreDtype::F32 => f32::MAX,
+            StoreDtype::F16 => half::f16::MAX.to_f32(),
+            StoreDtype::Bf16 => half::bf16::MAX.to_f32(),
+        }
+    }
+
+    /// The type to suggest when a value overflows this one: `f32 (or
+    /// bf16)` for f16, whose range is far smaller; `f32` otherwise.
+    pub fn wider(self) -> &'static str {
+        match self {
+            StoreDtype::F16 => "f32 (or bf16)",
+            _ => "f32",
+        }
+    }
+
     /// The safetensors dtype.
     pub fn safetensors(self) -> safetensors::Dtype {
         match self {
@@ -43,6 +61,17 @@ impl StoreDtype {
             StoreDtype::F16 => safetensors::Dtype::F16,
             StoreDtype::Bf16 => safetensors::Dtype::BF16,
         }
+    }
+}
+
+/// As `--dtype` spells it.
+impl std::fmt::Display for StoreDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreDtype::F32 => "f32",
+            StoreDtype::F16 => "f16",
+            StoreDtype::Bf16 => "bf16",
+        })
     }
 }
 
@@ -257,7 +286,7 @@ impl Manifest {
         let mut tokens = 0u64;
         for (i, s) in self.shards.iter().enumerate() {
             if s.file.contains(['/', '\\']) || s.file.starts_with('.') {
-                return bad(format!("shard {i} has file name {:?}", s.file));
+                return bad(format!("shard {i} has file name `{}`", s.file));
             }
             let first = s.block * self.rows_per_shard;
             let seq = self.seq_len as u64;
@@ -267,9 +296,17 @@ impl Manifest {
                 || s.tokens != [s.rows[0] * seq, s.rows[1] * seq]
             {
                 return bad(format!(
-                    "shard {} ({}) has rows {:?} and tokens {:?}, which block {} of \
-                     {} rows of {} tokens cannot hold",
-                    i, s.file, s.rows, s.tokens, s.block, self.rows_per_shard, self.seq_len
+                    "shard {} ({}) has rows {} to {} and tokens {} to {}, which block {} of {} \
+                     rows of {} tokens cannot hold",
+                    i,
+                    s.file,
+                    s.rows[0],
+                    s.rows[1],
+                    s.tokens[0],
+                    s.tokens[1],
+                    s.block,
+                    self.rows_per_shard,
+                    self.seq_len
                 ));
             }
             if i > 0 && s.block <= self.shards[i - 1].block {
@@ -295,38 +332,27 @@ impl Manifest {
     /// (the model, corpus, sites, layout; not the slice or progress), as
     /// (field, this, other).
     pub fn differences(&self, other: &Manifest) -> Option<(&'static str, String, String)> {
+        let separator = |m: &Manifest| match m.corpus.separator {
+            Some(t) => format!("token {t}"),
+            None => "none".to_string(),
+        };
+        let layers = |m: &Manifest| match &m.layers {
+            Some(l) => l.iter().map(usize::to_string).collect::<Vec<_>>().join(","),
+            None => "every layer".to_string(),
+        };
+        let corpus = |m: &Manifest| format!("{}, {} bytes", m.corpus.format, m.corpus.bytes);
         let fields: [(&'static str, String, String); 9] = [
-            (
-                "model",
-                format!("{:?}", self.model_type),
-                format!("{:?}", other.model_type),
-            ),
+            ("model", self.model_type.clone(), other.model_type.clone()),
             (
                 "model config.json",
                 self.config_sha256.clone(),
                 other.config_sha256.clone(),
             ),
-            (
-                "corpus",
-                format!("{:?}, {} bytes", self.corpus.format, self.corpus.bytes),
-                format!("{:?}, {} bytes", other.corpus.format, other.corpus.bytes),
-            ),
-            (
-                "separator",
-                format!("{:?}", self.corpus.separator),
-                format!("{:?}", other.corpus.separator),
-            ),
+            ("corpus", corpus(self), corpus(other)),
+            ("separator", separator(self), separator(other)),
             ("--sites", self.sites.join(","), other.sites.join(",")),
-            (
-                "--layers",
-                format!("{:?}", self.layers),
-                format!("{:?}", other.layers),
-            ),
-            (
-                "--dtype",
-                format!("{:?}", self.dtype),
-                format!("{:?}", other.dtype),
-            ),
+            ("--layers", layers(self), layers(other)),
+            ("--dtype", self.dtype.to_string(), other.dtype.to_string()),
             (
                 "--seq-len",
                 self.seq_len.to_string(),

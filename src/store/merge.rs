@@ -6,7 +6,10 @@
 
 use std::path::{Path, PathBuf};
 
+use hooks_model::shown;
+
 use super::StoreError;
+use super::integrity::check_shard;
 use super::manifest::{MANIFEST, Manifest, Slice};
 
 /// The slice manifests (`manifest-<i>-of-<n>.json`) in `dir`, sorted.
@@ -51,13 +54,14 @@ pub fn merge_manifests(dir: &Path) -> Result<Manifest, StoreError> {
                 format!(
                     "is a slice of {} but {} is a slice of {count}",
                     m.slice.count,
-                    first_path.display()
+                    shown(first_path)
                 ),
             ));
         }
         if let Some((field, found, wanted)) = m.differences(first) {
-            return Err(StoreError::Mismatch {
+            return Err(StoreError::SliceMismatch {
                 path: path.clone(),
+                other: first_path.clone(),
                 field,
                 found,
                 wanted,
@@ -83,15 +87,17 @@ pub fn merge_manifests(dir: &Path) -> Result<Manifest, StoreError> {
             format!("slice(s) {} are missing", missing.join(", ")),
         ));
     }
-    let corpus_rows = first.corpus_rows;
-    if let Some((path, m)) = slices.iter().find(|(_, m)| m.corpus_rows != corpus_rows) {
+    // Complete slices (checked above) know the corpus's rows.
+    let rows_of = |m: &Manifest| m.corpus_rows.unwrap_or(0);
+    let corpus_rows = rows_of(first);
+    if let Some((path, m)) = slices.iter().find(|(_, m)| rows_of(m) != corpus_rows) {
         return Err(StoreError::store(
             path,
             format!(
-                "counts {:?} corpus rows, {} counts {corpus_rows:?}: the slices read different \
+                "counts {} corpus rows, {} counts {corpus_rows}: the slices read different \
                  corpora",
-                m.corpus_rows,
-                first_path.display()
+                rows_of(m),
+                shown(first_path)
             ),
         ));
     }
@@ -111,14 +117,18 @@ pub fn merge_manifests(dir: &Path) -> Result<Manifest, StoreError> {
                 ),
             ));
         }
-        s.check_file(dir)?;
         next_row = s.rows[1];
     }
-    if Some(next_row) != corpus_rows {
+    if next_row != corpus_rows {
         return Err(StoreError::store(
             dir,
-            format!("the shards end at row {next_row} but the corpus has {corpus_rows:?} rows"),
+            format!("the shards end at row {next_row} but the corpus has {corpus_rows} rows"),
         ));
+    }
+    // Every shard whole, before the merged manifest vouches for it: the
+    // one pass that reads them all.
+    for s in &shards {
+        check_shard(dir, s)?;
     }
     let merged = Manifest {
         slice: Slice::WHOLE,

@@ -19,9 +19,11 @@
 
 mod corpus;
 mod error;
+mod integrity;
 mod manifest;
 mod merge;
 mod reader;
+mod resume;
 mod shard;
 mod writer;
 

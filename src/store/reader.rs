@@ -3,12 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use safetensors::SafeTensors;
-use sha2::{Digest, Sha256};
+use safetensors::{Dtype, SafeTensors};
 
 use super::StoreError;
+use super::integrity::{check_shard, read_shard};
 use super::manifest::{MANIFEST, Manifest, StoredKey};
-use super::shard::hex;
 use hooks_model::weights::{describe_safetensors_error, to_f32};
 
 /// An activation store on disk (a folder with `manifest.json`).
@@ -110,10 +109,12 @@ impl ActivationStore {
             }))
     }
 
-    /// Shard `i`'s values of `key` as f32, checked against the manifest.
+    /// Shard `i`'s values of `key` as f32, checked against the manifest:
+    /// the file's SHA-256 (hashed as it is read, so damaged values never
+    /// reach a consumer), then the key's shape and type.
     pub fn read_key(&self, i: usize, key: &StoredKey) -> Result<KeyChunk, StoreError> {
         let path = self.shard_path(i);
-        let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
+        let bytes = read_shard(&self.dir, &self.manifest.shards[i])?;
         let st = SafeTensors::deserialize(&bytes)
             .map_err(|e| StoreError::store(&path, describe_safetensors_error(&e)))?;
         let view = st
@@ -128,11 +129,11 @@ impl ActivationStore {
             return Err(StoreError::store(
                 &path,
                 format!(
-                    "`{}` is {:?} {:?}; the manifest says {:?} {:?}",
+                    "`{}` is {} of shape {:?}; the manifest says {} of shape {:?}",
                     key.key,
-                    view.dtype(),
+                    dtype_name(view.dtype()),
                     view.shape(),
-                    self.manifest.dtype.safetensors(),
+                    self.manifest.dtype,
                     expected
                 ),
             ));
@@ -144,22 +145,15 @@ impl ActivationStore {
 
     /// Checks every shard's size and SHA-256 against the manifest.
     pub fn verify(&self) -> Result<(), StoreError> {
-        for (i, shard) in self.manifest.shards.iter().enumerate() {
-            let path = self.shard_path(i);
-            let bytes = std::fs::read(&path).map_err(|e| StoreError::io(&path, e))?;
-            let sha = hex(&Sha256::digest(&bytes));
-            if bytes.len() as u64 != shard.bytes || sha != shard.sha256 {
-                return Err(StoreError::store(
-                    &path,
-                    format!(
-                        "{} bytes with SHA-256 {sha}; the manifest records {} bytes, {}",
-                        bytes.len(),
-                        shard.bytes,
-                        shard.sha256
-                    ),
-                ));
-            }
+        for shard in &self.manifest.shards {
+            check_shard(&self.dir, shard)?;
         }
         Ok(())
     }
+}
+
+/// A safetensors element type as NumPy and `--dtype` spell it (`f32`,
+/// `bf16`, `i64`).
+fn dtype_name(dtype: Dtype) -> String {
+    format!("{dtype:?}").to_ascii_lowercase()
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use burn::tensor::TensorData;
 use half::{bf16, f16};
+use hooks_model::NonFiniteSite;
 use hooks_model::files::write_atomic;
 use hooks_model::weights::{TensorSpec, write_safetensors_with};
 use safetensors::Dtype;
@@ -37,7 +38,9 @@ pub struct ShardBuffer {
 
 impl ShardBuffer {
     /// An empty shard for `block`, whose first row is `first_row`, with room
-    /// for `capacity_rows` rows.
+    /// reserved for `capacity_rows` rows when that much memory is free (the
+    /// caller bounds it by what the corpus can fill; the buffers grow past it
+    /// if needed).
     pub fn new(
         block: u64,
         first_row: u64,
@@ -46,7 +49,15 @@ impl ShardBuffer {
         dtype: StoreDtype,
         capacity_rows: u64,
     ) -> Self {
-        let tokens = capacity_rows as usize * seq_len;
+        let tokens = usize::try_from(capacity_rows)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(seq_len);
+        let room = |bytes_per_token: usize| {
+            let mut v = Vec::new();
+            // Failing is fine: `append` grows it as rows come.
+            let _ = v.try_reserve_exact(tokens.saturating_mul(bytes_per_token));
+            v
+        };
         ShardBuffer {
             block,
             first_row,
@@ -54,11 +65,11 @@ impl ShardBuffer {
             dtype,
             values: keys
                 .iter()
-                .map(|k| Vec::with_capacity(tokens * k.width() * dtype.size()))
+                .map(|k| room(k.width() * dtype.size()))
                 .collect(),
-            tokens: Vec::with_capacity(tokens * 8),
-            rows: Vec::with_capacity(tokens * 8),
-            positions: Vec::with_capacity(tokens * 8),
+            tokens: room(8),
+            rows: room(8),
+            positions: room(8),
             n_rows: 0,
         }
     }
@@ -78,9 +89,53 @@ impl ShardBuffer {
         self.first_row + self.n_rows
     }
 
-    /// Appends a batch: its token rows and, per key (in the keys' order),
-    /// the recorded `[rows, seq_len, ..shape]` values.
-    pub fn append(&mut self, rows: &[Vec<u32>], values: &[TensorData]) {
+    /// Appends a batch: its token rows and, per key (`keys`, in order), the
+    /// recorded `[rows, seq_len, ..shape]` values. A finite value beyond a
+    /// 16-bit dtype's range is an error (it would be stored as infinity)
+    /// unless `allow_overflow`; the buffer is then left as it was.
+    pub fn append(
+        &mut self,
+        rows: &[Vec<u32>],
+        keys: &[StoredKey],
+        values: &[TensorData],
+        allow_overflow: bool,
+    ) -> Result<(), StoreError> {
+        let lens: Vec<usize> = self.values.iter().map(Vec::len).collect();
+        let mut fault = None;
+        for (k, data) in values.iter().enumerate() {
+            let out = &mut self.values[k];
+            reserve(out, data.num_elements() * self.dtype.size())?;
+            if let Err(f) = encode(data, self.dtype, out)
+                && !allow_overflow
+            {
+                fault = Some((k, f));
+                break;
+            }
+        }
+        if let Some((k, (index, value))) = fault {
+            for (out, len) in self.values.iter_mut().zip(lens) {
+                out.truncate(len);
+            }
+            let shape = values[k].shape.to_vec();
+            let per_row: usize = shape[1..].iter().product();
+            return Err(StoreError::Overflow {
+                site: Box::new(NonFiniteSite {
+                    during: format!("conversion to {}", self.dtype),
+                    site: keys[k].site.clone(),
+                    layer: keys[k].layer,
+                    index,
+                    value: f32::INFINITY.copysign(value),
+                    shape,
+                }),
+                value,
+                dtype: self.dtype,
+                row: self.next_row() + (index / per_row.max(1)) as u64,
+            });
+        }
+        let tokens: usize = rows.iter().map(Vec::len).sum();
+        for buf in [&mut self.tokens, &mut self.rows, &mut self.positions] {
+            reserve(buf, tokens * 8)?;
+        }
         for (i, row) in rows.iter().enumerate() {
             let r = self.next_row() + i as u64;
             for (p, &t) in row.iter().enumerate() {
@@ -89,10 +144,8 @@ impl ShardBuffer {
                 self.positions.extend_from_slice(&(p as i64).to_le_bytes());
             }
         }
-        for (out, data) in self.values.iter_mut().zip(values) {
-            encode(data, self.dtype, out);
-        }
         self.n_rows += rows.len() as u64;
+        Ok(())
     }
 
     /// Writes the shard into `dir` and returns its record.
@@ -156,14 +209,35 @@ impl ShardBuffer {
     }
 }
 
-/// Appends `data`'s f32 values to `out` as `dtype`, little-endian.
-fn encode(data: &TensorData, dtype: StoreDtype, out: &mut Vec<u8>) {
+/// Room for `more` bytes in `buf`, or an error saying the shard does not
+/// fit in memory (rather than an abort).
+fn reserve(buf: &mut Vec<u8>, more: usize) -> Result<(), StoreError> {
+    buf.try_reserve(more)
+        .or_else(|_| buf.try_reserve_exact(more))
+        .map_err(|_| {
+            StoreError::Options(format!(
+                "the shard being filled needs {more} more bytes, which do not fit in memory: \
+                 give a smaller --shard-mb"
+            ))
+        })
+}
+
+/// Appends `data`'s f32 values to `out` as `dtype`, little-endian. Every
+/// value is appended; the first finite one that overflows `dtype` (becomes
+/// infinite) is returned as `Err((flat index, value))`.
+fn encode(data: &TensorData, dtype: StoreDtype, out: &mut Vec<u8>) -> Result<(), (usize, f32)> {
     let converted;
     let values = match data.as_slice::<f32>() {
         Ok(v) => v,
         Err(_) => {
             converted = data.clone().convert::<f32>();
             converted.as_slice::<f32>().expect("converted to f32")
+        }
+    };
+    let mut overflow = None;
+    let mut note = |i: usize, v: f32, infinite: bool| {
+        if infinite && v.is_finite() && overflow.is_none() {
+            overflow = Some((i, v));
         }
     };
     match dtype {
@@ -173,16 +247,21 @@ fn encode(data: &TensorData, dtype: StoreDtype, out: &mut Vec<u8>) {
             }
         }
         StoreDtype::F16 => {
-            for v in values {
-                out.extend_from_slice(&f16::from_f32(*v).to_le_bytes());
+            for (i, &v) in values.iter().enumerate() {
+                let h = f16::from_f32(v);
+                note(i, v, h.is_infinite());
+                out.extend_from_slice(&h.to_le_bytes());
             }
         }
         StoreDtype::Bf16 => {
-            for v in values {
-                out.extend_from_slice(&bf16::from_f32(*v).to_le_bytes());
+            for (i, &v) in values.iter().enumerate() {
+                let h = bf16::from_f32(v);
+                note(i, v, h.is_infinite());
+                out.extend_from_slice(&h.to_le_bytes());
             }
         }
     }
+    overflow.map_or(Ok(()), Err)
 }
 
 /// Lower-case hex.

@@ -18,6 +18,7 @@ use super::corpus::Corpus;
 use super::manifest::{
     CorpusRecord, FORMAT, MANIFEST, Manifest, Slice, StoreDtype, StoredKey, VERSION,
 };
+use super::resume::ResumeCheck;
 use super::shard::{ShardBuffer, shard_file};
 use crate::site_order::{before_blocks, order};
 
@@ -210,10 +211,14 @@ fn per_token_shape(
     let letters: Vec<&str> = site.dims().collect();
     // `K` (the key positions) is `S` without a KV cache: k and v are per
     // token too.
+    let declared = match site.shape {
+        Some(_) => format!("shape [{}]", letters.join(", ")),
+        None => "no declared shape".to_string(),
+    };
     let (["B", "S" | "K"], rest) = letters.split_at(letters.len().min(2)) else {
         return Err(StoreError::Options(format!(
-            "site `{}` has shape {:?}, not [B, S, …]: it cannot be stored per token",
-            site.path, site.shape
+            "site `{}` has {declared}, not [B, S, …]: it cannot be stored per token",
+            site.path
         )));
     };
     rest.iter()
@@ -224,8 +229,8 @@ fn per_token_shape(
         .collect::<Option<Vec<usize>>>()
         .ok_or_else(|| {
             StoreError::Options(format!(
-                "site `{}` has shape {:?} with a size this model does not define",
-                site.path, site.shape
+                "site `{}` has {declared}, with a size this model does not define",
+                site.path
             ))
         })
 }
@@ -240,6 +245,69 @@ pub fn rows_per_shard(keys: &[StoredKey], options: &StoreOptions) -> u64 {
         + 24;
     let per_row = (per_token * options.seq_len) as u64;
     (options.shard_bytes / per_row).max(1)
+}
+
+/// Refuses an option whose products cannot be counted: a batch whose
+/// tokens, or whose values' bytes, overflow 64 bits is no size a machine
+/// can run (rather than a panic or an abort allocating it).
+fn check_batch_size(keys: &[StoredKey], options: &StoreOptions) -> Result<(), StoreError> {
+    let per_token: u64 = keys
+        .iter()
+        .map(|k| (k.width() * options.dtype.size()) as u64)
+        .sum();
+    let bytes = (options.batch as u64)
+        .checked_mul(options.seq_len as u64)
+        .and_then(|tokens| tokens.checked_mul(per_token.max(1)));
+    if bytes.is_none() {
+        return Err(StoreError::Options(format!(
+            "--batch {} is too large: {} rows of {} tokens, {per_token} bytes each, overflow 64 \
+             bits; give a batch of at most a few thousand rows",
+            options.batch, options.batch, options.seq_len
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an `out` that would overwrite an input: the corpus file itself,
+/// a folder holding it, or the model's folder (or one holding it). A folder
+/// that does not exist yet can be none of these.
+fn check_out_spares_inputs(out: &Path, corpus: &Path, model: &Path) -> Result<(), StoreError> {
+    let Ok(out_real) = std::fs::canonicalize(out) else {
+        return Ok(());
+    };
+    let shown = hooks_model::shown;
+    let real = |p: &Path| std::fs::canonicalize(p).ok();
+    if let Some(c) = real(corpus) {
+        if c == out_real {
+            return Err(StoreError::Options(format!(
+                "--out {} is the --dataset file itself: give a new folder for the store",
+                shown(out)
+            )));
+        }
+        if c.starts_with(&out_real) {
+            return Err(StoreError::Options(format!(
+                "--out {} holds the --dataset file {}: give a new folder for the store, so that \
+                 no shard can overwrite the corpus",
+                shown(out),
+                shown(corpus)
+            )));
+        }
+    }
+    if let Some(m) = real(model)
+        && m.starts_with(&out_real)
+    {
+        let what = if m == out_real {
+            "is the model's folder"
+        } else {
+            "holds the model's folder"
+        };
+        return Err(StoreError::Options(format!(
+            "--out {} {what} ({}): give a new folder for the store",
+            shown(out),
+            shown(model)
+        )));
+    }
+    Ok(())
 }
 
 /// Builds (or resumes) the store in `out` from `corpus` through `model`.
@@ -269,7 +337,13 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
     if options.batch == 0 {
         return Err(StoreError::Options("--batch must be at least 1".into()));
     }
+    if options.shard_bytes == 0 {
+        return Err(StoreError::Options(
+            "the shard size must be positive (--shard-mb at least 1)".into(),
+        ));
+    }
     let keys = stored_keys::<B, M>(&dims, options)?;
+    check_batch_size(&keys, options)?;
     let rows_per_shard = rows_per_shard(&keys, options);
     let blocks = blocks_needed::<B, M>(&keys);
     let fresh = Manifest {
@@ -299,6 +373,7 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
         shards: Vec::new(),
     };
     let manifest_path = out.join(options.slice.manifest_name());
+    check_out_spares_inputs(out, corpus.path(), &record.dir)?;
     let Some(mut manifest) = prepare_folder(out, &manifest_path, fresh)? else {
         return Ok(Outcome::AlreadyComplete(Manifest::read(&manifest_path)?));
     };
@@ -336,9 +411,17 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
     };
     let tokens_at_start = manifest.tokens;
     let seq = options.seq_len as u64;
+    // Buffers are sized by what the corpus can fill, not by the options
+    // alone: a batch never holds more than a shard's rows (it is run at each
+    // shard's end) nor more than the corpus's.
+    let corpus_rows = rows.row_estimate();
     let mut shard: Option<ShardBuffer> = None;
-    let mut batch: Vec<Vec<u32>> = Vec::with_capacity(options.batch);
+    let batch_rows = (options.batch as u64).min(rows_per_shard).min(corpus_rows);
+    let mut batch: Vec<Vec<u32>> = Vec::with_capacity(batch_rows as usize);
     let mut row_index = 0u64;
+    // The rows earlier runs stored must be the corpus's rows now.
+    let listed = manifest.shards.clone();
+    let mut stored = ResumeCheck::new(out, corpus.path(), &listed, options.seq_len);
     let report = |manifest: &Manifest, shard: &Option<ShardBuffer>, bytes_read: u64| {
         let buffered = shard.as_ref().map_or(0, |s| s.n_rows() * seq);
         Progress {
@@ -355,19 +438,21 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
         row_index += 1;
         let block = r / rows_per_shard;
         if !options.slice.owns(block) || block < manifest.next_block {
+            stored.row(r, &row)?;
             if r.is_multiple_of(1024) {
                 progress(&report(&manifest, &shard, rows.bytes_read()));
             }
             continue;
         }
         let buffer = shard.get_or_insert_with(|| {
+            let first = block * rows_per_shard;
             ShardBuffer::new(
                 block,
-                block * rows_per_shard,
+                first,
                 &keys,
                 options.seq_len,
                 options.dtype,
-                rows_per_shard,
+                rows_per_shard.min(corpus_rows.saturating_sub(first).max(1)),
             )
         });
         batch.push(row);
@@ -381,6 +466,7 @@ pub fn build_store<B: Backend, M: HookedModel<B>>(
             progress(&report(&manifest, &shard, rows.bytes_read()));
         }
     }
+    stored.end(row_index)?;
     if let Some(mut last) = shard.take() {
         if !batch.is_empty() {
             pass.run(&mut batch, &mut last)?;
@@ -469,8 +555,7 @@ impl<B: Backend, M: HookedModel<B>> Pass<'_, B, M> {
             }
             values.push(data);
         }
-        shard.append(tokens.rows(), &values);
-        Ok(())
+        shard.append(tokens.rows(), keys, &values, options.allow_non_finite)
     }
 }
 
@@ -536,8 +621,9 @@ fn prepare_folder(
             return Err(StoreError::store(
                 out,
                 format!(
-                    "is not empty and holds {name:?}, which is not part of an activation store; \
-                     give a new or empty folder"
+                    "is not empty and holds `{}`, which is not part of an activation store; \
+                     give a new or empty folder",
+                    hooks_model::shown(Path::new(&name))
                 ),
             ));
         }

@@ -251,3 +251,334 @@ fn bad_input_gets_the_input_exit_code_and_leaves_nothing() {
     assert_eq!(status, Some(1), "{err}");
     assert!(err.contains("missing.jsonl"), "{err}");
 }
+
+/// `hooks cache --model <bundled> --dataset <corpus> --sites mlp.post_act
+/// --seq-len 16 --out <out> <more>`: exit code and stderr, run in `cwd`.
+fn cache_in(cwd: &Path, corpus: &Path, out: &str, more: &[&str]) -> (Option<i32>, String) {
+    let r = Command::new(env!("CARGO_BIN_EXE_hooks"))
+        .current_dir(cwd)
+        .args([
+            "cache",
+            "--model",
+            &bundled(),
+            "--dataset",
+            corpus.to_str().unwrap(),
+            "--sites",
+            "mlp.post_act",
+            "--seq-len",
+            "16",
+            "--out",
+            out,
+        ])
+        .args(more)
+        .output()
+        .unwrap();
+    (
+        r.status.code(),
+        String::from_utf8_lossy(&r.stderr).into_owned(),
+    )
+}
+
+/// 50 documents of 100 random ids (5000 tokens), as the audit's corpus.
+fn audit_corpus(path: &Path) {
+    let mut rng = XorShift::new(21);
+    let text: String = (0..50)
+        .map(|_| {
+            let doc: Vec<u32> = (0..100).map(|_| rng.below(128) as u32).collect();
+            format!("{}\n", serde_json::json!({ "tokens": doc }))
+        })
+        .collect();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn absurd_batch_and_shard_sizes_are_refused_or_bounded_by_the_corpus() {
+    let tmp = TempDir::new("cli-store-sizes");
+    let corpus = tmp.join("good.jsonl");
+    audit_corpus(&corpus);
+    let out = |name: &str| tmp.join(name).to_str().unwrap().to_string();
+    for (more, expected) in [
+        (
+            ["--batch", "18446744073709551615"],
+            "--batch 18446744073709551615 is too large",
+        ),
+        (
+            ["--shard-mb", "0"],
+            "--shard-mb 0: a shard must be at least 1 MiB",
+        ),
+        (
+            ["--shard-mb", "18446744073709551615"],
+            "--shard-mb 18446744073709551615 is too large",
+        ),
+    ] {
+        let (code, err) = cache_in(&tmp.0, &corpus, &out("refused"), &more);
+        assert_eq!(code, Some(3), "{more:?}: {err}");
+        assert!(err.contains(expected), "{err}");
+        assert!(!tmp.join("refused").exists());
+    }
+    // Allocated by what the 5000 tokens fill: a batch of 2^32 rows is one
+    // pass per shard, a 100000 MiB shard holds the whole corpus.
+    let (code, err) = cache_in(&tmp.0, &corpus, &out("batch"), &["--batch", "4294967296"]);
+    assert_eq!(code, Some(0), "{err}");
+    let (code, err) = cache_in(&tmp.0, &corpus, &out("shard"), &["--shard-mb", "100000"]);
+    assert_eq!(code, Some(0), "{err}");
+    let m = Manifest::read(&tmp.join("shard/manifest.json")).unwrap();
+    assert_eq!((m.shards.len(), m.tokens), (1, 4992));
+    // The same single shard (the manifests differ in rows per shard).
+    let shard = |dir: &str| std::fs::read(tmp.join(dir).join("shard-00000.safetensors")).unwrap();
+    assert!(shard("batch") == shard("shard"));
+}
+
+#[test]
+fn a_value_beyond_f16_exits_5_naming_the_key_and_leaves_no_shard() {
+    let tmp = TempDir::new("cli-store-f16");
+    let model = crate::store::model_with_embedding(&tmp.join("model"), 120, 1e5);
+    let corpus = tmp.join("c.jsonl");
+    std::fs::write(
+        &corpus,
+        format!("{}\n", serde_json::json!({ "tokens": vec![120u32; 40] })),
+    )
+    .unwrap();
+    let out = tmp.join("store");
+    let o = hooks(&[
+        "cache",
+        "--model",
+        model.to_str().unwrap(),
+        "--dataset",
+        corpus.to_str().unwrap(),
+        "--sites",
+        "resid.post_emb",
+        "--seq-len",
+        "16",
+        "--dtype",
+        "f16",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(5), "{err}");
+    assert!(
+        err.contains("(key `resid.post_emb`)")
+            && err.contains("overflowed f16 (largest finite value 65504)")
+            && err.contains("--dtype f32"),
+        "{err}"
+    );
+    let names: Vec<String> = files(&out).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["manifest.json"], "no shard, no temporary file");
+}
+
+#[test]
+fn resuming_after_the_corpus_changed_in_place_exits_1_naming_the_shard() {
+    let tmp = TempDir::new("cli-store-changed");
+    let corpus = tmp.join("good.jsonl");
+    audit_corpus(&corpus);
+    let out = tmp.join("store");
+    let o = out.to_str().unwrap();
+    let (code, err) = cache_in(&tmp.0, &corpus, o, &["--shard-mb", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    // What a run killed after its second shard leaves.
+    let path = out.join("manifest.json");
+    let mut m = Manifest::read(&path).unwrap();
+    assert!(m.shards.len() > 3);
+    m.shards.truncate(2);
+    m.tokens = m.shards.iter().map(|s| s.n_tokens()).sum();
+    (m.next_block, m.complete, m.corpus_rows, m.dropped_tokens) = (2, false, None, None);
+    m.write(&path).unwrap();
+    let extra: Vec<String> = files(&out)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| {
+            ![
+                "manifest.json",
+                "shard-00000.safetensors",
+                "shard-00001.safetensors",
+            ]
+            .contains(&n.as_str())
+        })
+        .collect();
+    for name in extra {
+        std::fs::remove_file(out.join(name)).unwrap();
+    }
+    // The first document's first two ids swapped: the same size.
+    let text = std::fs::read_to_string(&corpus).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(first).unwrap();
+    let ids = doc["tokens"].as_array_mut().unwrap();
+    let i = (1..ids.len()).find(|&i| ids[i] != ids[0]).unwrap();
+    ids.swap(0, i);
+    std::fs::write(&corpus, format!("{doc}\n{rest}")).unwrap();
+    assert_eq!(std::fs::read_to_string(&corpus).unwrap().len(), text.len());
+
+    let before = files(&out);
+    let (code, err) = cache_in(&tmp.0, &corpus, o, &["--shard-mb", "1"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("no longer matches")
+            && err.contains("shard-00000.safetensors")
+            && err.contains("at corpus row 0, position 0")
+            && err.contains("another --out folder"),
+        "{err}"
+    );
+    assert_eq!(files(&out), before, "nothing was changed");
+}
+
+#[test]
+fn a_damaged_shard_is_caught_by_merge_manifests_and_train_sae() {
+    let tmp = TempDir::new("cli-store-damaged");
+    let corpus = tmp.join("good.jsonl");
+    audit_corpus(&corpus);
+    let damage = |path: &Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let n = bytes.len();
+        bytes[n - 8..n - 4].copy_from_slice(&[0xff; 4]);
+        std::fs::write(path, bytes).unwrap();
+    };
+    let sliced = tmp.join("sliced");
+    let s = sliced.to_str().unwrap();
+    for slice in ["0/2", "1/2"] {
+        let (code, err) = cache_in(&tmp.0, &corpus, s, &["--shard-mb", "1", "--shard", slice]);
+        assert_eq!(code, Some(0), "{err}");
+    }
+    damage(&sliced.join("shard-00001.safetensors"));
+    let o = hooks(&["merge-manifests", s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("shard-00001.safetensors") && err.contains("SHA-256"),
+        "{err}"
+    );
+    assert!(!sliced.join("manifest.json").exists());
+
+    let whole = tmp.join("whole");
+    let w = whole.to_str().unwrap();
+    let (code, err) = cache_in(&tmp.0, &corpus, w, &["--shard-mb", "1"]);
+    assert_eq!(code, Some(0), "{err}");
+    damage(&whole.join("shard-00002.safetensors"));
+    let sae = tmp.join("sae.safetensors");
+    let o = hooks(&[
+        "train-sae",
+        "--store",
+        w,
+        "--key",
+        "layers.0.mlp.post_act",
+        "--latents",
+        "16",
+        "--k",
+        "4",
+        "--steps",
+        "40",
+        "--batch",
+        "64",
+        "--out",
+        sae.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("shard-00002.safetensors") && err.contains("SHA-256"),
+        "{err}"
+    );
+    assert!(!sae.exists());
+}
+
+#[test]
+fn corpus_errors_name_the_file_and_line_or_how_much_is_there() {
+    let tmp = TempDir::new("cli-store-corpus");
+    let bytes: Vec<u8> = (0..3000u32)
+        .map(|i| (i * 7919 % 251) as u8 | 0x80)
+        .collect();
+    let npy = |n: usize, cut: usize| {
+        let mut header = format!("{{'descr': '<u2', 'fortran_order': False, 'shape': ({n},), }}");
+        while (10 + header.len() + 1) % 64 != 0 {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend((0..n as u16).flat_map(|t| (t % 128).to_le_bytes()));
+        out.truncate(out.len() - cut);
+        out
+    };
+    for (name, contents, expected) in [
+        (
+            "random.jsonl",
+            bytes,
+            "random.jsonl: line 1: not UTF-8 text",
+        ),
+        (
+            "cut1.npy",
+            npy(1000, 1),
+            "promises 1000 token ids of 2 bytes each, but the file holds only 999 whole ids and 1 \
+             byte of another",
+        ),
+        (
+            "cut101.npy",
+            npy(1000, 101),
+            "holds only 949 whole ids and 1 byte of another",
+        ),
+        (
+            "string.jsonl",
+            b"{\"tokens\":\"1,2,3\"}\n".to_vec(),
+            "line 1: \"tokens\" is not an array of token ids (it is a string)",
+        ),
+    ] {
+        let corpus = tmp.join(name);
+        std::fs::write(&corpus, contents).unwrap();
+        let (code, err) = cache_in(&tmp.0, &corpus, "store", &[]);
+        assert_eq!(code, Some(3), "{name}: {err}");
+        assert!(
+            err.contains(expected) && err.contains(name),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
+fn merging_slices_of_different_commands_gives_mergings_advice_in_words() {
+    let tmp = TempDir::new("cli-store-merge");
+    let corpus = tmp.join("good.jsonl");
+    audit_corpus(&corpus);
+    let s = tmp.join("sliced");
+    let s = s.to_str().unwrap();
+    let (code, err) = cache_in(&tmp.0, &corpus, s, &["--shard-mb", "1", "--shard", "0/2"]);
+    assert_eq!(code, Some(0), "{err}");
+    let more = ["--shard-mb", "1", "--shard", "1/2", "--layers", "0"];
+    let (code, err) = cache_in(&tmp.0, &corpus, s, &more);
+    assert_eq!(code, Some(0), "{err}");
+    let o = hooks(&["merge-manifests", s]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("different --layers (0) than") && err.contains("(every layer)"),
+        "{err}"
+    );
+    assert!(err.contains("rerun that slice"), "{err}");
+    assert!(
+        !err.contains("--out") && !err.contains("Some(") && !err.contains("None"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_out_that_is_stdout_the_corpus_or_the_model_is_refused() {
+    let tmp = TempDir::new("cli-store-out");
+    let corpus = tmp.join("good.jsonl");
+    audit_corpus(&corpus);
+    let before = std::fs::read(&corpus).unwrap();
+    let (code, err) = cache_in(&tmp.0, &corpus, "-", &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("--out - means standard output"), "{err}");
+    assert!(!tmp.join("-").exists(), "no folder named `-`");
+    let (code, err) = cache_in(&tmp.0, &corpus, corpus.to_str().unwrap(), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("is the --dataset file itself"), "{err}");
+    assert_eq!(std::fs::read(&corpus).unwrap(), before);
+    let (code, err) = cache_in(&tmp.0, &corpus, &bundled(), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("is the model's folder"), "{err}");
+    let parent = workspace_root().join("checkpoints");
+    let (code, err) = cache_in(&tmp.0, &corpus, parent.to_str().unwrap(), &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("holds the model's folder"), "{err}");
+}

@@ -535,7 +535,29 @@ fn bad_corpora_and_options_are_errors_naming_what_is_wrong() {
         (
             "mixed.jsonl",
             b"{\"tokens\": [1]}\n{\"text\": \"a\"}\n".to_vec(),
-            "line 2: no \"tokens\" array",
+            "line 2: no \"tokens\" field (the first line has one)",
+        ),
+        (
+            "string.jsonl",
+            b"{\"tokens\":\"1,2,3\"}\n".to_vec(),
+            "line 1: \"tokens\" is not an array of token ids (it is a string)",
+        ),
+        (
+            "array.jsonl",
+            b"{\"tokens\": [1]}\n[1, 2]\n".to_vec(),
+            "line 2: not a JSON object (it is an array)",
+        ),
+        (
+            "binary.jsonl",
+            (0..3000u32)
+                .map(|i| (i * 7919 % 251) as u8 | 0x80)
+                .collect(),
+            "line 1: not UTF-8 text",
+        ),
+        (
+            "late.jsonl",
+            b"{\"tokens\": [1]}\n\xff\xfe\n".to_vec(),
+            "line 2: not UTF-8 text",
         ),
         (
             "bad.jsonl",
@@ -567,7 +589,18 @@ fn bad_corpora_and_options_are_errors_naming_what_is_wrong() {
             b"\x93NUMPY".to_vec(),
             "shorter than the .npy magic",
         ),
-        ("trunc.npy", npy_bytes("<u2", &[1, 0], 5), "ends early"),
+        (
+            "trunc.npy",
+            npy_bytes("<u2", &[1, 0], 5),
+            "ends early: its header promises 5 token ids of 2 bytes each, but the file holds \
+             only 1 whole id (is it truncated?)",
+        ),
+        (
+            "trunc101.npy",
+            npy_bytes("<u2", &[1u8; 2000][..2000 - 101], 1000),
+            "promises 1000 token ids of 2 bytes each, but the file holds only 949 whole ids and \
+             1 byte of another",
+        ),
     ];
     for (name, contents, expected) in cases {
         let err = err_of(name, &contents, &opts);
@@ -656,6 +689,50 @@ fn a_folder_holding_something_else_is_left_as_it_was() {
     .to_string();
     assert!(
         err.contains("different --seq-len (32, this run: 16)"),
+        "{err}"
+    );
+    // Every field in words, not as Rust writes its values.
+    let differing = [
+        (
+            StoreOptions {
+                layers: Some(vec![0]),
+                ..opts.clone()
+            },
+            "different --layers (every layer, this run: 0)",
+        ),
+        (
+            StoreOptions {
+                dtype: StoreDtype::F16,
+                ..opts.clone()
+            },
+            "different --dtype (f32, this run: f16)",
+        ),
+        (
+            StoreOptions {
+                separator: Some(5),
+                ..opts.clone()
+            },
+            "different separator (none, this run: token 5)",
+        ),
+    ];
+    for (other, expected) in differing {
+        let err = build(&model, &corpus, &other, &out)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{err}");
+        assert!(!err.contains("Some(") && !err.contains("None"), "{err}");
+    }
+    let longer = tmp.join("longer.jsonl");
+    write_jsonl(&longer, &documents(6, 11));
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let err = build(&model, &longer, &opts, &out).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "different corpus (JSON lines of token ids, {} bytes, this run: JSON lines of token \
+             ids, {} bytes)",
+            size(&corpus),
+            size(&longer)
+        )),
         "{err}"
     );
     let err = build(
@@ -749,4 +826,374 @@ fn a_store_runs_only_the_blocks_its_keys_need() {
     assert_eq!(needed(keys(&["attn.*"], None)), Some(2));
     assert_eq!(needed(keys(&["resid.ln_f.*"], None)), None);
     assert_eq!(needed(keys(&["logits"], None)), None);
+}
+
+/// A copy of the bundled model in `dir` whose embedding of token `id` is
+/// `value` everywhere: `resid.post_emb` then holds about `value` at each
+/// position of that token.
+pub(crate) fn model_with_embedding(dir: &Path, id: usize, value: f32) -> PathBuf {
+    copy_bundled(dir);
+    crate::common::edit_f32(dir, "transformer.wte.weight", |v| {
+        let d = v.len() / 128;
+        v[id * d..(id + 1) * d].fill(value);
+    });
+    dir.to_path_buf()
+}
+
+/// A copy of the bundled model's files in `dir`.
+fn copy_bundled(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(bundled_dir().join(f), dir.join(f)).unwrap();
+    }
+    dir.to_path_buf()
+}
+
+/// The temporary (`.partial-`) files left in `dir`.
+fn partial_files(dir: &Path) -> Vec<String> {
+    file_bytes(dir)
+        .into_iter()
+        .map(|(n, _)| n)
+        .filter(|n| n.contains(".partial-"))
+        .collect()
+}
+
+#[test]
+fn absurd_batch_and_shard_sizes_are_bounded_by_the_corpus_or_refused() {
+    let model = bundled();
+    let tmp = TempDir::new("store-sizes");
+    let corpus = tmp.join("corpus.jsonl");
+    write_jsonl(&corpus, &documents(9, 20));
+    let opts = options(&["mlp.post_act"]);
+    let reference = tmp.join("reference");
+    built(build(&model, &corpus, &opts, &reference).unwrap());
+
+    // A batch of 2^32 rows or shards of u64::MAX bytes allocate what the
+    // corpus fills, and a batch larger than the corpus is one forward pass
+    // per shard: the same shards.
+    let out = tmp.join("huge-batch");
+    let huge_batch = StoreOptions {
+        batch: 1 << 32,
+        ..opts.clone()
+    };
+    built(build(&model, &corpus, &huge_batch, &out).unwrap());
+    assert_eq!(file_bytes(&out), file_bytes(&reference));
+    let out = tmp.join("huge-shard");
+    let huge_shard = StoreOptions {
+        shard_bytes: u64::MAX,
+        ..opts.clone()
+    };
+    let manifest = built(build(&model, &corpus, &huge_shard, &out).unwrap());
+    assert_eq!(manifest.shards.len(), 1);
+    assert_eq!(manifest.tokens, built_tokens(&reference));
+
+    // Sizes whose products overflow, and empty shards, are option errors.
+    let refused = [
+        (
+            StoreOptions {
+                batch: usize::MAX,
+                ..opts.clone()
+            },
+            "--batch 18446744073709551615 is too large",
+        ),
+        (
+            StoreOptions {
+                shard_bytes: 0,
+                ..opts.clone()
+            },
+            "--shard-mb at least 1",
+        ),
+    ];
+    for (bad, expected) in refused {
+        let out = tmp.join("refused");
+        let err = build(&model, &corpus, &bad, &out).unwrap_err();
+        assert!(matches!(err, StoreError::Options(_)), "{err:?}");
+        assert!(err.to_string().contains(expected), "{err}");
+        assert!(!out.exists());
+    }
+}
+
+fn built_tokens(dir: &Path) -> u64 {
+    Manifest::read(&dir.join("manifest.json")).unwrap().tokens
+}
+
+#[test]
+fn a_value_beyond_f16_or_bf16_is_an_error_naming_the_key_and_keeps_the_shards_before() {
+    let tmp = TempDir::new("store-overflow");
+    // Token 120's embedding overflows f16 (whose largest value is 65504),
+    // and token 121's bf16; both are finite in f32.
+    let dir = model_with_embedding(&tmp.join("model-f16"), 120, 1e5);
+    let f16_model = Gpt2::<Cpu>::load(&dir, &Default::default()).unwrap();
+    let dir = model_with_embedding(&tmp.join("model-bf16"), 121, 3.4e38);
+    let bf16_model = Gpt2::<Cpu>::load(&dir, &Default::default()).unwrap();
+    // 10 rows of 32 without them, then a row starting with them.
+    let flat: Vec<u32> = documents(10, 40).concat().iter().map(|t| t % 100).collect();
+    let last_row = [120, 121].into_iter().chain([7; 30]).collect();
+    let corpus = tmp.join("corpus.jsonl");
+    write_jsonl(&corpus, &[flat[..10 * 32].to_vec(), last_row]);
+    // 4 rows per shard: shards 0 and 1 are whole before row 10 (block 2).
+    let opts = StoreOptions {
+        shard_bytes: 4 * 32 * (64 * 2 + 24),
+        ..options(&["resid.post_emb"])
+    };
+    for (model, dtype, expected) in [
+        (
+            &f16_model,
+            StoreDtype::F16,
+            "overflowed f16 (largest finite value 65504)",
+        ),
+        (&bf16_model, StoreDtype::Bf16, "overflowed bf16"),
+    ] {
+        let out = tmp.join(&format!("store-{dtype}"));
+        let opts = StoreOptions {
+            dtype,
+            ..opts.clone()
+        };
+        let err = build(model, &corpus, &opts, &out).unwrap_err();
+        let StoreError::Overflow { row, value, .. } = &err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(*row, 10);
+        assert!(value.is_finite());
+        let text = err.to_string();
+        assert!(
+            text.contains("`resid.post_emb`")
+                && text.contains(expected)
+                && text.contains("--dtype f32"),
+            "{text}"
+        );
+        // The shards before it are whole and listed; nothing else is there.
+        let manifest = Manifest::read(&out.join("manifest.json")).unwrap();
+        assert_eq!(manifest.shards.len(), 2);
+        assert!(!manifest.complete);
+        let names: Vec<String> = file_bytes(&out).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "manifest.json",
+                "shard-00000.safetensors",
+                "shard-00001.safetensors"
+            ]
+        );
+        ActivationStore::open(&out).unwrap().verify().unwrap();
+        // --allow-non-finite stores it as infinity.
+        let allowed = StoreOptions {
+            allow_non_finite: true,
+            ..opts.clone()
+        };
+        built(build(model, &corpus, &allowed, &out).unwrap());
+        let store = ActivationStore::open(&out).unwrap();
+        let values: Vec<f32> = store
+            .key_chunks("resid.post_emb")
+            .map(|c| c.unwrap().0)
+            .collect::<Vec<_>>()
+            .concat();
+        assert!(values.iter().any(|v| v.is_infinite()));
+    }
+}
+
+#[test]
+fn resuming_over_a_corpus_edited_in_place_is_refused_naming_the_shard() {
+    let model = bundled();
+    let tmp = TempDir::new("store-changed");
+    let corpus = tmp.join("corpus.jsonl");
+    let mut docs = documents(11, 30);
+    write_jsonl(&corpus, &docs);
+    let opts = options(&["mlp.post_act"]);
+    let out = tmp.join("store");
+    // A run that stops after its second shard.
+    let record = ModelRecord::of(&bundled_dir(), "gpt2").unwrap();
+    let source = Corpus::open(&corpus, TokenWidth::U16).unwrap();
+    let crashed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        build_store(
+            &model,
+            &source,
+            None,
+            &record,
+            &opts,
+            &out,
+            &mut |p: &Progress| {
+                if p.shards == 2 {
+                    panic!("simulated crash");
+                }
+            },
+        )
+    }));
+    assert!(crashed.is_err());
+    let partial = Manifest::read(&out.join("manifest.json")).unwrap();
+    assert_eq!(partial.shards.len(), 2);
+    let r = partial.rows_per_shard as usize;
+
+    // One token of shard 1's first row changes, the file keeping its size:
+    // the token at flat position r × 32 + 3, to another of as many digits.
+    let at = r * 32 + 3;
+    let (mut doc, mut i) = (0, at);
+    while i >= docs[doc].len() {
+        i -= docs[doc].len();
+        doc += 1;
+    }
+    let t = docs[doc][i];
+    let digits = |x: u32| x.to_string().len();
+    docs[doc][i] = if digits(t + 1) == digits(t) && t + 1 < 128 {
+        t + 1
+    } else {
+        t - 1
+    };
+    let size = std::fs::metadata(&corpus).unwrap().len();
+    write_jsonl(&corpus, &docs);
+    assert_eq!(std::fs::metadata(&corpus).unwrap().len(), size);
+
+    let before = file_bytes(&out);
+    let err = build(&model, &corpus, &opts, &out).unwrap_err();
+    assert!(matches!(err, StoreError::CorpusChanged { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("shard-00001.safetensors")
+            && text.contains(&format!(
+                "at corpus row {r}, position 3, the corpus now has token {} where the shard \
+                 holds {t}",
+                docs[doc][i]
+            ))
+            && text.contains("another --out folder"),
+        "{text}"
+    );
+    assert_eq!(file_bytes(&out), before, "nothing was changed");
+
+    // So is a corpus that now ends inside the stored rows (padded with a
+    // blank line to the same size).
+    docs[doc][i] = t;
+    let line = format!(
+        "{}\n",
+        serde_json::json!({ "tokens": docs.concat()[..r * 32 + 40] })
+    );
+    let blank = " ".repeat(size as usize - line.len() - 1);
+    std::fs::write(&corpus, format!("{line}{blank}\n")).unwrap();
+    let err = build(&model, &corpus, &opts, &out).unwrap_err();
+    assert!(matches!(err, StoreError::CorpusChanged { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains(&format!(
+            "the corpus now ends after {} rows, but the shard holds rows {r} to {}",
+            r + 1,
+            2 * r - 1
+        )),
+        "{err}"
+    );
+    assert_eq!(file_bytes(&out), before);
+}
+
+#[test]
+fn readers_and_merging_catch_a_damaged_shard_by_its_sha256() {
+    let model = bundled();
+    let tmp = TempDir::new("store-damaged");
+    let corpus = tmp.join("corpus.jsonl");
+    write_jsonl(&corpus, &documents(12, 30));
+    let opts = options(&["mlp.post_act"]);
+    // 4 bytes overwritten near the end of a shard (its `position` values).
+    let damage = |path: &Path| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let n = bytes.len();
+        bytes[n - 12..n - 8].copy_from_slice(&[0xff; 4]);
+        std::fs::write(path, bytes).unwrap();
+    };
+
+    let out = tmp.join("store");
+    built(build(&model, &corpus, &opts, &out).unwrap());
+    let store = ActivationStore::open(&out).unwrap();
+    assert!(store.manifest().shards.len() >= 3);
+    damage(&store.shard_path(1));
+    let chunks: Vec<_> = store.key_chunks("layers.0.mlp.post_act").collect();
+    assert_eq!(chunks.len(), 2, "the iteration stops at the damaged shard");
+    assert!(chunks[0].is_ok());
+    let err = chunks[1].as_ref().unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("shard-00001.safetensors") && err.to_string().contains("SHA-256"),
+        "{err}"
+    );
+    let err = store.verify().unwrap_err().to_string();
+    assert!(err.contains("shard-00001.safetensors"), "{err}");
+
+    // Merging slices checks every shard before writing manifest.json.
+    let sliced = tmp.join("sliced");
+    for index in 0..2 {
+        let slice = Slice { index, count: 2 };
+        built(
+            build(
+                &model,
+                &corpus,
+                &StoreOptions {
+                    slice,
+                    ..opts.clone()
+                },
+                &sliced,
+            )
+            .unwrap(),
+        );
+    }
+    damage(&sliced.join("shard-00002.safetensors"));
+    let err = merge_manifests(&sliced).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains("shard-00002.safetensors"), "{err}");
+    assert!(!sliced.join("manifest.json").exists());
+}
+
+#[test]
+fn slices_made_by_different_commands_are_not_merged_and_the_advice_is_mergings() {
+    let model = bundled();
+    let tmp = TempDir::new("store-merge-mismatch");
+    let corpus = tmp.join("corpus.jsonl");
+    write_jsonl(&corpus, &documents(13, 20));
+    let opts = options(&["mlp.post_act"]);
+    let sliced = tmp.join("sliced");
+    for (index, layers) in [(0, None), (1, Some(vec![0, 1]))] {
+        let slice = Slice { index, count: 2 };
+        let o = StoreOptions {
+            slice,
+            layers,
+            ..opts.clone()
+        };
+        built(build(&model, &corpus, &o, &sliced).unwrap());
+    }
+    let err = merge_manifests(&sliced).unwrap_err();
+    assert!(matches!(err, StoreError::SliceMismatch { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains("manifest-1-of-2.json was made with a different --layers (0,1) than")
+            && text.contains("manifest-0-of-2.json (every layer)")
+            && text.contains("rerun that slice"),
+        "{text}"
+    );
+    assert!(!text.contains("--out") && !text.contains("Some("), "{text}");
+    assert!(!sliced.join("manifest.json").exists());
+}
+
+#[test]
+fn an_out_folder_that_would_overwrite_the_corpus_or_the_model_is_refused() {
+    let tmp = TempDir::new("store-clobber");
+    let model_dir = copy_bundled(&tmp.join("models/gpt"));
+    let model = Gpt2::<Cpu>::load(&model_dir, &Default::default()).unwrap();
+    let record = ModelRecord::of(&model_dir, "gpt2").unwrap();
+    let data = tmp.join("data");
+    std::fs::create_dir(&data).unwrap();
+    // Named like a shard, so a store in its folder would overwrite it.
+    let corpus = data.join("shard-00000.safetensors");
+    let ids: Vec<u8> = (0..2000u16).flat_map(|t| (t % 128).to_le_bytes()).collect();
+    std::fs::write(&corpus, &ids).unwrap();
+    let source = Corpus::open(&corpus, TokenWidth::U16).unwrap();
+    let opts = options(&["mlp.post_act"]);
+    let everything = || (file_bytes(&data), file_bytes(&model_dir));
+    let before = everything();
+    for (out, expected) in [
+        (corpus.clone(), "is the --dataset file itself"),
+        (data.clone(), "holds the --dataset file"),
+        (model_dir.clone(), "is the model's folder"),
+        (tmp.join("models"), "holds the model's folder"),
+    ] {
+        let err =
+            build_store(&model, &source, None, &record, &opts, &out, &mut |_| {}).unwrap_err();
+        assert!(matches!(err, StoreError::Options(_)), "{err:?}");
+        assert!(err.to_string().contains(expected), "{err}");
+        assert_eq!(everything(), before);
+    }
+    assert!(partial_files(&data).is_empty());
 }
