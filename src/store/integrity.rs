@@ -58,7 +58,7 @@ pub fn check_shard(dir: &Path, record: &ShardRecord) -> Result<(), StoreError> {
 
 /// Opens the shard, refusing it at once if its size is not the record's.
 fn open_sized(path: &Path, record: &ShardRecord) -> Result<File, StoreError> {
-    let file = File::open(path).map_err(|e| StoreError::io(path, e))?;
+    let file = hooks_model::inputs::open(path).map_err(|e| StoreError::io(path, e))?;
     let len = file.metadata().map_err(|e| StoreError::io(path, e))?.len();
     if len != record.bytes {
         return Err(size_differs(path, len, record.bytes));

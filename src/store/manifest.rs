@@ -251,7 +251,8 @@ pub struct Manifest {
 impl Manifest {
     /// Reads and checks a manifest file.
     pub fn read(path: &Path) -> Result<Manifest, StoreError> {
-        let text = std::fs::read_to_string(path).map_err(|e| StoreError::io(path, e))?;
+        let text =
+            hooks_model::inputs::read_to_string(path).map_err(|e| StoreError::io(path, e))?;
         let manifest: Manifest = serde_json::from_str(&text)
             .map_err(|e| StoreError::store(path, format!("not a store manifest: {e}")))?;
         if manifest.format != FORMAT || manifest.version != VERSION {

@@ -5,7 +5,6 @@
 //! (before any new shard is computed), reading only that tensor of the
 //! shard.
 
-use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
@@ -114,7 +113,7 @@ fn shard_tokens(path: &Path) -> Result<Vec<i64>, StoreError> {
         path: path.to_path_buf(),
         what: what.to_string(),
     };
-    let mut file = File::open(path).map_err(io)?;
+    let mut file = hooks_model::inputs::open(path).map_err(io)?;
     let len = file.metadata().map_err(io)?.len();
     let mut n = [0u8; 8];
     file.read_exact(&mut n)

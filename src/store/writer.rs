@@ -76,7 +76,7 @@ impl ModelRecord {
     /// Reads `dir/config.json` to fingerprint the model.
     pub fn of(dir: &Path, model_type: &str) -> Result<Self, StoreError> {
         let config = dir.join("config.json");
-        let bytes = std::fs::read(&config).map_err(|e| StoreError::io(&config, e))?;
+        let bytes = hooks_model::inputs::read(&config).map_err(|e| StoreError::io(&config, e))?;
         Ok(ModelRecord {
             dir: dir.to_path_buf(),
             model_type: model_type.to_string(),
