@@ -77,6 +77,22 @@ fn build(
     build_store(model, &corpus, None, &record, options, out, &mut |_| {})
 }
 
+/// Builds slice `index` of `count` into `out` (a `--shard i/n` run).
+fn build_slice(
+    model: &Gpt2<Cpu>,
+    corpus: &Path,
+    options: &StoreOptions,
+    (index, count): (usize, usize),
+    out: &Path,
+) -> Manifest {
+    let slice = Slice { index, count };
+    let options = StoreOptions {
+        slice,
+        ..options.clone()
+    };
+    built(build(model, corpus, &options, out).unwrap())
+}
+
 fn built(outcome: Outcome) -> Manifest {
     match outcome {
         Outcome::Built { manifest, .. } => manifest,
@@ -280,19 +296,7 @@ fn slices_merge_into_the_whole_store() {
 
     let sliced = tmp.join("sliced");
     for index in 0..3 {
-        let slice = Slice { index, count: 3 };
-        let part = built(
-            build(
-                &model,
-                &corpus,
-                &StoreOptions {
-                    slice,
-                    ..opts.clone()
-                },
-                &sliced,
-            )
-            .unwrap(),
-        );
+        let part = build_slice(&model, &corpus, &opts, (index, 3), &sliced);
         assert!(part.shards.iter().all(|s| s.block % 3 == index as u64));
         if index == 1 {
             // Not all slices yet: merging is refused, naming the missing one.
@@ -1116,19 +1120,7 @@ fn readers_and_merging_catch_a_damaged_shard_by_its_sha256() {
     // Merging slices checks every shard before writing manifest.json.
     let sliced = tmp.join("sliced");
     for index in 0..2 {
-        let slice = Slice { index, count: 2 };
-        built(
-            build(
-                &model,
-                &corpus,
-                &StoreOptions {
-                    slice,
-                    ..opts.clone()
-                },
-                &sliced,
-            )
-            .unwrap(),
-        );
+        build_slice(&model, &corpus, &opts, (index, 2), &sliced);
     }
     damage(&sliced.join("shard-00002.safetensors"));
     let err = merge_manifests(&sliced).unwrap_err();
