@@ -31,10 +31,20 @@ pub(crate) fn call<const HOOKED: bool, B: Backend, const D: usize>(
 /// weight broadcast to `[1,I,O]`; its backward copies `Wᵀ` on every call,
 /// which was a tenth of a GPT-2-small training step on Flex.) A reshape
 /// costs nothing when `x` is contiguous, as the block's activations are.
+///
+/// On Flex, a product with few rows is split over the output columns
+/// instead, with the bias written first (`crate::fused`).
 pub fn linear_rows<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let y = matmul_rows(x, layer.weight.val());
-    match &layer.bias {
-        Some(bias) => y + bias.val().unsqueeze::<3>(),
+    let bias = layer.bias.as_ref().map(|bias| bias.val());
+    match crate::fused::linear(x, layer.weight.val(), bias) {
+        Ok(y) => y,
+        Err((x, w, bias)) => add_bias(matmul_rows(x, w), bias),
+    }
+}
+
+fn add_bias<B: Backend>(y: Tensor<B, 3>, bias: Option<Tensor<B, 1>>) -> Tensor<B, 3> {
+    match bias {
+        Some(bias) => y + bias.unsqueeze::<3>(),
         None => y,
     }
 }
@@ -44,6 +54,10 @@ pub fn linear_rows<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 
 /// `Autodiff<Flex>` its backward multiplies in the orientation the CPU
 /// kernels are fast at (`crate::autodiff_matmul`).
 pub fn matmul_rows<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
+    let (x, w) = match crate::fused::linear(x, w, None) {
+        Ok(y) => return y,
+        Err((x, w, _)) => (x, w),
+    };
     let [b, s, i] = x.dims();
     let o = w.dims()[1];
     crate::autodiff_matmul::matmul_2d(x.reshape([b * s, i]), w).reshape([b, s, o])
@@ -53,10 +67,10 @@ pub fn matmul_rows<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3>
 /// strided view (reshaping it to rows would copy it); the backward still
 /// reads `Wᵀ` as a view.
 pub fn linear_batched<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 3> {
-    let y = x.matmul(layer.weight.val().unsqueeze::<3>());
-    match &layer.bias {
-        Some(bias) => y + bias.val().unsqueeze::<3>(),
-        None => y,
+    let bias = layer.bias.as_ref().map(|bias| bias.val());
+    match crate::fused::linear(x, layer.weight.val(), bias) {
+        Ok(y) => y,
+        Err((x, w, bias)) => add_bias(x.matmul(w.unsqueeze::<3>()), bias),
     }
 }
 
