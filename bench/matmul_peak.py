@@ -97,6 +97,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=1.0, help="time per product and library")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     p.add_argument("--avx2", action="store_true", help="the libraries' AVX2 kernels only")
+    p.add_argument("--products", help="K×N pairs instead of GPT-2 small's, e.g. Qwen2.5-0.5B's "
+                   "896x896,896x128,896x4864,4864x896,896x151936 (skips the forward's rate)")
     args = p.parse_args()
     if args.avx2 and not os.environ.get("MATMUL_PEAK_CHILD"):
         # The switches are read when the libraries load: rerun with them set.
@@ -127,16 +129,27 @@ def main() -> int:
     )
     env = dict(os.environ, RAYON_NUM_THREADS=str(args.threads))
 
-    best_peak = 0.0
-    print("\n| M × K × N | ours (Flex) | " + " | ".join(libs) + " |")
-    print("|---|---|" + "---|" * len(libs))
-    for m in args.rows:
+    products = PRODUCTS
+    if args.products:
+        products = [tuple(int(v) for v in pair.replace("×", "x").split("x")) for pair in args.products.split(",")]
+    listed = ",".join(f"{k}x{n}" for k, n in products)
+
+    def ours(m: int, path: str) -> dict:
         out = subprocess.run(
-            [str(args.bin_dir / "bench_matmul"), "--rows", str(m), "--seconds", str(args.seconds)],
+            [str(args.bin_dir / "bench_matmul"), "--rows", str(m), "--seconds", str(args.seconds),
+             "--products", listed, "--path", path],
             check=True, capture_output=True, text=True, env=env,
         ).stdout
-        ours = {(r["k"], r["n"]): r["gflops"] for r in map(json.loads, out.split())}
-        for k, n in PRODUCTS:
+        return {(r["k"], r["n"]): r["gflops"] for r in map(json.loads, out.split())}
+
+    best_peak = 0.0
+    # "ours" is what the models' linear layers run (`ops::matmul_rows`: few
+    # rows split over the output columns); "Flex alone" is `Tensor::matmul`.
+    print("\n| M × K × N | ours (`matmul_rows`) | Flex alone | " + " | ".join(libs) + " |")
+    print("|---|---|---|" + "---|" * len(libs))
+    for m in args.rows:
+        model, flex = ours(m, "model"), ours(m, "flex")
+        for k, n in products:
             rng = np.random.default_rng(0)
             a = rng.standard_normal((m, k), dtype=np.float32)
             b = rng.standard_normal((k, n), dtype=np.float32) * 0.05
@@ -153,9 +166,12 @@ def main() -> int:
                     secs = best_of(lambda: run(a, b, c), args.seconds)
                 row.append(flop / secs)
             best_peak = max(best_peak, *row)
-            print(f"| {m} × {k} × {n} | {ours[(k, n)]:.0f} | " + " | ".join(f"{g:.0f}" for g in row) + " |", flush=True)
+            print(f"| {m} × {k} × {n} | {model[(k, n)]:.0f} | {flex[(k, n)]:.0f} | "
+                  + " | ".join(f"{g:.0f}" for g in row) + " |", flush=True)
 
     print(f"\n# best BLAS rate above (the peak): {best_peak:.0f} GFLOP/s")
+    if args.products:
+        return 0
     print("\n| our forward (bare, f32) | GFLOP | median ms | GFLOP/s | of the peak |")
     print("|---|---|---|---|---|")
     for m in args.rows:

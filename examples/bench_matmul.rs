@@ -5,15 +5,19 @@
 //!
 //! ```text
 //! cargo build --release --example bench_matmul
-//! target/release/examples/bench_matmul --rows M [--seconds S] [--products K×N,…]
+//! target/release/examples/bench_matmul --rows M [--seconds S] [--products K×N,…] [--path model|flex]
 //! ```
 //!
 //! For `M` rows (batch × tokens) it multiplies `[M, K] × [K, N]` for the
 //! forward's four linear layers and its unembedding (or the `K×N` products
 //! given, e.g. `896x1152,896x9728` for another model's shapes), and prints one JSON
-//! line per product: `{"m":…,"k":…,"n":…,"best_ms":…,"gflops":…}`, the best
+//! line per product: `{"m":…,"k":…,"n":…,"path":…,"best_ms":…,"gflops":…}`, the best
 //! of as many repetitions as fit in `S` seconds (default 1; at least 3).
-//! glibc is told to keep freed memory first, as `bench_forward` does.
+//! `--path model` (the default) multiplies as the models' linear layers do
+//! (`ops::matmul_rows`: below 512 rows split over the output columns, one
+//! thread each); `--path flex` as Flex alone does (`Tensor::matmul`, `gemm`'s
+//! own threading). glibc is told to keep freed memory first, as
+//! `bench_forward` does.
 
 use std::error::Error;
 use std::time::Instant;
@@ -21,6 +25,7 @@ use std::time::Instant;
 use burn::tensor::{Distribution, Tensor};
 use burn_hooks::model::alloc;
 use burn_hooks::model::backend::Cpu;
+use burn_hooks::model::ops;
 
 /// `(K, N)` of GPT-2 small's products: `c_attn`, attention `c_proj`,
 /// `c_fc`, MLP `c_proj`, the unembedding.
@@ -36,6 +41,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let mut rows = 128usize;
     let mut seconds = 1.0f64;
     let mut products = PRODUCTS.to_vec();
+    let mut path = String::from("model");
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -43,8 +49,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             "--rows" => rows = value()?.parse()?,
             "--seconds" => seconds = value()?.parse()?,
             "--products" => products = parse_products(&value()?)?,
+            "--path" => path = value()?,
             "-h" | "--help" => {
-                println!("bench_matmul --rows M [--seconds S] [--products KxN,...]");
+                println!("bench_matmul --rows M [--seconds S] [--products KxN,...] [--path model|flex]");
                 return Ok(());
             }
             other => return Err(format!("unknown argument `{other}`").into()),
@@ -52,6 +59,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
     if rows == 0 || seconds.is_nan() || seconds <= 0.0 {
         return Err("--rows and --seconds must be positive".into());
+    }
+    if path != "model" && path != "flex" {
+        return Err(format!("--path is `model` or `flex`, not `{path}`").into());
     }
     // As the forward benchmarks and the `hooks` tool do: without it every
     // product's output is a fresh mapping, faulted in page by page (a
@@ -66,7 +76,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         let mut reps = 0;
         while reps < 3 || started.elapsed().as_secs_f64() < seconds {
             let t = Instant::now();
-            let c = a.clone().matmul(b.clone());
+            let c = if path == "model" {
+                ops::matmul_rows(a.clone().unsqueeze::<3>(), b.clone()).squeeze_dim::<2>(0)
+            } else {
+                a.clone().matmul(b.clone())
+            };
             // Reading one value waits for the product.
             let _ = c.slice([0..1, 0..1]).into_scalar();
             best = best.min(t.elapsed().as_secs_f64());
@@ -74,7 +88,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
         let flops = 2.0 * (rows * k * n) as f64;
         println!(
-            "{{\"m\":{rows},\"k\":{k},\"n\":{n},\"reps\":{reps},\"best_ms\":{:.3},\"gflops\":{:.1}}}",
+            "{{\"m\":{rows},\"k\":{k},\"n\":{n},\"path\":\"{path}\",\"reps\":{reps},\"best_ms\":{:.3},\"gflops\":{:.1}}}",
             best * 1e3,
             flops / best / 1e9
         );
