@@ -51,7 +51,9 @@ fn main() -> Result<(), Box<dyn Error>> {
             "--products" => products = parse_products(&value()?)?,
             "--path" => path = value()?,
             "-h" | "--help" => {
-                println!("bench_matmul --rows M [--seconds S] [--products KxN,...] [--path model|flex]");
+                println!(
+                    "bench_matmul --rows M [--seconds S] [--products KxN,...] [--path model|flex]"
+                );
                 return Ok(());
             }
             other => return Err(format!("unknown argument `{other}`").into()),

@@ -9,7 +9,8 @@
 //! same numbers come out of `dxᵀ = W · gᵀ` (a row-major `W` times a
 //! transposed `g`), which `gemm` runs near its peak; transposing the
 //! `[I, 128]` result back is a small copy. The weight gradient `xᵀ · g` is
-//! already fast and stays as Burn computes it.
+//! already fast and stays as Burn computes it. The forward product is
+//! `crate::fused`'s, split over columns when it has few rows.
 //!
 //! Every other backend (and a non-f32 dtype) takes `Tensor::matmul`.
 
@@ -103,10 +104,12 @@ fn tracked_matmul(lhs: Tracked, rhs: Tracked) -> Tracked {
             let rhs_state = lhs_tracked.then(|| prep.checkpoint(&rhs));
             prep.finish(
                 (lhs_state, rhs_state),
-                Flex::float_matmul(lhs.primitive, rhs.primitive),
+                crate::fused::matmul_2d(lhs.primitive, rhs.primitive),
             )
         }
-        OpsKind::UnTracked(prep) => prep.finish(Flex::float_matmul(lhs.primitive, rhs.primitive)),
+        OpsKind::UnTracked(prep) => {
+            prep.finish(crate::fused::matmul_2d(lhs.primitive, rhs.primitive))
+        }
     }
 }
 

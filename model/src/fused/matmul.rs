@@ -16,6 +16,7 @@
 //! it, so `x·W + b` is one pass over the output instead of two.
 
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensorOps;
 use burn::tensor::{DType, Shape, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
@@ -60,6 +61,19 @@ pub(crate) fn linear<B: Backend>(
     Ok(from_flex(split_columns(&x, &w, bias.as_ref(), threads)))
 }
 
+/// `lhs · rhs` for 2-D Flex tensors, split over columns where
+/// [`linear`] would split it, else Flex's own product: the forward of
+/// `crate::autodiff_matmul` on `Autodiff<Flex>`.
+pub(crate) fn matmul_2d(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+    let ([m, k], [_, n]) = (dims::<2>(&lhs), dims::<2>(&rhs));
+    let threads = rayon::current_num_threads();
+    if lhs.dtype() == DType::F32 && rhs.dtype() == DType::F32 && splits(m, k, n, threads) {
+        split_columns(&lhs, &rhs, None, threads)
+    } else {
+        Flex::float_matmul(lhs, rhs)
+    }
+}
+
 /// `t` as the Flex `f32` tensor the caller checked it is.
 fn checked<B: Backend, const D: usize>(t: Tensor<B, D>) -> FlexTensor {
     as_flex_f32(t).unwrap_or_else(|_| unreachable!("checked by the caller: Flex, f32"))
@@ -75,17 +89,22 @@ fn splits(m: usize, k: usize, n: usize, threads: usize) -> bool {
         && m.saturating_mul(k).saturating_mul(n) >= MIN_PARALLEL_WORK
 }
 
-/// The product, one block of columns per thread (see the module's
-/// documentation).
+/// The product of `x` `[B, S, I]` or `[S, I]` and `w` `[I, O]`, one block
+/// of columns per thread (see the module's documentation), shaped as `x`.
 fn split_columns(
     x: &FlexTensor,
     w: &FlexTensor,
     bias: Option<&FlexTensor>,
     threads: usize,
 ) -> FlexTensor {
-    let [batch, rows, inner] = dims::<3>(x);
+    let ([batch, rows, inner], [x_batch, x_row, x_col]) = match x.layout().shape().num_dims() {
+        2 => {
+            let ([rows, inner], [x_row, x_col]) = (dims::<2>(x), strides::<2>(x));
+            ([1, rows, inner], [0, x_row, x_col])
+        }
+        _ => (dims::<3>(x), strides::<3>(x)),
+    };
     let [_, cols] = dims::<2>(w);
-    let [x_batch, x_row, x_col] = strides::<3>(x);
     let [w_row, w_col] = strides::<2>(w);
     let bias_values = bias.map(|b| {
         let b = b.to_contiguous();
@@ -153,7 +172,11 @@ fn split_columns(
     // SAFETY: the tasks' column blocks cover every column of every row of
     // every batch, all written above.
     unsafe { out.set_len(len) };
-    FlexTensor::from_data(TensorData::new(out, Shape::from(vec![batch, rows, cols])))
+    let shape = match x.layout().shape().num_dims() {
+        2 => vec![rows, cols],
+        _ => vec![batch, rows, cols],
+    };
+    FlexTensor::from_data(TensorData::new(out, Shape::from(shape)))
 }
 
 fn dims<const D: usize>(t: &FlexTensor) -> [usize; D] {
@@ -254,6 +277,25 @@ mod tests {
                 );
                 assert_close(from_flex(out), &reference(&x, &w, None), inner);
             }
+        }
+    }
+
+    /// The 2-D entry (the autodiff forward) splits as `linear` does and
+    /// keeps the 2-D shape; a large product goes to Flex.
+    #[test]
+    fn two_dimensional_products_split_or_go_to_flex() {
+        let device = Default::default();
+        for rows in [128, 600] {
+            let x = Tensor::<Flex, 2>::random([rows, 256], Distribution::Normal(0.0, 1.0), &device);
+            let w = Tensor::<Flex, 2>::random([256, 300], Distribution::Normal(0.0, 0.3), &device);
+            let want = x.clone().matmul(w.clone());
+            let got: Tensor<Flex, 2> =
+                from_flex(matmul_2d(as_flex_f32(x).unwrap(), as_flex_f32(w).unwrap()));
+            assert_eq!(got.dims(), [rows, 300]);
+            got.into_data().assert_approx_eq::<f32>(
+                &want.into_data(),
+                Tolerance::absolute(1e-4).set_relative(1e-4),
+            );
         }
     }
 
