@@ -104,11 +104,11 @@ fn tracked_matmul(lhs: Tracked, rhs: Tracked) -> Tracked {
             let rhs_state = lhs_tracked.then(|| prep.checkpoint(&rhs));
             prep.finish(
                 (lhs_state, rhs_state),
-                crate::fused::matmul_2d(lhs.primitive, rhs.primitive),
+                crate::fused::flex_matmul_2d(lhs.primitive, rhs.primitive),
             )
         }
         OpsKind::UnTracked(prep) => {
-            prep.finish(crate::fused::matmul_2d(lhs.primitive, rhs.primitive))
+            prep.finish(crate::fused::flex_matmul_2d(lhs.primitive, rhs.primitive))
         }
     }
 }

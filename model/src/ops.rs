@@ -38,7 +38,7 @@ pub fn linear_rows<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 
     let bias = layer.bias.as_ref().map(|bias| bias.val());
     match crate::fused::linear(x, layer.weight.val(), bias) {
         Ok(y) => y,
-        Err((x, w, bias)) => add_bias(matmul_rows(x, w), bias),
+        Err((x, w, bias)) => add_bias(matmul_all_rows(x, w), bias),
     }
 }
 
@@ -54,10 +54,15 @@ fn add_bias<B: Backend>(y: Tensor<B, 3>, bias: Option<Tensor<B, 1>>) -> Tensor<B
 /// `Autodiff<Flex>` its backward multiplies in the orientation the CPU
 /// kernels are fast at (`crate::autodiff_matmul`).
 pub fn matmul_rows<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
-    let (x, w) = match crate::fused::linear(x, w, None) {
-        Ok(y) => return y,
-        Err((x, w, _)) => (x, w),
-    };
+    match crate::fused::linear(x, w, None) {
+        Ok(y) => y,
+        Err((x, w, _)) => matmul_all_rows(x, w),
+    }
+}
+
+/// [`matmul_rows`] as one product over all rows, where `crate::fused` does
+/// not split it.
+fn matmul_all_rows<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
     let [b, s, i] = x.dims();
     let o = w.dims()[1];
     crate::autodiff_matmul::matmul_2d(x.reshape([b * s, i]), w).reshape([b, s, o])

@@ -21,7 +21,7 @@ use burn::tensor::{DType, Shape, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use super::{as_flex_f32, from_flex};
+use super::{as_flex_f32, from_flex, values};
 
 /// Products with this many rows or more stay with Flex (`gemm`'s own
 /// threading is as fast there).
@@ -64,7 +64,7 @@ pub(crate) fn linear<B: Backend>(
 /// `lhs · rhs` for 2-D Flex tensors, split over columns where
 /// [`linear`] would split it, else Flex's own product: the forward of
 /// `crate::autodiff_matmul` on `Autodiff<Flex>`.
-pub(crate) fn matmul_2d(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
+pub(crate) fn flex_matmul_2d(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     let ([m, k], [_, n]) = (dims::<2>(&lhs), dims::<2>(&rhs));
     let threads = rayon::current_num_threads();
     if lhs.dtype() == DType::F32 && rhs.dtype() == DType::F32 && splits(m, k, n, threads) {
@@ -97,19 +97,24 @@ fn split_columns(
     bias: Option<&FlexTensor>,
     threads: usize,
 ) -> FlexTensor {
-    let ([batch, rows, inner], [x_batch, x_row, x_col]) = match x.layout().shape().num_dims() {
-        2 => {
-            let ([rows, inner], [x_row, x_col]) = (dims::<2>(x), strides::<2>(x));
-            ([1, rows, inner], [0, x_row, x_col])
-        }
-        _ => (dims::<3>(x), strides::<3>(x)),
-    };
     let [_, cols] = dims::<2>(w);
     let [w_row, w_col] = strides::<2>(w);
-    let bias_values = bias.map(|b| {
-        let b = b.to_contiguous();
-        b.storage::<f32>()[b.layout().start_offset()..][..cols].to_vec()
-    });
+    let ([batch, rows, inner], [x_batch, x_row, x_col], shape) = match x.layout().shape().num_dims()
+    {
+        2 => {
+            let ([rows, inner], [x_row, x_col]) = (dims::<2>(x), strides::<2>(x));
+            ([1, rows, inner], [0, x_row, x_col], vec![rows, cols])
+        }
+        _ => {
+            let [batch, rows, inner] = dims::<3>(x);
+            (
+                [batch, rows, inner],
+                strides::<3>(x),
+                vec![batch, rows, cols],
+            )
+        }
+    };
+    let bias_values = bias.map(values);
 
     let len = batch * rows * cols;
     let mut out: Vec<f32> = Vec::with_capacity(len);
@@ -172,10 +177,6 @@ fn split_columns(
     // SAFETY: the tasks' column blocks cover every column of every row of
     // every batch, all written above.
     unsafe { out.set_len(len) };
-    let shape = match x.layout().shape().num_dims() {
-        2 => vec![rows, cols],
-        _ => vec![batch, rows, cols],
-    };
     FlexTensor::from_data(TensorData::new(out, Shape::from(shape)))
 }
 
@@ -298,8 +299,10 @@ mod tests {
             let x = Tensor::<Flex, 2>::random([rows, 256], Distribution::Normal(0.0, 1.0), &device);
             let w = Tensor::<Flex, 2>::random([256, 300], Distribution::Normal(0.0, 0.3), &device);
             let want = x.clone().matmul(w.clone());
-            let got: Tensor<Flex, 2> =
-                from_flex(matmul_2d(as_flex_f32(x).unwrap(), as_flex_f32(w).unwrap()));
+            let got: Tensor<Flex, 2> = from_flex(flex_matmul_2d(
+                as_flex_f32(x).unwrap(),
+                as_flex_f32(w).unwrap(),
+            ));
             assert_eq!(got.dims(), [rows, 300]);
             got.into_data().assert_approx_eq::<f32>(
                 &want.into_data(),

@@ -204,7 +204,7 @@ macro_rules! dispatch {
 
 mod matmul;
 mod norm;
-pub(crate) use matmul::{linear, matmul_2d};
+pub(crate) use matmul::{flex_matmul_2d, linear};
 pub(crate) use norm::{affine_rows, center_rows, div_rows, rms_rows};
 
 /// The loops, compiled once per instruction set.
